@@ -1,0 +1,347 @@
+//! Test support: the real broker behind `KAFKA_BOOTSTRAP_SERVERS`, unique names, topic creation and reading, and
+//! child processes that never outlive a test.
+//!
+//! Integration tests get the broker with [`require_broker!`]: without `KAFKA_BOOTSTRAP_SERVERS` a test is skipped
+//! with a message on a developer machine, and fails when `CI` is set.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use nix;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+pub use serde_json;
+
+/// The broker integration tests use, or `None` (after saying so) when none is configured outside CI.
+///
+/// # Panics
+/// When `CI` is set and `KAFKA_BOOTSTRAP_SERVERS` is not: in CI a missing broker is a failure, never a skip.
+pub fn bootstrap() -> Option<String> {
+    match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        Ok(servers) if !servers.trim().is_empty() => Some(servers),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but KAFKA_BOOTSTRAP_SERVERS is not: run the tests through ./make_test.sh")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: KAFKA_BOOTSTRAP_SERVERS is not set (./make_test.sh starts a broker; \
+                 or: scripts/kafka-dev.sh start && eval \"$(scripts/kafka-dev.sh env)\")"
+            );
+            None
+        }
+    }
+}
+
+/// Returns the broker address, or returns from the calling test when there is none (outside CI only).
+#[macro_export]
+macro_rules! require_broker {
+    () => {
+        match $crate::bootstrap() {
+            Some(servers) => servers,
+            None => return,
+        }
+    };
+}
+
+/// A name no other test run uses: tests run in parallel and can be rerun against the same broker.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+/// Creates `name` with `partitions` partitions and waits until the broker serves it.
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(bootstrap).create().expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create_topics request");
+    for result in results {
+        result.unwrap_or_else(|(topic, err)| panic!("creating topic {topic}: {err}"));
+    }
+    // Metadata propagates asynchronously; wait until every partition has a leader.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumer: BaseConsumer = client_config(bootstrap).create().expect("consumer");
+    loop {
+        let ready = consumer
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| {
+                m.topics()
+                    .first()
+                    .map(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+            })
+            .unwrap_or(false);
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topic {name} never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates the three topics of a test run with a unique prefix; returns (orders, deliveries, dlq).
+pub async fn create_topics(bootstrap: &str, orders_partitions: i32) -> (String, String, String) {
+    let prefix = unique("t");
+    let names = (
+        format!("{prefix}.orders"),
+        format!("{prefix}.deliveries"),
+        format!("{prefix}.dlq"),
+    );
+    create_topic(bootstrap, &names.0, orders_partitions).await;
+    create_topic(bootstrap, &names.1, 3).await;
+    create_topic(bootstrap, &names.2, 1).await;
+    names
+}
+
+/// A raw record to produce: key and value, either possibly absent.
+pub type RawRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Produces raw records to `topic` in order and waits for each acknowledgement.
+pub async fn produce(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
+    let producer: FutureProducer = client_config(bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (key, value) in records {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(*key);
+        }
+        if let Some(value) = value {
+            record = record.payload(*value);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(err, _)| panic!("producing to {topic}: {err}"));
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// The value parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.value.as_deref().unwrap_or_default())
+            .expect("record value is JSON")
+    }
+
+    /// The key as text.
+    pub fn key_str(&self) -> &str {
+        std::str::from_utf8(self.key.as_deref().unwrap_or_default()).expect("key is UTF-8")
+    }
+}
+
+/// Reads `topic` from the beginning until `expect` records arrived, then `settle` longer to catch extras
+/// (duplicates), or until `timeout`. `read_committed` reads as the guarantees are stated.
+pub async fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    read_committed: bool,
+    expect: usize,
+    settle: Duration,
+    timeout: Duration,
+) -> Vec<Record> {
+    let bootstrap = bootstrap.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config(&bootstrap)
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set(
+                "isolation.level",
+                if read_committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            )
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut assignment = TopicPartitionList::new();
+        for partition in metadata.topics()[0].partitions() {
+            assignment
+                .add_partition_offset(&topic, partition.id(), Offset::Beginning)
+                .expect("assignment");
+        }
+        consumer.assign(&assignment).expect("assign");
+
+        let started = Instant::now();
+        let mut reached: Option<Instant> = None;
+        let mut records = Vec::new();
+        while started.elapsed() < timeout {
+            if reached.is_some_and(|at| at.elapsed() >= settle) {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => records.push(Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                }),
+                Some(Err(err)) => eprintln!("reading {topic}: {err}"),
+                None => {}
+            }
+            if reached.is_none() && records.len() >= expect {
+                reached = Some(Instant::now());
+            }
+        }
+        records
+    })
+    .await
+    .expect("reader task")
+}
+
+/// A child process whose stderr lines are collected, killed (SIGKILL) if still running when dropped.
+pub struct Proc {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Proc {
+    /// Starts `program` with `args` and extra `env`, stdout discarded, stderr collected.
+    pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().expect("stderr lock").push(line);
+            }
+        });
+        Self {
+            child,
+            stderr,
+            name: program.rsplit('/').next().unwrap_or(program).to_owned(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
+        let _ = kill(pid, signal);
+    }
+
+    /// Waits for the process to exit, up to `timeout`; `None` if it is still running.
+    pub async fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Give the stderr reader a moment to drain the pipe.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the exit and returns its code, failing the test after `timeout`.
+    pub async fn exit_code(&mut self, timeout: Duration) -> i32 {
+        match self.wait_timeout(timeout).await {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!(
+                "{} still running after {timeout:?}; stderr:\n{}",
+                self.name,
+                self.stderr_text()
+            ),
+        }
+    }
+
+    /// Lines written to stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Stderr so far, as one string.
+    pub fn stderr_text(&self) -> String {
+        self.stderr_lines().join("\n")
+    }
+
+    /// Stderr lines that are JSON log events whose message is `message`.
+    pub fn log_events(&self, message: &str) -> Vec<HashMap<String, serde_json::Value>> {
+        self.stderr_lines()
+            .iter()
+            .filter_map(|line| {
+                serde_json::from_str::<HashMap<String, serde_json::Value>>(line).ok()
+            })
+            .filter(|event| event.get("message").and_then(|m| m.as_str()) == Some(message))
+            .collect()
+    }
+
+    /// Waits until a log event with `message` appears, up to `timeout`.
+    pub async fn wait_for_log(&self, message: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.log_events(message).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds and checks everything: formatting, lints, then the Rust tests against a real Kafka broker (started here
+# from Maven Central jars unless KAFKA_BOOTSTRAP_SERVERS names one), then the checks of scripts and manifests.
+# Stops at the first failing step, prints a summary, and exits non-zero if anything failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+# Tests that need a broker fail (never skip) when CI is set; this script always provides one.
+export CI="${CI:-true}"
+: "${CARGO_TERM_COLOR:=never}"
+export CARGO_TERM_COLOR
+
+summary=()
+started_broker=false
+
+print_summary() {
+  echo
+  echo "==================== make_test.sh summary ===================="
+  local line
+  for line in "${summary[@]}"; do
+    echo "  ${line}"
+  done
+  echo "=============================================================="
+}
+
+cleanup() {
+  local status=$?
+  if [[ "${started_broker}" == true ]]; then
+    scripts/kafka-dev.sh stop || true
+  fi
+  print_summary
+  exit "${status}"
+}
+trap cleanup EXIT
+
+# step NAME COMMAND...: runs one check, records its outcome and duration, stops everything on failure.
+step() {
+  local name=$1 begin=${SECONDS}
+  shift
+  echo
+  echo "==> ${name}"
+  if "$@"; then
+    summary+=("ok    ${name} ($((SECONDS - begin))s)")
+  else
+    summary+=("FAIL  ${name} ($((SECONDS - begin))s)")
+    exit 1
+  fi
+}
+
+for tool in cargo java mvn; do
+  if ! command -v "${tool}" >/dev/null 2>&1; then
+    echo "make_test.sh: '${tool}' is missing; .ci/run installs what the tests need" >&2
+    exit 1
+  fi
+done
+
+start_kafka() {
+  if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    echo "using the broker at ${KAFKA_BOOTSTRAP_SERVERS} (KAFKA_BOOTSTRAP_SERVERS)"
+    return 0
+  fi
+  started_broker=true
+  scripts/kafka-dev.sh start || return 1
+  eval "$(scripts/kafka-dev.sh env)"
+}
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy (all targets, warnings denied)" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "build release binaries" cargo build --workspace --release --locked
+step "start Kafka (KRaft, single node)" start_kafka
+step "cargo test --workspace" cargo test --workspace --locked
+if command -v shellcheck >/dev/null 2>&1; then
+  step "shellcheck" shellcheck make_test.sh .ci/run scripts/*.sh
+else
+  echo "make_test.sh: shellcheck is missing (Debian: apt-get install shellcheck)" >&2
+  exit 1
+fi
