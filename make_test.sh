@@ -60,8 +60,11 @@ start_kafka() {
     echo "using the broker at ${KAFKA_BOOTSTRAP_SERVERS} (KAFKA_BOOTSTRAP_SERVERS)"
     return 0
   fi
-  started_broker=true
-  scripts/kafka-dev.sh start || return 1
+  # A dev broker someone already runs is reused and left running; one started here is stopped on exit.
+  if ! scripts/kafka-dev.sh status >/dev/null 2>&1; then
+    started_broker=true
+    scripts/kafka-dev.sh start || return 1
+  fi
   eval "$(scripts/kafka-dev.sh env)"
 }
 

@@ -102,8 +102,14 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=8
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-# Same as the Strimzi cluster: a group's first member starts at once.
+# Same as the Strimzi cluster: a group's first member starts at once, and a killed maker's partitions move to
+# another after 10 s (KIP-848 groups; classic groups set session.timeout.ms on the client).
 group.initial.rebalance.delay.ms=0
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+# KIP-848 members learn of a new member's assignment at their next heartbeat: 500 ms instead of 5 s.
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=500
 # Crash tests: transactions of killed makers are aborted soon after they time out.
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 log.retention.hours=1

@@ -11,8 +11,8 @@ use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
+use rdkafka::producer::DeliveryResult;
 use rdkafka::producer::ProducerContext;
-use rdkafka::producer::{DeliveryResult, FutureProducer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -444,15 +444,11 @@ pub fn producer_config(kafka: &KafkaArgs, kind: &ProducerKind) -> ClientConfig {
     config
 }
 
-/// Creates a producer with the project's settings.
-pub fn create_producer<C>(
-    kafka: &KafkaArgs,
-    kind: &ProducerKind,
-    context: C,
-) -> Result<FutureProducer<C>>
+/// Creates a producer (a `FutureProducer` or a `ThreadedProducer`) with the project's settings.
+pub fn create_producer<T, C>(kafka: &KafkaArgs, kind: &ProducerKind, context: C) -> Result<T>
 where
-    C: ClientContext + 'static,
-    FutureProducer<C>: FromClientConfigAndContext<C>,
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
 {
     let config = producer_config(kafka, kind);
     config

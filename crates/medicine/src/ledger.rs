@@ -1,0 +1,324 @@
+//! Offset bookkeeping: which fetched orders are still in flight, and how far each partition may be committed.
+//!
+//! Invariant: a partition's committable position only ever covers a contiguous prefix of finished records, so an
+//! order is never committed before every earlier record of its partition is. Records finish in any order (a
+//! one-tab order overtakes a thirty-tab one); their results wait here until the prefix reaches them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use tokio_util::sync::CancellationToken;
+
+/// Identifies one assignment of a partition to this maker. A partition revoked and assigned again gets a new
+/// epoch, so a result from work started under the old assignment is recognised as stale and dropped.
+pub type Epoch = u64;
+
+/// One fetched record, waiting for its result.
+#[derive(Debug)]
+struct Slot<T> {
+    offset: i64,
+    result: Option<T>,
+}
+
+#[derive(Debug)]
+struct PartitionLedger<T> {
+    epoch: Epoch,
+    /// Cancelled when the partition is revoked or rewound: its in-flight work stops.
+    cancel: CancellationToken,
+    /// Fetched records in offset order.
+    slots: VecDeque<Slot<T>>,
+}
+
+/// Finished results ready to commit: per partition, the offset to commit (the next one to read) and the results
+/// of the records it covers, in offset order.
+#[derive(Debug)]
+pub struct Ready<T> {
+    pub offsets: BTreeMap<i32, i64>,
+    pub results: Vec<T>,
+}
+
+impl<T> Ready<T> {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+}
+
+/// The in-flight records of every assigned partition.
+#[derive(Debug)]
+pub struct Ledger<T> {
+    partitions: HashMap<i32, PartitionLedger<T>>,
+    next_epoch: Epoch,
+    in_flight: usize,
+}
+
+impl<T> Default for Ledger<T> {
+    fn default() -> Self {
+        Self {
+            partitions: HashMap::new(),
+            next_epoch: 1,
+            in_flight: 0,
+        }
+    }
+}
+
+impl<T> Ledger<T> {
+    /// Starts tracking `partition` (newly assigned). Re-assigning a tracked partition starts afresh.
+    pub fn assign(&mut self, partition: i32) {
+        self.revoke(partition);
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        self.partitions.insert(
+            partition,
+            PartitionLedger {
+                epoch,
+                cancel: CancellationToken::new(),
+                slots: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Stops tracking `partition`: cancels its in-flight work and forgets its unfinished and uncommitted records
+    /// (the partition's next owner reads them again from the committed offset). Returns how many were dropped.
+    pub fn revoke(&mut self, partition: i32) -> usize {
+        match self.partitions.remove(&partition) {
+            Some(ledger) => {
+                ledger.cancel.cancel();
+                self.in_flight -= ledger.slots.len();
+                ledger.slots.len()
+            }
+            None => 0,
+        }
+    }
+
+    /// Forgets everything (after an aborted transaction, before rewinding to the committed offsets). The
+    /// partitions stay assigned under new epochs. Returns how many records were dropped.
+    pub fn reset(&mut self) -> usize {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        let dropped = partitions.iter().map(|&p| self.revoke(p)).sum();
+        for partition in partitions {
+            self.assign(partition);
+        }
+        dropped
+    }
+
+    /// Records that `offset` of `partition` was fetched and its work starts. Returns the epoch and the
+    /// cancellation token the work must carry, or `None` if the partition is not assigned (a record that raced
+    /// a revocation: it is not ours to process).
+    pub fn track(&mut self, partition: i32, offset: i64) -> Option<(Epoch, CancellationToken)> {
+        let ledger = self.partitions.get_mut(&partition)?;
+        debug_assert!(ledger.slots.back().is_none_or(|last| last.offset < offset));
+        ledger.slots.push_back(Slot {
+            offset,
+            result: None,
+        });
+        self.in_flight += 1;
+        Some((ledger.epoch, ledger.cancel.clone()))
+    }
+
+    /// Stores the result of `offset`. Returns false (and drops it) when it is stale: the partition was revoked or
+    /// rewound since the work started.
+    pub fn complete(&mut self, partition: i32, epoch: Epoch, offset: i64, result: T) -> bool {
+        let Some(ledger) = self.partitions.get_mut(&partition) else {
+            return false;
+        };
+        if ledger.epoch != epoch {
+            return false;
+        }
+        match ledger
+            .slots
+            .binary_search_by_key(&offset, |slot| slot.offset)
+        {
+            Ok(index) if ledger.slots[index].result.is_none() => {
+                ledger.slots[index].result = Some(result);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether some partition has a finished record at the head of its queue.
+    pub fn has_ready(&self) -> bool {
+        self.partitions
+            .values()
+            .any(|p| p.slots.front().is_some_and(|s| s.result.is_some()))
+    }
+
+    /// Takes every partition's contiguous prefix of finished records.
+    pub fn take_ready(&mut self) -> Ready<T> {
+        let mut ready = Ready {
+            offsets: BTreeMap::new(),
+            results: Vec::new(),
+        };
+        for (&partition, ledger) in &mut self.partitions {
+            while ledger.slots.front().is_some_and(|s| s.result.is_some()) {
+                let Some(Slot {
+                    offset,
+                    result: Some(result),
+                }) = ledger.slots.pop_front()
+                else {
+                    unreachable!("the loop condition checked the head is finished");
+                };
+                ready.offsets.insert(partition, offset + 1);
+                ready.results.push(result);
+                self.in_flight -= 1;
+            }
+        }
+        ready
+    }
+
+    /// Records fetched and not yet taken for commit: what `--max-in-flight-orders` bounds.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Records still being worked on (fetched, no result yet).
+    pub fn unfinished(&self) -> usize {
+        self.partitions
+            .values()
+            .flat_map(|p| p.slots.iter())
+            .filter(|s| s.result.is_none())
+            .count()
+    }
+
+    /// Cancels all unfinished work and drops the unfinished records and everything after them in each partition;
+    /// what is finished and contiguous stays, to be committed. Used when the drain timeout runs out: the dropped
+    /// records are redelivered to the next maker.
+    pub fn abandon_unfinished(&mut self) -> usize {
+        let mut dropped = 0;
+        for ledger in self.partitions.values_mut() {
+            ledger.cancel.cancel();
+            let keep = ledger
+                .slots
+                .iter()
+                .position(|s| s.result.is_none())
+                .unwrap_or(ledger.slots.len());
+            dropped += ledger.slots.len() - keep;
+            ledger.slots.truncate(keep);
+        }
+        self.in_flight -= dropped;
+        dropped
+    }
+
+    /// Partitions currently tracked.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger_with(partition: i32, offsets: &[i64]) -> (Ledger<i64>, Epoch) {
+        let mut ledger = Ledger::default();
+        ledger.assign(partition);
+        let mut epoch = 0;
+        for &offset in offsets {
+            epoch = ledger.track(partition, offset).unwrap().0;
+        }
+        (ledger, epoch)
+    }
+
+    #[test]
+    fn commits_only_a_contiguous_prefix_of_finished_records() {
+        let (mut ledger, epoch) = ledger_with(0, &[10, 11, 12]);
+        assert!(ledger.complete(0, epoch, 11, 11));
+        assert!(!ledger.has_ready(), "11 is done but 10 is not");
+        assert!(ledger.take_ready().is_empty());
+
+        assert!(ledger.complete(0, epoch, 10, 10));
+        let ready = ledger.take_ready();
+        assert_eq!(ready.offsets, BTreeMap::from([(0, 12)]));
+        assert_eq!(ready.results, vec![10, 11]);
+        assert_eq!(ledger.in_flight(), 1);
+
+        assert!(ledger.complete(0, epoch, 12, 12));
+        assert_eq!(ledger.take_ready().offsets, BTreeMap::from([(0, 13)]));
+        assert_eq!(ledger.in_flight(), 0);
+    }
+
+    #[test]
+    fn offsets_may_have_gaps() {
+        // Transaction markers and compaction leave holes in offsets.
+        let (mut ledger, epoch) = ledger_with(3, &[5, 9]);
+        ledger.complete(3, epoch, 9, 9);
+        ledger.complete(3, epoch, 5, 5);
+        assert_eq!(ledger.take_ready().offsets, BTreeMap::from([(3, 10)]));
+    }
+
+    #[test]
+    fn partitions_advance_independently() {
+        let mut ledger = Ledger::default();
+        ledger.assign(0);
+        ledger.assign(1);
+        let (e0, _) = ledger.track(0, 1).unwrap();
+        let (e1, _) = ledger.track(1, 7).unwrap();
+        ledger.track(1, 8).unwrap();
+        ledger.complete(1, e1, 7, 7);
+        ledger.complete(0, e0, 1, 1);
+        let ready = ledger.take_ready();
+        assert_eq!(ready.offsets, BTreeMap::from([(0, 2), (1, 8)]));
+        assert_eq!(ledger.in_flight(), 1);
+    }
+
+    #[test]
+    fn revoked_partitions_drop_their_work_and_cancel_it() {
+        let (mut ledger, epoch) = ledger_with(0, &[1, 2]);
+        let (_, cancel) = ledger.track(0, 3).unwrap();
+        assert_eq!(ledger.revoke(0), 3);
+        assert!(cancel.is_cancelled());
+        assert_eq!(ledger.in_flight(), 0);
+        assert!(
+            !ledger.complete(0, epoch, 1, 1),
+            "result of a revoked partition"
+        );
+        assert!(
+            ledger.track(0, 4).is_none(),
+            "record of a partition not assigned"
+        );
+    }
+
+    #[test]
+    fn results_from_an_earlier_assignment_are_stale() {
+        let (mut ledger, old) = ledger_with(0, &[1]);
+        ledger.assign(0);
+        let (new, _) = ledger.track(0, 1).unwrap();
+        assert_ne!(old, new);
+        assert!(!ledger.complete(0, old, 1, 1));
+        assert!(ledger.complete(0, new, 1, 1));
+    }
+
+    #[test]
+    fn a_result_is_stored_once() {
+        let (mut ledger, epoch) = ledger_with(0, &[1]);
+        assert!(ledger.complete(0, epoch, 1, 1));
+        assert!(!ledger.complete(0, epoch, 1, 2));
+        assert!(!ledger.complete(0, epoch, 99, 2), "unknown offset");
+    }
+
+    #[test]
+    fn reset_keeps_partitions_under_new_epochs() {
+        let (mut ledger, epoch) = ledger_with(0, &[1, 2]);
+        ledger.complete(0, epoch, 1, 1);
+        assert_eq!(ledger.reset(), 2);
+        assert_eq!(ledger.in_flight(), 0);
+        assert!(!ledger.complete(0, epoch, 2, 2));
+        assert!(ledger.track(0, 1).is_some(), "still assigned after a reset");
+    }
+
+    #[test]
+    fn abandoning_keeps_the_finished_prefix() {
+        let (mut ledger, epoch) = ledger_with(0, &[1, 2, 3, 4]);
+        ledger.complete(0, epoch, 1, 1);
+        ledger.complete(0, epoch, 3, 3);
+        assert_eq!(ledger.unfinished(), 2);
+        assert_eq!(
+            ledger.abandon_unfinished(),
+            3,
+            "2 is unfinished; 3 and 4 come after it"
+        );
+        let ready = ledger.take_ready();
+        assert_eq!(ready.offsets, BTreeMap::from([(0, 2)]));
+        assert_eq!(ledger.in_flight(), 0);
+    }
+}

@@ -1,0 +1,186 @@
+//! What the maker counts: Prometheus metrics for dashboards and the summary logged at exit.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram as Hdr;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label of dead letters: the rejection's reason code (a small fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// The maker's counters.
+pub struct Stats {
+    pub orders: Counter,
+    pub tabs: Counter,
+    pub dead_letters: Family<ReasonLabel, Counter>,
+    dead_letters_total: Counter,
+    pub in_flight: Gauge,
+    pub commits: Counter,
+    pub aborts: Counter,
+    latency: Histogram,
+    /// Order latency in microseconds, for the exit summary's percentiles (bounded memory, 3 significant digits).
+    latency_us: Mutex<Hdr<u64>>,
+}
+
+/// What a maker did, logged at exit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    /// Orders made and committed.
+    pub orders: u64,
+    /// Tabs made and committed.
+    pub tabs: u64,
+    /// Records sent to the DLQ.
+    pub dead_letters: u64,
+    /// Order latency (order timestamp to commit), median, in milliseconds.
+    pub latency_p50_ms: f64,
+    /// Order latency, 99th percentile, in milliseconds.
+    pub latency_p99_ms: f64,
+    /// Transactions (or offset commits) that succeeded.
+    pub commits: u64,
+    /// Transactions aborted.
+    pub aborts: u64,
+}
+
+impl Stats {
+    /// Creates the counters and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let stats = Self {
+            orders: Counter::default(),
+            tabs: Counter::default(),
+            dead_letters: Family::default(),
+            dead_letters_total: Counter::default(),
+            in_flight: Gauge::default(),
+            commits: Counter::default(),
+            aborts: Counter::default(),
+            latency: Histogram::new(tabs::metrics::latency_buckets()),
+            latency_us: Mutex::new(
+                Hdr::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("static histogram bounds are valid"),
+            ),
+        };
+        registry.register(
+            "medicine_orders_done",
+            "Orders made and committed",
+            stats.orders.clone(),
+        );
+        registry.register(
+            "medicine_tabs_made",
+            "Tabs made and committed",
+            stats.tabs.clone(),
+        );
+        registry.register(
+            "medicine_dead_letters",
+            "Records rejected to the DLQ, by reason",
+            stats.dead_letters.clone(),
+        );
+        registry.register(
+            "medicine_orders_in_flight",
+            "Orders fetched and not yet committed",
+            stats.in_flight.clone(),
+        );
+        registry.register(
+            "medicine_order_latency_seconds",
+            "Order timestamp to commit of its tabs",
+            stats.latency.clone(),
+        );
+        registry.register(
+            "medicine_transactions_committed",
+            "Transactions (exactly-once) or offset commits (at-least-once) that succeeded",
+            stats.commits.clone(),
+        );
+        registry.register(
+            "medicine_transactions_aborted",
+            "Transactions aborted; their orders were made again",
+            stats.aborts.clone(),
+        );
+        stats
+    }
+
+    /// Counts a committed order with `tabs` tabs and its latency.
+    pub fn order_done(&self, tabs: u32, latency: Duration) {
+        self.orders.inc();
+        self.tabs.inc_by(u64::from(tabs));
+        self.latency.observe(latency.as_secs_f64());
+        if let Ok(mut hdr) = self.latency_us.lock() {
+            hdr.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Counts a committed dead letter.
+    pub fn dead_letter(&self, reason: &str) {
+        self.dead_letters_total.inc();
+        self.dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> Summary {
+        let (p50, p99) = self
+            .latency_us
+            .lock()
+            .map(|hdr| {
+                if hdr.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    (
+                        hdr.value_at_quantile(0.5) as f64 / 1e3,
+                        hdr.value_at_quantile(0.99) as f64 / 1e3,
+                    )
+                }
+            })
+            .unwrap_or_default();
+        Summary {
+            orders: self.orders.get(),
+            tabs: self.tabs.get(),
+            dead_letters: self.dead_letters_total.get(),
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
+            commits: self.commits.get(),
+            aborts: self.aborts.get(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_reports_counts_and_percentiles() {
+        let stats = Stats::register(&mut Registry::default());
+        for ms in 1..=100 {
+            stats.order_done(2, Duration::from_millis(ms));
+        }
+        stats.dead_letter("not_json");
+        let summary = stats.summary();
+        assert_eq!(summary.orders, 100);
+        assert_eq!(summary.tabs, 200);
+        assert_eq!(summary.dead_letters, 1);
+        assert!(
+            (49.0..=51.0).contains(&summary.latency_p50_ms),
+            "{summary:?}"
+        );
+        assert!(
+            (98.0..=100.5).contains(&summary.latency_p99_ms),
+            "{summary:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_summary_has_zero_latency() {
+        let stats = Stats::register(&mut Registry::default());
+        assert_eq!(stats.summary(), Summary::default());
+    }
+}

@@ -1,0 +1,965 @@
+//! The maker's loop: fetch orders, start their making, commit finished ones, follow rebalances, drain and exit.
+//!
+//! One task owns the consumer, the ledger and the producer's transactions, so no lock orders them: rebalance
+//! callbacks run inside `recv()` on this task and are applied before anything else is done with their partitions.
+//! Orders are made on their own tasks and report back over a channel.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tabs::kafka::{self, ConsumerOptions, ErrorTracker, ProducerKind, TabsContext};
+use tabs::messages::{parse_order, to_json, DeadLetter, Order, Tab};
+use tabs::metrics::{self, Health};
+use tabs::time::now_ns;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::ledger::{Epoch, Ledger};
+use crate::making::make_order;
+use crate::stats::{Stats, Summary};
+use crate::{Config, Guarantee};
+
+/// Consecutive aborted transactions after which the maker gives up (exit 1) instead of redoing the same work
+/// forever: something outside it is broken (a deleted topic, a full disk) and needs a person.
+const MAX_CONSECUTIVE_ABORTS: u32 = 5;
+/// Timeout of one blocking call to the broker (transaction steps, committed offsets, seeks).
+const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on closing the consumer (leaving the group) at exit.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A change of assignment, reported by the consumer's rebalance callbacks.
+#[derive(Debug)]
+enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Consumer context: errors to the tracker, rebalances queued for the loop.
+#[derive(Default)]
+struct MakerContext {
+    errors: Arc<ErrorTracker>,
+    topic: String,
+    events: Mutex<Vec<RebalanceEvent>>,
+    /// Wakes the loop when an event is queued, even while `recv()` has no record to return.
+    wake: Notify,
+}
+
+impl MakerContext {
+    fn partitions(&self, list: &TopicPartitionList) -> Vec<i32> {
+        list.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+
+    fn push(&self, event: RebalanceEvent) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+        self.wake.notify_one();
+    }
+
+    fn take_events(&self) -> Vec<RebalanceEvent> {
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+}
+
+impl ClientContext for MakerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.record(&error, reason);
+    }
+}
+
+impl ConsumerContext for MakerContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            // Before librdkafka lets the partitions go: their work must stop being committed by us.
+            Rebalance::Revoke(list) => self.push(RebalanceEvent::Revoked(self.partitions(list))),
+            Rebalance::Error(err) => warn!(error = %err, "rebalance error"),
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            self.push(RebalanceEvent::Assigned(self.partitions(list)));
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(err) = result {
+            // At-least-once only: the orders are made again by whoever reads them next.
+            warn!(error = %err, partitions = offsets.count(), "offset commit failed");
+        }
+    }
+}
+
+/// What became of one fetched record.
+#[derive(Debug)]
+enum Outcome {
+    /// An order made; its tabs wait for the transaction.
+    Made { order: Order, tabs: Vec<Tab> },
+    /// A rejected record; its dead letter waits for the transaction.
+    Rejected {
+        key: Option<Vec<u8>>,
+        letter: DeadLetter,
+    },
+    /// At-least-once: tabs or dead letter already written and acknowledged.
+    Delivered {
+        order_timestamp_ns: u64,
+        tabs: u32,
+        rejected: Option<String>,
+    },
+}
+
+/// A finished record, reported by its task.
+struct Completion {
+    partition: i32,
+    epoch: Epoch,
+    offset: i64,
+    outcome: Outcome,
+}
+
+/// Where tabs go.
+enum Output {
+    Transactional(ThreadedProducer<TabsContext>),
+    AtLeastOnce(FutureProducer<TabsContext>),
+}
+
+/// Why the loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Signal,
+    Idle,
+    MaxOrders,
+}
+
+impl StopReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Signal => "signal",
+            Self::Idle => "idle",
+            Self::MaxOrders => "max-orders",
+        }
+    }
+}
+
+/// What woke the loop.
+enum Wake {
+    Record(KafkaResult<OwnedMessage>),
+    Completion(Completion),
+    CommitDue,
+    ShutdownRequested,
+    DrainTimedOut,
+    IdleCheck,
+    Rebalance,
+}
+
+/// The maker.
+pub struct Worker {
+    config: Config,
+    maker_id: String,
+    shutdown: CancellationToken,
+    consumer: Arc<StreamConsumer<MakerContext>>,
+    output: Output,
+    ledger: Ledger<Outcome>,
+    completions: (mpsc::Sender<Completion>, mpsc::Receiver<Completion>),
+    tasks: TaskTracker,
+    stats: Arc<Stats>,
+    health: Arc<Health>,
+    /// Whether the assigned partitions are paused (at the in-flight bound, or draining).
+    paused: bool,
+    /// A record received while paused (it raced the pause): processed first once there is room.
+    stash: Option<OwnedMessage>,
+    /// Records accepted, for `--max-orders`.
+    accepted: u64,
+    last_activity: Instant,
+    last_commit: Instant,
+    consecutive_aborts: u32,
+    stopping: Option<(StopReason, tokio::time::Instant)>,
+    started: Instant,
+    /// When the consumer subscribed: the group join time is measured from here.
+    subscribed: Instant,
+    first_commit_logged: bool,
+}
+
+impl Worker {
+    /// Connects to Kafka, prepares the producer (and its transactions) and subscribes.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let maker_id = config.maker_id();
+        let context = MakerContext {
+            topic: config.topics.orders_topic.clone(),
+            ..MakerContext::default()
+        };
+        let errors = Arc::clone(&context.errors);
+        let consumer: StreamConsumer<MakerContext> = kafka::create_consumer(
+            &config.kafka,
+            &ConsumerOptions {
+                group: config.group.clone(),
+                protocol: config.group_protocol,
+                read_committed: true,
+                prefetch_kbytes: config.fetch_queue_kbytes,
+            },
+            context,
+        )?;
+        let consumer = Arc::new(consumer);
+
+        let mut registry = Registry::default();
+        let stats = Arc::new(Stats::register(&mut registry));
+        let health = Arc::new(Health::default());
+        if let Some(addr) = config.telemetry.metrics_addr {
+            metrics::serve(
+                addr,
+                Arc::new(registry),
+                Arc::clone(&health),
+                shutdown.clone(),
+            )
+            .await?;
+        }
+
+        info!(
+            maker = %maker_id,
+            servers = %config.kafka.bootstrap_servers,
+            topic = %config.topics.orders_topic,
+            group = %config.group,
+            protocol = ?config.group_protocol,
+            guarantee = ?config.guarantee,
+            max_in_flight_orders = config.max_in_flight_orders,
+            tab_making_time = ?config.tab_making_time,
+            "maker starting"
+        );
+        for topic in [
+            &config.topics.orders_topic,
+            &config.deliveries_topic,
+            &config.dlq_topic,
+        ] {
+            let probe = Arc::clone(&consumer);
+            let name = topic.clone();
+            kafka::wait_for_topic(
+                move |timeout| probe.fetch_metadata(Some(&name), timeout),
+                &errors,
+                &config.kafka,
+                topic,
+                config.startup_timeout,
+                &shutdown,
+            )
+            .await
+            .with_context(|| format!("topic {topic} is not usable"))?;
+        }
+
+        let output = match config.guarantee {
+            Guarantee::ExactlyOnce => {
+                let kind = ProducerKind::Transactional {
+                    id: format!("{}.{}", maker_id, uuid::Uuid::new_v4().simple()),
+                    timeout: config.transaction_timeout,
+                };
+                let producer: ThreadedProducer<TabsContext> =
+                    kafka::create_producer(&config.kafka, &kind, TabsContext::default())?;
+                let init = producer.clone();
+                let timeout = config.startup_timeout;
+                tokio::task::spawn_blocking(move || init.init_transactions(timeout))
+                    .await?
+                    .context("initialising Kafka transactions")?;
+                Output::Transactional(producer)
+            }
+            Guarantee::AtLeastOnce => Output::AtLeastOnce(kafka::create_producer(
+                &config.kafka,
+                &ProducerKind::Idempotent,
+                TabsContext::default(),
+            )?),
+        };
+
+        consumer
+            .subscribe(&[config.topics.orders_topic.as_str()])
+            .context("subscribing to the orders topic")?;
+        health.set_ready(true);
+
+        let capacity = config.max_in_flight_orders as usize;
+        Ok(Self {
+            maker_id,
+            shutdown,
+            consumer,
+            output,
+            ledger: Ledger::default(),
+            completions: mpsc::channel(capacity),
+            tasks: TaskTracker::new(),
+            stats,
+            health,
+            paused: false,
+            stash: None,
+            accepted: 0,
+            last_activity: Instant::now(),
+            last_commit: Instant::now(),
+            consecutive_aborts: 0,
+            stopping: None,
+            started,
+            subscribed: Instant::now(),
+            first_commit_logged: false,
+            config,
+        })
+    }
+
+    /// Runs until idle, `--max-orders`, or shutdown and drain; then commits, leaves the group and reports.
+    pub async fn run(mut self) -> anyhow::Result<Summary> {
+        let reason = loop {
+            if let Some((reason, _)) = self.stopping {
+                if self.ledger.in_flight() == 0 {
+                    break reason;
+                }
+            }
+            if self.can_fetch() {
+                if let Some(message) = self.stash.take() {
+                    self.accept(&message);
+                    continue;
+                }
+            }
+            self.update_pause()?;
+            self.stats.in_flight.set(self.ledger.in_flight() as i64);
+
+            let wake = self.next_wake().await;
+            self.apply_rebalances();
+            match wake {
+                Wake::Record(Ok(message)) => {
+                    self.last_activity = Instant::now();
+                    if self.can_fetch() {
+                        self.accept(&message);
+                    } else {
+                        self.stash = Some(message);
+                    }
+                }
+                Wake::Record(Err(err)) => self.on_consumer_error(err)?,
+                Wake::Completion(completion) => self.complete(completion),
+                Wake::CommitDue => self.commit().await?,
+                Wake::ShutdownRequested => self.stop(StopReason::Signal),
+                Wake::DrainTimedOut => {
+                    let abandoned = self.ledger.abandon_unfinished();
+                    warn!(
+                        orders = abandoned,
+                        "drain timeout reached; unfinished orders are left to the next maker"
+                    );
+                }
+                Wake::IdleCheck => {
+                    let idle = self.config.idle_exit_after;
+                    if self.ledger.in_flight() == 0
+                        && self.stash.is_none()
+                        && self.last_activity.elapsed() >= idle
+                    {
+                        info!(idle = ?idle, "nothing to do; exiting");
+                        self.stop(StopReason::Idle);
+                    }
+                }
+                Wake::Rebalance => {}
+            }
+        };
+        self.finish(reason).await
+    }
+
+    /// Whether new records may be started.
+    fn can_fetch(&self) -> bool {
+        self.stopping.is_none()
+            && self.ledger.in_flight() < self.config.max_in_flight_orders as usize
+    }
+
+    /// Waits for the next thing to do.
+    async fn next_wake(&mut self) -> Wake {
+        let commit_at =
+            tokio::time::Instant::from_std(self.last_commit + self.config.commit_interval);
+        let has_ready = self.ledger.has_ready();
+        let drain_deadline = self.stopping.map(|(_, deadline)| deadline);
+        let draining = drain_deadline.is_some() && self.ledger.unfinished() > 0;
+        let idle = self.config.idle_exit_after;
+        let idle_watch = !idle.is_zero() && self.stopping.is_none() && self.ledger.in_flight() == 0;
+        let idle_at = tokio::time::Instant::from_std(self.last_activity + idle);
+        let fetch = self.stash.is_none();
+        let consumer = Arc::clone(&self.consumer);
+        let context = Arc::clone(consumer.context());
+
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled(), if self.stopping.is_none() => Wake::ShutdownRequested,
+            Some(completion) = self.completions.1.recv() => Wake::Completion(completion),
+            () = tokio::time::sleep_until(commit_at), if has_ready => Wake::CommitDue,
+            () = tokio::time::sleep_until(drain_deadline.unwrap_or_else(tokio::time::Instant::now)), if draining => {
+                Wake::DrainTimedOut
+            }
+            () = context.wake.notified() => Wake::Rebalance,
+            record = consumer.recv(), if fetch => Wake::Record(record.map(|m| m.detach())),
+            () = tokio::time::sleep_until(idle_at), if idle_watch => Wake::IdleCheck,
+        }
+    }
+
+    /// Applies the assignment changes the consumer reported.
+    fn apply_rebalances(&mut self) {
+        for event in self.consumer.context().take_events() {
+            match event {
+                RebalanceEvent::Assigned(partitions) => {
+                    for &partition in &partitions {
+                        self.ledger.assign(partition);
+                    }
+                    info!(
+                        ?partitions,
+                        since_start_ms = self.started.elapsed().as_millis() as u64,
+                        since_subscribe_ms = self.subscribed.elapsed().as_millis() as u64,
+                        "partitions assigned"
+                    );
+                    if self.paused {
+                        if let Err(err) = self.consumer.pause(&self.partition_list(&partitions)) {
+                            warn!(error = %err, "could not pause newly assigned partitions");
+                        }
+                    }
+                }
+                RebalanceEvent::Revoked(partitions) => {
+                    let dropped: usize = partitions.iter().map(|&p| self.ledger.revoke(p)).sum();
+                    if self
+                        .stash
+                        .as_ref()
+                        .is_some_and(|m| partitions.contains(&m.partition()))
+                    {
+                        self.stash = None;
+                    }
+                    info!(?partitions, dropped_orders = dropped, "partitions revoked");
+                }
+            }
+        }
+    }
+
+    fn partition_list(&self, partitions: &[i32]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            list.add_partition(&self.config.topics.orders_topic, partition);
+        }
+        list
+    }
+
+    /// Pauses fetching at the in-flight bound or while draining, resumes when there is room again.
+    fn update_pause(&mut self) -> anyhow::Result<()> {
+        let want_paused = !self.can_fetch();
+        if want_paused == self.paused {
+            return Ok(());
+        }
+        let partitions: Vec<i32> = self.ledger.partitions().collect();
+        let list = self.partition_list(&partitions);
+        if want_paused {
+            self.consumer.pause(&list).context("pausing partitions")?;
+            debug!(in_flight = self.ledger.in_flight(), "paused fetching");
+        } else {
+            self.consumer.resume(&list).context("resuming partitions")?;
+            debug!(in_flight = self.ledger.in_flight(), "resumed fetching");
+        }
+        self.paused = want_paused;
+        Ok(())
+    }
+
+    /// Starts the work of one fetched record: an order to make, or a rejection.
+    fn accept(&mut self, message: &OwnedMessage) {
+        let (partition, offset) = (message.partition(), message.offset());
+        let Some((epoch, cancel)) = self.ledger.track(partition, offset) else {
+            debug!(
+                partition,
+                offset, "record of a partition no longer assigned; skipped"
+            );
+            return;
+        };
+        self.accepted += 1;
+        if self.config.max_orders > 0 && self.accepted >= self.config.max_orders {
+            info!(orders = self.accepted, "--max-orders reached; finishing");
+            self.stop(StopReason::MaxOrders);
+        }
+        let sender = self.completions.0.clone();
+        match parse_order(message.payload(), self.config.max_tabs_count) {
+            Ok(order) => {
+                let making_time = self.config.tab_making_time;
+                let producer = match &self.output {
+                    Output::AtLeastOnce(producer) => {
+                        Some((producer.clone(), self.config.deliveries_topic.clone()))
+                    }
+                    Output::Transactional(_) => None,
+                };
+                self.tasks.spawn(async move {
+                    let tabs = tokio::select! {
+                        tabs = make_order(&order, making_time) => tabs,
+                        () = cancel.cancelled() => return,
+                    };
+                    let outcome = match producer {
+                        None => Outcome::Made { order, tabs },
+                        Some((producer, topic)) => {
+                            tokio::select! {
+                                () = deliver_tabs(&producer, &topic, &tabs) => {}
+                                () = cancel.cancelled() => return,
+                            }
+                            Outcome::Delivered {
+                                order_timestamp_ns: order.order_timestamp_ns,
+                                tabs: order.tabs_count,
+                                rejected: None,
+                            }
+                        }
+                    };
+                    let _ = sender
+                        .send(Completion {
+                            partition,
+                            epoch,
+                            offset,
+                            outcome,
+                        })
+                        .await;
+                });
+            }
+            Err(rejection) => {
+                warn!(
+                    partition,
+                    offset,
+                    reason = rejection.code(),
+                    error = %rejection,
+                    "record rejected to the DLQ"
+                );
+                let letter = DeadLetter::new(
+                    "validate",
+                    &rejection,
+                    &self.config.topics.orders_topic,
+                    partition,
+                    offset,
+                    message.key(),
+                    message.payload(),
+                    &self.maker_id,
+                    now_ns(),
+                );
+                let key = message.key().map(<[u8]>::to_vec);
+                match &self.output {
+                    Output::Transactional(_) => {
+                        self.ledger.complete(
+                            partition,
+                            epoch,
+                            offset,
+                            Outcome::Rejected { key, letter },
+                        );
+                    }
+                    Output::AtLeastOnce(producer) => {
+                        let producer = producer.clone();
+                        let topic = self.config.dlq_topic.clone();
+                        self.tasks.spawn(async move {
+                            let payload = to_json(&letter);
+                            tokio::select! {
+                                () = deliver(&producer, &topic, key.as_deref(), &payload) => {}
+                                () = cancel.cancelled() => return,
+                            }
+                            let outcome = Outcome::Delivered {
+                                order_timestamp_ns: 0,
+                                tabs: 0,
+                                rejected: Some(letter.reason),
+                            };
+                            let _ = sender
+                                .send(Completion {
+                                    partition,
+                                    epoch,
+                                    offset,
+                                    outcome,
+                                })
+                                .await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, completion: Completion) {
+        let Completion {
+            partition,
+            epoch,
+            offset,
+            outcome,
+        } = completion;
+        if !self.ledger.complete(partition, epoch, offset, outcome) {
+            debug!(
+                partition,
+                offset, "result of a revoked or rewound record dropped"
+            );
+        }
+    }
+
+    fn on_consumer_error(&mut self, err: KafkaError) -> anyhow::Result<()> {
+        match err.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::Fatal,
+            ) => Err(err).context("consuming orders"),
+            _ => {
+                warn!(error = %err, "consumer error (retrying)");
+                Ok(())
+            }
+        }
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        if self.stopping.is_none() {
+            if reason == StopReason::Signal {
+                info!(in_flight = self.ledger.in_flight(), drain_timeout = ?self.config.drain_timeout, "draining");
+            }
+            self.health.set_ready(false);
+            self.stopping = Some((
+                reason,
+                tokio::time::Instant::now() + self.config.drain_timeout,
+            ));
+        }
+    }
+
+    /// Commits every partition's finished prefix: in one transaction with its tabs and dead letters
+    /// (exactly-once), or as plain offsets (at-least-once, tabs already acknowledged).
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        self.last_commit = Instant::now();
+        let ready = self.ledger.take_ready();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let offsets = self.offset_list(&ready.offsets)?;
+        match &self.output {
+            Output::AtLeastOnce(_) => {
+                self.consumer
+                    .commit(&offsets, CommitMode::Async)
+                    .context("committing offsets")?;
+                self.stats.commits.inc();
+                let committed_at = now_ns();
+                for outcome in &ready.results {
+                    self.record_done(outcome, committed_at);
+                }
+                self.log_first_commit();
+            }
+            Output::Transactional(producer) => {
+                let Some(group) = self.consumer.group_metadata() else {
+                    bail!("the consumer has no group metadata; cannot commit offsets in a transaction");
+                };
+                let producer = producer.clone();
+                let deliveries = self.config.deliveries_topic.clone();
+                let dlq = self.config.dlq_topic.clone();
+                let (outcome, results) = tokio::task::spawn_blocking(move || {
+                    let outcome = transact(
+                        &producer,
+                        &deliveries,
+                        &dlq,
+                        &ready.results,
+                        &offsets,
+                        &group,
+                    );
+                    (outcome, ready.results)
+                })
+                .await
+                .context("transaction task")?;
+                match outcome {
+                    Ok(()) => {
+                        self.consecutive_aborts = 0;
+                        self.stats.commits.inc();
+                        let committed_at = now_ns();
+                        for outcome in &results {
+                            self.record_done(outcome, committed_at);
+                        }
+                        self.log_first_commit();
+                    }
+                    Err(TxnError::Aborted(err)) => {
+                        self.stats.aborts.inc();
+                        self.consecutive_aborts += 1;
+                        warn!(
+                            error = %err,
+                            orders = results.len(),
+                            consecutive = self.consecutive_aborts,
+                            "transaction aborted; rewinding to the committed offsets to make the orders again"
+                        );
+                        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+                            bail!("{MAX_CONSECUTIVE_ABORTS} transactions in a row aborted; last error: {err}");
+                        }
+                        self.rewind().await?;
+                    }
+                    Err(TxnError::Fatal(err)) => {
+                        return Err(err)
+                            .context("fatal transaction error (the producer cannot continue)")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log_first_commit(&mut self) {
+        if !self.first_commit_logged {
+            self.first_commit_logged = true;
+            info!(
+                since_start_ms = self.started.elapsed().as_millis() as u64,
+                "first orders committed"
+            );
+        }
+    }
+
+    fn offset_list(&self, offsets: &BTreeMap<i32, i64>) -> anyhow::Result<TopicPartitionList> {
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in offsets {
+            list.add_partition_offset(
+                &self.config.topics.orders_topic,
+                partition,
+                Offset::Offset(offset),
+            )
+            .context("building the offset list")?;
+        }
+        Ok(list)
+    }
+
+    fn record_done(&self, outcome: &Outcome, committed_at_ns: u64) {
+        let latency =
+            |order_ts: u64| Duration::from_nanos(committed_at_ns.saturating_sub(order_ts));
+        match outcome {
+            Outcome::Made { order, tabs } => {
+                let latency = latency(order.order_timestamp_ns);
+                self.stats.order_done(order.tabs_count, latency);
+                debug!(
+                    patient_id = %order.patient_id,
+                    tabs = tabs.len(),
+                    latency_ms = latency.as_millis() as u64,
+                    "order done"
+                );
+            }
+            Outcome::Rejected { letter, .. } => self.stats.dead_letter(&letter.reason),
+            Outcome::Delivered {
+                rejected: Some(reason),
+                ..
+            } => self.stats.dead_letter(reason),
+            Outcome::Delivered {
+                order_timestamp_ns,
+                tabs,
+                rejected: None,
+            } => {
+                let latency = latency(*order_timestamp_ns);
+                self.stats.order_done(*tabs, latency);
+                debug!(tabs, latency_ms = latency.as_millis() as u64, "order done");
+            }
+        }
+    }
+
+    /// After an abort: forget everything in flight and fetch again from the committed offsets.
+    async fn rewind(&mut self) -> anyhow::Result<()> {
+        let dropped = self.ledger.reset();
+        self.stash = None;
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || -> KafkaResult<()> {
+            let assignment = consumer.assignment()?;
+            if assignment.count() == 0 {
+                return Ok(());
+            }
+            let committed = consumer.committed_offsets(assignment, BROKER_CALL_TIMEOUT)?;
+            let mut seeks = TopicPartitionList::new();
+            for element in committed.elements() {
+                let offset = match element.offset() {
+                    Offset::Offset(offset) => Offset::Offset(offset),
+                    // Nothing committed yet: start where a new group starts.
+                    _ => Offset::Beginning,
+                };
+                seeks.add_partition_offset(element.topic(), element.partition(), offset)?;
+            }
+            consumer.seek_partitions(seeks, BROKER_CALL_TIMEOUT)?;
+            Ok(())
+        })
+        .await
+        .context("rewind task")?
+        .context("rewinding to the committed offsets")?;
+        info!(dropped_orders = dropped, "rewound to the committed offsets");
+        Ok(())
+    }
+
+    /// Commits what is finished, leaves the group, and logs the summary.
+    async fn finish(mut self, reason: StopReason) -> anyhow::Result<Summary> {
+        self.health.set_ready(false);
+        self.commit().await?;
+        self.tasks.close();
+
+        if let Output::AtLeastOnce(producer) = &self.output {
+            // Acknowledged tabs are durable; this only waits for in-flight sends of abandoned orders.
+            let producer = producer.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        }
+        let consumer = self.consumer;
+        let close = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            warn!("leaving the group took longer than {CLOSE_TIMEOUT:?}; exiting anyway");
+        }
+
+        let summary = self.stats.summary();
+        info!(
+            reason = reason.as_str(),
+            orders = summary.orders,
+            tabs = summary.tabs,
+            dead_letters = summary.dead_letters,
+            latency_p50_ms = summary.latency_p50_ms,
+            latency_p99_ms = summary.latency_p99_ms,
+            commits = summary.commits,
+            aborts = summary.aborts,
+            uptime_s = self.started.elapsed().as_secs_f64(),
+            "maker stopped"
+        );
+        Ok(summary)
+    }
+}
+
+/// How a transaction failed.
+enum TxnError {
+    /// Aborted: nothing of it is visible; the orders must be made again.
+    Aborted(KafkaError),
+    /// The producer is unusable (fenced, or a fatal librdkafka error).
+    Fatal(KafkaError),
+}
+
+/// Writes the tabs and dead letters of `results` and commits `offsets` in one transaction. Blocking.
+fn transact(
+    producer: &ThreadedProducer<TabsContext>,
+    deliveries: &str,
+    dlq: &str,
+    results: &[Outcome],
+    offsets: &TopicPartitionList,
+    group: &rdkafka::consumer::ConsumerGroupMetadata,
+) -> Result<(), TxnError> {
+    let attempt = || -> KafkaResult<()> {
+        producer.begin_transaction()?;
+        for outcome in results {
+            match outcome {
+                Outcome::Made { order, tabs } => {
+                    for tab in tabs {
+                        let tab = Tab {
+                            delivery_timestamp_ns: now_ns(),
+                            ..tab.clone()
+                        };
+                        let payload = to_json(&tab);
+                        send_blocking(
+                            producer,
+                            deliveries,
+                            Some(order.patient_id.as_bytes()),
+                            &payload,
+                        )?;
+                    }
+                }
+                Outcome::Rejected { key, letter } => {
+                    send_blocking(producer, dlq, key.as_deref(), &to_json(letter))?;
+                }
+                Outcome::Delivered { .. } => {}
+            }
+        }
+        retrying(|| producer.send_offsets_to_transaction(offsets, group, BROKER_CALL_TIMEOUT))?;
+        retrying(|| producer.commit_transaction(BROKER_CALL_TIMEOUT))
+    };
+    match attempt() {
+        Ok(()) => Ok(()),
+        Err(err) if is_fatal(&err) => Err(TxnError::Fatal(err)),
+        Err(err) => match producer.abort_transaction(BROKER_CALL_TIMEOUT) {
+            Ok(()) => Err(TxnError::Aborted(err)),
+            Err(abort_err) => {
+                error!(error = %abort_err, "aborting the transaction failed");
+                Err(TxnError::Fatal(err))
+            }
+        },
+    }
+}
+
+fn is_fatal(err: &KafkaError) -> bool {
+    match err {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        other => other.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal),
+    }
+}
+
+/// Calls a transaction step again while librdkafka says the error is retriable (a coordinator moving, a timeout).
+fn retrying(mut step: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+    let mut attempts = 0;
+    loop {
+        match step() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 10 => {
+                attempts += 1;
+                warn!(error = %e, attempts, "retriable transaction error; retrying");
+                std::thread::sleep(Duration::from_millis(100 * attempts));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Enqueues one record, waiting while librdkafka's queue is full. Blocking.
+fn send_blocking(
+    producer: &ThreadedProducer<TabsContext>,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) -> KafkaResult<()> {
+    loop {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((err, _)) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((err, _)) => return Err(err),
+        }
+    }
+}
+
+/// At-least-once: publishes the tabs of an order and waits until every one is acknowledged, retrying any that
+/// fail (duplicates are allowed in this mode, losses are not).
+async fn deliver_tabs(producer: &FutureProducer<TabsContext>, topic: &str, tabs: &[Tab]) {
+    let sends = tabs.iter().map(|tab| async move {
+        let tab = Tab {
+            delivery_timestamp_ns: now_ns(),
+            ..tab.clone()
+        };
+        deliver(
+            producer,
+            topic,
+            Some(tab.patient_id.as_bytes()),
+            &to_json(&tab),
+        )
+        .await;
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Publishes one record and waits for its acknowledgement, retrying with backoff until it is acknowledged.
+async fn deliver(
+    producer: &FutureProducer<TabsContext>,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        match producer.send(record, Duration::from_secs(30)).await {
+            Ok(_) => return,
+            Err((err, _)) => {
+                warn!(error = %err, topic, "publishing failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

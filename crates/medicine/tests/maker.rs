@@ -1,0 +1,672 @@
+//! The `medicine` maker against a real Kafka broker: exactly-once delivery, bad input, crashes, drain,
+//! parallelism, bounds and exits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tabs::messages::{to_json, DeadLetter, Order, Tab};
+use tabs::time::now_ns;
+use testkit::nix::sys::signal::Signal;
+use testkit::{create_topics, http_get, metric, produce, read_topic, require_broker, unique, Proc};
+
+const MEDICINE: &str = env!("CARGO_BIN_EXE_medicine");
+
+/// A fresh set of topics and a fresh group on the test broker.
+struct Setup {
+    bootstrap: String,
+    orders: String,
+    deliveries: String,
+    dlq: String,
+    group: String,
+}
+
+impl Setup {
+    async fn new(bootstrap: String, partitions: i32) -> Self {
+        let (orders, deliveries, dlq) = create_topics(&bootstrap, partitions).await;
+        Self {
+            bootstrap,
+            orders,
+            deliveries,
+            dlq,
+            group: unique("makers"),
+        }
+    }
+
+    fn maker(&self, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "--bootstrap-servers",
+            &self.bootstrap,
+            "--orders-topic",
+            &self.orders,
+            "--deliveries-topic",
+            &self.deliveries,
+            "--dlq-topic",
+            &self.dlq,
+            "--group",
+            &self.group,
+            "--startup-timeout",
+            "30s",
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(MEDICINE, &args, &[("RUST_LOG", "info")])
+    }
+
+    async fn produce_orders(&self, orders: &[Order]) {
+        let payloads: Vec<(Vec<u8>, Vec<u8>)> = orders
+            .iter()
+            .map(|o| (o.patient_id.clone().into_bytes(), to_json(o)))
+            .collect();
+        let records: Vec<testkit::RawRecord<'_>> = payloads
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice())))
+            .collect();
+        produce(&self.bootstrap, &self.orders, &records).await;
+    }
+
+    /// Tabs as a read_committed reader sees them, after `expected` arrived and 2 s more for extras.
+    async fn committed_tabs(&self, expected: usize) -> Vec<(String, Tab)> {
+        read_topic(
+            &self.bootstrap,
+            &self.deliveries,
+            true,
+            expected,
+            Duration::from_secs(2),
+            Duration::from_secs(90),
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            let tab: Tab =
+                testkit::serde_json::from_slice(r.value.as_deref().unwrap()).expect("a tab");
+            (r.key_str().to_owned(), tab)
+        })
+        .collect()
+    }
+
+    async fn dead_letters(&self, expected: usize) -> Vec<DeadLetter> {
+        read_topic(
+            &self.bootstrap,
+            &self.dlq,
+            true,
+            expected,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        )
+        .await
+        .iter()
+        .map(|r| {
+            testkit::serde_json::from_slice(r.value.as_deref().unwrap()).expect("a dead letter")
+        })
+        .collect()
+    }
+}
+
+/// `n` orders from `patients` patients with tab counts cycling through 1..=7.
+fn orders(n: usize, patients: usize) -> Vec<Order> {
+    let prefix = unique("patient");
+    let base = now_ns();
+    (0..n)
+        .map(|i| Order {
+            patient_id: format!("{prefix}-{}", i % patients),
+            order_timestamp_ns: base + i as u64,
+            tabs_count: 1 + (i % 7) as u32,
+        })
+        .collect()
+}
+
+fn total_tabs(orders: &[Order]) -> usize {
+    orders.iter().map(|o| o.tabs_count as usize).sum()
+}
+
+/// Every tab of every order exactly once, each well formed; nothing else.
+fn assert_exactly_once(tabs: &[(String, Tab)], orders: &[Order]) {
+    let expected: HashMap<(String, u64), u32> = orders
+        .iter()
+        .map(|o| ((o.patient_id.clone(), o.order_timestamp_ns), o.tabs_count))
+        .collect();
+    let mut seen: BTreeMap<(String, u64, u32), usize> = BTreeMap::new();
+    for (key, tab) in tabs {
+        assert_eq!(key, &tab.patient_id, "a tab's key is its patient id");
+        assert!(tab.pow_is_valid(), "tab_pow of {tab:?}");
+        let order_tabs = expected
+            .get(&(tab.patient_id.clone(), tab.order_timestamp_ns))
+            .unwrap_or_else(|| panic!("tab of an unknown order: {tab:?}"));
+        assert_eq!(tab.order_tabs_count, *order_tabs);
+        assert!((1..=*order_tabs).contains(&tab.seq_in_order));
+        assert!(tab.delivery_timestamp_ns >= tab.order_timestamp_ns);
+        *seen
+            .entry((
+                tab.patient_id.clone(),
+                tab.order_timestamp_ns,
+                tab.seq_in_order,
+            ))
+            .or_default() += 1;
+    }
+    let duplicated: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(duplicated.is_empty(), "duplicated tabs: {duplicated:?}");
+    assert_eq!(seen.len(), total_tabs(orders), "missing tabs");
+}
+
+/// The address the maker's metrics server bound (it is started on port 0).
+async fn metrics_addr(maker: &Proc) -> String {
+    assert!(
+        maker
+            .wait_for_log(
+                "serving /metrics, /healthz and /readyz",
+                Duration::from_secs(30)
+            )
+            .await,
+        "{}",
+        maker.stderr_text()
+    );
+    maker.log_events("serving /metrics, /healthz and /readyz")[0]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Samples the in-flight gauge every 20 ms until the maker exits; returns the largest value seen.
+async fn peak_in_flight(maker: &mut Proc, addr: &str, timeout: Duration) -> f64 {
+    let mut peak: f64 = 0.0;
+    let deadline = Instant::now() + timeout;
+    while maker
+        .wait_timeout(Duration::from_millis(20))
+        .await
+        .is_none()
+    {
+        if let Some(value) =
+            http_get(addr, "/metrics").and_then(|m| metric(&m, "medicine_orders_in_flight"))
+        {
+            peak = peak.max(value);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "maker did not exit: {}",
+            maker.stderr_text()
+        );
+    }
+    peak
+}
+
+fn summary(maker: &Proc) -> HashMap<String, testkit::serde_json::Value> {
+    let events = maker.log_events("maker stopped");
+    assert_eq!(events.len(), 1, "one summary line: {}", maker.stderr_text());
+    events[0].clone()
+}
+
+async fn makes_every_tab_exactly_once(protocol: &str) {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 3).await;
+    let orders = orders(40, 5);
+    setup.produce_orders(&orders).await;
+
+    let mut maker = setup.maker(&[
+        "--group-protocol",
+        protocol,
+        "--tab-making-time",
+        "100ms",
+        "--idle-exit-after",
+        "2s",
+    ]);
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    let tabs = setup.committed_tabs(total_tabs(&orders)).await;
+    assert_exactly_once(&tabs, &orders);
+    for (_, tab) in &tabs {
+        assert!(
+            tab.delivery_timestamp_ns >= tab.order_timestamp_ns + 100_000_000,
+            "delivered after the making time"
+        );
+    }
+    let summary = summary(&maker);
+    assert_eq!(summary["orders"].as_u64(), Some(40));
+    assert_eq!(summary["tabs"].as_u64(), Some(total_tabs(&orders) as u64));
+    assert_eq!(summary["reason"].as_str(), Some("idle"));
+}
+
+#[tokio::test]
+async fn makes_every_tab_exactly_once_with_the_consumer_protocol() {
+    makes_every_tab_exactly_once("consumer").await;
+}
+
+#[tokio::test]
+async fn makes_every_tab_exactly_once_with_the_classic_protocol() {
+    makes_every_tab_exactly_once("classic").await;
+}
+
+#[tokio::test]
+async fn at_least_once_mode_delivers_every_tab() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 2).await;
+    let orders = orders(20, 4);
+    setup.produce_orders(&orders).await;
+
+    let mut maker = setup.maker(&[
+        "--guarantee",
+        "at-least-once",
+        "--tab-making-time",
+        "50ms",
+        "--idle-exit-after",
+        "2s",
+    ]);
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    // Without a crash, at-least-once delivers exactly once too.
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
+
+    // Its offsets are committed: a second maker finds nothing to do.
+    let mut again = setup.maker(&["--guarantee", "at-least-once", "--idle-exit-after", "1s"]);
+    assert_eq!(again.exit_code(Duration::from_secs(60)).await, 0);
+    assert_eq!(summary(&again)["orders"].as_u64(), Some(0));
+}
+
+#[tokio::test]
+async fn bad_input_goes_to_the_dlq_with_its_reason_and_valid_orders_around_it_are_made() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 1).await;
+    let good = orders(3, 3);
+    let [first, second, third] = [&good[0], &good[1], &good[2]].map(to_json);
+    let bad: Vec<(&[u8], &str)> = vec![
+        (b"{not json", "not_json"),
+        (b"\xff\xfe\x00binary", "not_utf8"),
+        (b"", "empty_record"),
+        (
+            br#"{"patient_id":"p","order_timestamp_ns":1}"#,
+            "missing_field",
+        ),
+        (
+            br#"{"patient_id":"p","order_timestamp_ns":"soon","tabs_count":1}"#,
+            "wrong_type",
+        ),
+        (
+            br#"{"patient_id":"p","order_timestamp_ns":1,"tabs_count":0}"#,
+            "tabs_count_out_of_range",
+        ),
+        (
+            br#"{"patient_id":"p","order_timestamp_ns":1,"tabs_count":-4}"#,
+            "tabs_count_out_of_range",
+        ),
+        (
+            br#"{"patient_id":"p","order_timestamp_ns":1,"tabs_count":31}"#,
+            "tabs_count_out_of_range",
+        ),
+        (
+            br#"{"patient_id":"p","order_timestamp_ns":1,"tabs_count":1000000000000}"#,
+            "tabs_count_out_of_range",
+        ),
+        (
+            br#"{"patient_id":null,"order_timestamp_ns":1,"tabs_count":1}"#,
+            "wrong_type",
+        ),
+        (
+            br#"{"patient_id":"","order_timestamp_ns":1,"tabs_count":1}"#,
+            "empty_patient_id",
+        ),
+        (br#"[1,2,3]"#, "not_an_object"),
+    ];
+    let mut records: Vec<testkit::RawRecord<'_>> = vec![(Some(b"k0"), Some(first.as_slice()))];
+    for (i, (value, _)) in bad.iter().enumerate() {
+        records.push((Some(b"bad"), Some(*value)));
+        if i == 5 {
+            records.push((Some(b"k1"), Some(second.as_slice())));
+        }
+    }
+    records.push((None, None));
+    records.push((Some(b"k2"), Some(third.as_slice())));
+    produce(&setup.bootstrap, &setup.orders, &records).await;
+
+    let mut maker = setup.maker(&["--tab-making-time", "0", "--idle-exit-after", "2s"]);
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&good)).await, &good);
+    let letters = setup.dead_letters(bad.len() + 1).await;
+    assert_eq!(
+        letters.len(),
+        bad.len() + 1,
+        "one dead letter per bad record"
+    );
+    let mut by_offset: Vec<&DeadLetter> = letters.iter().collect();
+    by_offset.sort_by_key(|l| l.source_offset);
+    let mut expected_reasons: Vec<&str> = bad.iter().map(|(_, reason)| *reason).collect();
+    expected_reasons.push("empty_record");
+    let reasons: Vec<&str> = by_offset.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(reasons, expected_reasons);
+    for letter in &letters {
+        assert_eq!(letter.step, "validate");
+        assert_eq!(letter.source_topic, setup.orders);
+        assert!(!letter.error.is_empty());
+    }
+    let binary = letters.iter().find(|l| l.reason == "not_utf8").unwrap();
+    assert_eq!(binary.payload_bytes().unwrap(), b"\xff\xfe\x00binary");
+    let not_json = letters.iter().find(|l| l.reason == "not_json").unwrap();
+    assert_eq!(not_json.payload, "{not json");
+    assert_eq!(not_json.key.as_deref(), Some("bad"));
+    assert_eq!(
+        summary(&maker)["dead_letters"].as_u64(),
+        Some(bad.len() as u64 + 1)
+    );
+}
+
+#[tokio::test]
+async fn a_maker_killed_mid_run_loses_and_duplicates_nothing() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 4).await;
+    let orders = orders(300, 30);
+    setup.produce_orders(&orders).await;
+
+    // Small in-flight bound and a making time: the kill lands with orders in flight and others committed.
+    let mut first = setup.maker(&[
+        "--tab-making-time",
+        "300ms",
+        "--max-in-flight-orders",
+        "16",
+        "--idle-exit-after",
+        "0",
+    ]);
+    assert!(
+        first
+            .wait_for_log("first orders committed", Duration::from_secs(30))
+            .await,
+        "{}",
+        first.stderr_text()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.signal(Signal::SIGKILL);
+    first
+        .wait_timeout(Duration::from_secs(10))
+        .await
+        .expect("killed");
+
+    // The killed member keeps its partitions until its session times out (10 s on the test broker), and an open
+    // transaction of it blocks their offsets until it times out (10 s); the second maker waits that out.
+    let mut second = setup.maker(&["--tab-making-time", "50ms", "--idle-exit-after", "0"]);
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
+
+    second.signal(Signal::SIGTERM);
+    assert_eq!(
+        second.exit_code(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        second.stderr_text()
+    );
+    let made_by_second = summary(&second)["orders"].as_u64().unwrap();
+    assert!(
+        made_by_second > 0 && made_by_second < 300,
+        "the kill came mid-run: {made_by_second}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_orders_and_exits_0() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 1).await;
+    let orders = orders(20, 20);
+    setup.produce_orders(&orders).await;
+
+    let mut maker = setup.maker(&[
+        "--tab-making-time",
+        "2s",
+        "--idle-exit-after",
+        "0",
+        "--drain-timeout",
+        "10s",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&maker).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/metrics").and_then(|m| metric(&m, "medicine_orders_in_flight"))
+        != Some(20.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "orders never in flight: {}",
+            maker.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    maker.signal(Signal::SIGTERM);
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "exited within the drain timeout"
+    );
+    assert_eq!(
+        summary(&maker)["orders"].as_u64(),
+        Some(20),
+        "in-flight orders were finished"
+    );
+    assert_eq!(summary(&maker)["reason"].as_str(), Some("signal"));
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
+}
+
+#[tokio::test]
+async fn a_drain_timeout_shorter_than_the_making_time_hands_orders_to_the_next_maker() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 2).await;
+    let orders = orders(12, 6);
+    setup.produce_orders(&orders).await;
+
+    let mut first = setup.maker(&[
+        "--tab-making-time",
+        "5s",
+        "--idle-exit-after",
+        "0",
+        "--drain-timeout",
+        "500ms",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&first).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/metrics").and_then(|m| metric(&m, "medicine_orders_in_flight"))
+        != Some(12.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "orders never in flight: {}",
+            first.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    first.signal(Signal::SIGTERM);
+    assert_eq!(
+        first.exit_code(Duration::from_secs(20)).await,
+        0,
+        "{}",
+        first.stderr_text()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "did not wait for the making time"
+    );
+    assert_eq!(summary(&first)["orders"].as_u64(), Some(0));
+
+    let mut second = setup.maker(&["--tab-making-time", "100ms", "--idle-exit-after", "2s"]);
+    assert_eq!(
+        second.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        second.stderr_text()
+    );
+    assert_eq!(summary(&second)["orders"].as_u64(), Some(12));
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
+}
+
+#[tokio::test]
+async fn one_partition_holds_many_orders_in_flight_at_once() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 1).await;
+    let orders = orders(64, 64);
+    setup.produce_orders(&orders).await;
+
+    let making = Duration::from_secs(2);
+    let mut maker = setup.maker(&[
+        "--tab-making-time",
+        "2s",
+        "--max-in-flight-orders",
+        "64",
+        "--max-orders",
+        "64",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&maker).await;
+    let peak = peak_in_flight(&mut maker, &addr, Duration::from_secs(120)).await;
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(1)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    assert_eq!(
+        peak, 64.0,
+        "all 64 orders of the single partition were in flight together"
+    );
+
+    let tabs = setup.committed_tabs(total_tabs(&orders)).await;
+    assert_exactly_once(&tabs, &orders);
+    // Made one after the other they would span 63 making times; in parallel they span well under a few.
+    let first = tabs
+        .iter()
+        .map(|(_, t)| t.delivery_timestamp_ns)
+        .min()
+        .unwrap();
+    let last = tabs
+        .iter()
+        .map(|(_, t)| t.delivery_timestamp_ns)
+        .max()
+        .unwrap();
+    let span = Duration::from_nanos(last - first);
+    assert!(span < making * 8, "deliveries spread over {span:?}");
+}
+
+#[tokio::test]
+async fn orders_in_flight_never_exceed_the_bound() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 3).await;
+    let orders = orders(24, 8);
+    setup.produce_orders(&orders).await;
+
+    let mut maker = setup.maker(&[
+        "--tab-making-time",
+        "400ms",
+        "--max-in-flight-orders",
+        "4",
+        "--max-orders",
+        "24",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&maker).await;
+    let peak = peak_in_flight(&mut maker, &addr, Duration::from_secs(120)).await;
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(1)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    assert_eq!(peak, 4.0, "the bound is reached and never exceeded");
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
+}
+
+#[tokio::test]
+async fn max_orders_exits_0_and_leaves_the_rest_to_the_next_maker() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 1).await;
+    let orders = orders(30, 3);
+    setup.produce_orders(&orders).await;
+
+    let mut first = setup.maker(&[
+        "--tab-making-time",
+        "0",
+        "--max-orders",
+        "10",
+        "--idle-exit-after",
+        "0",
+    ]);
+    assert_eq!(
+        first.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        first.stderr_text()
+    );
+    let summary_first = summary(&first);
+    assert_eq!(summary_first["orders"].as_u64(), Some(10));
+    assert_eq!(summary_first["reason"].as_str(), Some("max-orders"));
+
+    let mut second = setup.maker(&["--tab-making-time", "0", "--idle-exit-after", "2s"]);
+    assert_eq!(
+        second.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        second.stderr_text()
+    );
+    assert_eq!(summary(&second)["orders"].as_u64(), Some(20));
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
+}
+
+#[tokio::test]
+async fn an_idle_maker_exits_0_after_the_idle_time() {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 2).await;
+    let started = Instant::now();
+    let mut maker = setup.maker(&["--idle-exit-after", "1s"]);
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(summary(&maker)["reason"].as_str(), Some("idle"));
+}
+
+#[tokio::test]
+async fn bad_flags_exit_2_with_one_line() {
+    for (args, flag) in [
+        (&["--guarantee", "maybe"][..], "--guarantee"),
+        (
+            &["--max-in-flight-orders", "0"][..],
+            "--max-in-flight-orders",
+        ),
+        (&["--tab-making-time", "fast"][..], "--tab-making-time"),
+        (
+            &["--deliveries-topic", "tabs.orders"][..],
+            "--deliveries-topic",
+        ),
+    ] {
+        let mut maker = Proc::spawn(MEDICINE, args, &[]);
+        assert_eq!(
+            maker.exit_code(Duration::from_secs(10)).await,
+            2,
+            "{args:?}"
+        );
+        let lines = maker.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(flag),
+            "{lines:?}"
+        );
+    }
+}
