@@ -73,8 +73,9 @@ step "cargo clippy (all targets, warnings denied)" cargo clippy --workspace --al
 step "build release binaries" cargo build --workspace --release --locked
 step "start Kafka (KRaft, single node)" start_kafka
 step "cargo test --workspace" cargo test --workspace --locked
+step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
 if command -v shellcheck >/dev/null 2>&1; then
-  step "shellcheck" shellcheck make_test.sh .ci/run scripts/*.sh
+  step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh
 else
   echo "make_test.sh: shellcheck is missing (Debian: apt-get install shellcheck)" >&2
   exit 1

@@ -90,7 +90,7 @@ pub struct Config {
     pub tab_making_time: Duration,
 
     /// Most orders fetched and not yet committed; at the bound the maker pauses fetching.
-    #[arg(long, env = "MAX_IN_FLIGHT_ORDERS", default_value_t = 64,
+    #[arg(long, env = "MAX_IN_FLIGHT_ORDERS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight_orders: u32,
 
