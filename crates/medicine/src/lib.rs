@@ -177,6 +177,39 @@ impl Config {
     }
 }
 
+/// The whole `medicine` program: parses `args` (program name first), sets up logging and signals, runs, and
+/// maps the outcome to an exit code (0 done, 1 failed, 2 invalid configuration). The `medicine` binary and the
+/// local mode's child processes both run exactly this.
+pub fn main<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let config: Config = tabs::config::parse_from_or_exit(args);
+    if let Err(message) = config.validate() {
+        tabs::config::usage_exit(message);
+    }
+    tabs::telemetry::init(config.telemetry.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(tabs::shutdown::shutdown_signal(shutdown.clone()));
+        match run(config, shutdown).await {
+            Ok(_) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = format!("{err:#}"), "maker failed");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// Runs the maker until it is idle, has done `--max-orders`, or `shutdown` is cancelled and it has drained.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     worker::Worker::start(config, shutdown).await?.run().await

@@ -189,7 +189,11 @@ pub struct Worker {
     stash: Option<OwnedMessage>,
     /// Records accepted, for `--max-orders`.
     accepted: u64,
+    /// Last record fetched or partition assigned: the idle countdown starts here.
     last_activity: Instant,
+    /// Whether the group has given this maker an assignment (possibly empty) yet. A maker still joining is not
+    /// idle: on a busy group the first assignment can take longer than the idle time.
+    joined: bool,
     last_commit: Instant,
     consecutive_aborts: u32,
     stopping: Option<(StopReason, tokio::time::Instant)>,
@@ -306,6 +310,7 @@ impl Worker {
             stash: None,
             accepted: 0,
             last_activity: Instant::now(),
+            joined: false,
             last_commit: Instant::now(),
             consecutive_aborts: 0,
             stopping: None,
@@ -386,7 +391,11 @@ impl Worker {
         let draining = drain_deadline.is_some() && self.ledger.unfinished() > 0;
         let idle = self.config.idle_exit_after;
         let idle_watch = !idle.is_zero() && self.stopping.is_none() && self.ledger.in_flight() == 0;
-        let idle_at = tokio::time::Instant::from_std(self.last_activity + idle);
+        let idle_at = tokio::time::Instant::from_std(if self.joined {
+            self.last_activity + idle
+        } else {
+            self.started + self.config.startup_timeout
+        });
         let fetch = self.stash.is_none();
         let consumer = Arc::clone(&self.consumer);
         let context = Arc::clone(consumer.context());
@@ -410,6 +419,8 @@ impl Worker {
         for event in self.consumer.context().take_events() {
             match event {
                 RebalanceEvent::Assigned(partitions) => {
+                    self.joined = true;
+                    self.last_activity = Instant::now();
                     for &partition in &partitions {
                         self.ledger.assign(partition);
                     }

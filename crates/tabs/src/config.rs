@@ -23,7 +23,17 @@ pub const MAKERS_GROUP: &str = "tabs_makers";
 /// `--help` and `--version` print and exit 0. Any error prints one line naming what to fix and exits with
 /// [`EXIT_USAGE`], before any network call is made.
 pub fn parse_or_exit<P: Parser>() -> P {
-    match P::try_parse() {
+    parse_from_or_exit(std::env::args_os())
+}
+
+/// Like [`parse_or_exit`], from the given arguments (the first is the program name).
+pub fn parse_from_or_exit<P, I, T>(args: I) -> P
+where
+    P: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match P::try_parse_from(args) {
         Ok(parsed) => parsed,
         Err(err) => match err.kind() {
             clap::error::ErrorKind::DisplayHelp

@@ -368,6 +368,12 @@ impl ErrorTracker {
     /// Records and logs an error callback.
     pub fn record(&self, error: &KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || code == Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            // Readers that ask for end-of-partition events get them here too; they are not errors.
+            return;
+        }
         let client_error = ClientError {
             code,
             reason: reason.to_owned(),
@@ -501,6 +507,27 @@ pub fn consumer_config(kafka: &KafkaArgs, options: &ConsumerOptions) -> ClientCo
             config.set("group.protocol", "consumer");
         }
     }
+    kafka.apply_overrides(&mut config);
+    config
+}
+
+/// librdkafka keys of a reader outside any consumer group (auditor, observers): it assigns partitions itself
+/// and never commits.
+pub fn reader_config(kafka: &KafkaArgs, read_committed: bool) -> ClientConfig {
+    let mut config = kafka.client_config();
+    config
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        // Readers stream whole topics: larger prefetch than the makers, still bounded.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.wait.max.ms", "100");
     kafka.apply_overrides(&mut config);
     config
 }

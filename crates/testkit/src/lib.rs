@@ -259,18 +259,44 @@ pub fn metric(exposition: &str, name: &str) -> Option<f64> {
 pub struct Proc {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
     name: String,
+}
+
+/// Collects the lines of a child's pipe on a thread.
+fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().expect("pipe lock").push(line);
+        }
+    });
+    lines
 }
 
 impl Proc {
     /// Starts `program` with `args` and extra `env`, stdout discarded, stderr collected.
     pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start(program, args, env, false)
+    }
+
+    /// Like [`spawn`](Self::spawn), with stdout collected too.
+    pub fn spawn_with_stdout(program: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start(program, args, env, true)
+    }
+
+    fn start(program: &str, args: &[&str], env: &[(&str, &str)], capture_stdout: bool) -> Self {
         let mut command = Command::new(program);
         command
             .args(args)
             .env("LOG_FORMAT", "json")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(if capture_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
@@ -278,17 +304,15 @@ impl Proc {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().expect("stderr is piped");
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().expect("stderr lock").push(line);
-            }
-        });
+        let stderr = collect_lines(child.stderr.take().expect("stderr is piped"));
+        let stdout = match child.stdout.take() {
+            Some(pipe) => collect_lines(pipe),
+            None => Arc::default(),
+        };
         Self {
             child,
             stderr,
+            stdout,
             name: program.rsplit('/').next().unwrap_or(program).to_owned(),
         }
     }
@@ -335,6 +359,11 @@ impl Proc {
     /// Lines written to stderr so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Stdout so far (when collected), as one string.
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().expect("stdout lock").join("\n")
     }
 
     /// Stderr so far, as one string.

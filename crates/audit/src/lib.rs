@@ -1,0 +1,269 @@
+//! The delivery auditor: reads `tabs.orders` and `tabs.deliveries` (read_committed) over a window of time and
+//! reports orders, expected and delivered tabs, missing, duplicated and wrong tabs, tabs of unknown orders,
+//! latency and overhead percentiles, and the worst patient's p99. Tests, the local mode, the benchmarks and the
+//! fault campaign all judge a run with it.
+//!
+//! It streams both topics once, keeping a fixed-size record per order (a bitmap of its tabs) and one histogram
+//! per patient, so it stays fast and small at millions of records.
+//!
+//! Run: `tabs-audit --bootstrap-servers 127.0.0.1:9092 --from 15m` (exit 1 when anything is missing,
+//! duplicated or wrong).
+
+#![forbid(unsafe_code)]
+
+pub mod ledger;
+pub mod reader;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Parser;
+use rdkafka::message::Message;
+use serde::Serialize;
+use tabs::config::{parse_duration, TelemetryArgs, TopicArgs, DELIVERIES_TOPIC};
+use tabs::kafka::KafkaArgs;
+use tabs::messages::{parse_order, Tab};
+
+pub use ledger::{Audit, Percentiles, Report};
+pub use reader::{Start, TopicReader};
+
+/// Orders are looked up this much before the window's start by record time, so an order stamped just inside the
+/// window but written a moment later is not missed.
+const CLOCK_MARGIN_MS: i64 = 60_000;
+
+/// Command line of `tabs-audit`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tabs-audit",
+    version,
+    about = "Audits deliveries: every tab of every order exactly once?"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub topics: TopicArgs,
+
+    /// Topic of delivered tabs.
+    #[arg(long, env = "DELIVERIES_TOPIC", default_value = DELIVERIES_TOPIC)]
+    pub deliveries_topic: String,
+
+    /// Orders placed at or after this point: Unix time in milliseconds, or a duration ago (`15m`). Default: all.
+    #[arg(long, value_parser = parse_point_in_time)]
+    pub from: Option<i64>,
+
+    /// Orders placed before this point: Unix time in milliseconds, or a duration ago (`1m`). Default: now.
+    #[arg(long, value_parser = parse_point_in_time)]
+    pub to: Option<i64>,
+
+    /// Largest valid `tabs_count` (larger orders are rejected by the makers, not audited).
+    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = 30)]
+    pub max_tabs_count: u32,
+
+    /// The makers' making time, subtracted from latencies to give the overhead.
+    #[arg(long, env = "TAB_MAKING_TIME", default_value = "2s", value_parser = parse_duration)]
+    pub making_time: Duration,
+
+    /// After reaching the end of the deliveries, wait up to this long for missing tabs still being made.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub wait: Duration,
+
+    /// Accept duplicated tabs (judging an at-least-once run): only missing or wrong tabs fail the audit.
+    #[arg(long)]
+    pub allow_duplicates: bool,
+
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Parses a point in time: Unix milliseconds, or a duration ago.
+pub fn parse_point_in_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let ago = parse_duration(text).map_err(|_| {
+        format!("`{text}` is neither Unix time in milliseconds nor a duration ago (e.g. 15m)")
+    })?;
+    Ok(now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An audit's result: the verdict and what was read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub report: Report,
+    /// Records of the orders topic that are not valid orders (the makers send them to the DLQ).
+    pub invalid_orders: u64,
+    /// Tabs of orders placed outside the window.
+    pub tabs_outside_window: u64,
+    /// Records read from both topics.
+    pub records_read: u64,
+    /// Time the audit took.
+    pub elapsed_s: f64,
+    /// Whether the verdict passes (duplicates tolerated with `--allow-duplicates`).
+    pub passed: bool,
+}
+
+/// Runs the audit on a blocking thread.
+pub async fn run(config: Config) -> anyhow::Result<Outcome> {
+    tokio::task::spawn_blocking(move || audit(&config))
+        .await
+        .context("audit task")?
+}
+
+/// Runs the audit. Blocking.
+pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let to_ms = config.to.unwrap_or_else(now_ms);
+    let window = |order_ts_ns: u64| {
+        let ms = i64::try_from(order_ts_ns / 1_000_000).unwrap_or(i64::MAX);
+        config.from.is_none_or(|from| ms >= from) && ms < to_ms
+    };
+    let start = config
+        .from
+        .map_or(Start::Beginning, |from| Start::Time(from - CLOCK_MARGIN_MS));
+    let mut audit = Audit::new(config.making_time);
+    let mut invalid_orders = 0;
+    let mut records_read = 0u64;
+
+    let mut orders = TopicReader::open(&config.kafka, &config.topics.orders_topic, start, true)
+        .with_context(|| {
+            format!(
+                "reading {} at {}",
+                config.topics.orders_topic, config.kafka.bootstrap_servers
+            )
+        })?;
+    while !orders.caught_up() {
+        let Some(message) = orders.next(Duration::from_millis(500))? else {
+            continue;
+        };
+        records_read += 1;
+        match parse_order(message.payload(), config.max_tabs_count) {
+            Ok(order) if window(order.order_timestamp_ns) => audit.add_order(&order),
+            Ok(_) => {}
+            Err(_) => invalid_orders += 1,
+        }
+    }
+
+    let mut deliveries = TopicReader::open(&config.kafka, &config.deliveries_topic, start, true)
+        .with_context(|| {
+            format!(
+                "reading {} at {}",
+                config.deliveries_topic, config.kafka.bootstrap_servers
+            )
+        })?;
+    let mut tabs_outside_window = 0;
+    let mut caught_up_at: Option<Instant> = None;
+    loop {
+        if deliveries.caught_up() {
+            let since = *caught_up_at.get_or_insert_with(Instant::now);
+            if audit.missing_tabs() == 0 || since.elapsed() >= config.wait {
+                break;
+            }
+        }
+        let Some(message) = deliveries.next(Duration::from_millis(200))? else {
+            continue;
+        };
+        records_read += 1;
+        match message.payload().map(serde_json::from_slice::<Tab>) {
+            Some(Ok(tab)) if window(tab.order_timestamp_ns) => audit.add_tab(&tab),
+            Some(Ok(_)) => tabs_outside_window += 1,
+            _ => audit.add_malformed_tab(),
+        }
+    }
+
+    let report = audit.report();
+    let passed = if config.allow_duplicates {
+        report.is_at_least_once()
+    } else {
+        report.is_clean()
+    };
+    Ok(Outcome {
+        report,
+        invalid_orders,
+        tabs_outside_window,
+        records_read,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        passed,
+    })
+}
+
+/// The outcome as a table for people.
+pub fn render(outcome: &Outcome) -> String {
+    let r = &outcome.report;
+    let line = |label: &str, value: String| format!("{label:<28}{value}\n");
+    let pct = |p: &Percentiles| {
+        format!(
+            "p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+        )
+    };
+    let mut text = String::new();
+    text += &line("orders", r.orders.to_string());
+    text += &line("expected tabs", r.expected_tabs.to_string());
+    text += &line("delivered tabs", r.delivered_tabs.to_string());
+    text += &line(
+        "missing tabs",
+        format!("{} (in {} orders)", r.missing_tabs, r.incomplete_orders),
+    );
+    text += &line("duplicated tabs", r.duplicated_tabs.to_string());
+    text += &line("wrong tab_pow", r.wrong_pow.to_string());
+    text += &line("wrong fields", r.wrong_fields.to_string());
+    text += &line("tabs of unknown orders", r.unknown_order_tabs.to_string());
+    text += &line("invalid orders (DLQ)", outcome.invalid_orders.to_string());
+    text += &line("latency", pct(&r.latency));
+    text += &line("overhead", pct(&r.overhead));
+    text += &line(
+        "worst patient p99",
+        match &r.worst_patient {
+            Some(p) => format!(
+                "{:.1} ms ({p}, of {} patients)",
+                r.worst_patient_p99_ms, r.patients
+            ),
+            None => "-".into(),
+        },
+    );
+    text += &line(
+        "read",
+        format!(
+            "{} records in {:.2} s",
+            outcome.records_read, outcome.elapsed_s
+        ),
+    );
+    text += &line(
+        "verdict",
+        if outcome.passed {
+            "PASS".into()
+        } else {
+            "FAIL".into()
+        },
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_in_time_are_unix_milliseconds_or_durations_ago() {
+        assert_eq!(parse_point_in_time("1795853039904"), Ok(1795853039904));
+        let ago = parse_point_in_time("10m").unwrap();
+        let expected = now_ms() - 600_000;
+        assert!((expected - 1_000..=expected + 1_000).contains(&ago));
+        assert!(parse_point_in_time("yesterday")
+            .unwrap_err()
+            .contains("duration ago"));
+    }
+}

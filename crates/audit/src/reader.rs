@@ -1,0 +1,136 @@
+//! Reading a whole topic, or a window of it, without a consumer group: every partition assigned from a start
+//! point, and a way to know when the end was reached. Blocking; run it on a blocking thread.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tabs::kafka::{KafkaArgs, TabsContext};
+
+/// Where reading starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest retained record.
+    Beginning,
+    /// After the last record present when the reader opens: only what is written from then on.
+    End,
+    /// The first record whose timestamp is at or after this many milliseconds since the Unix epoch.
+    Time(i64),
+}
+
+/// Reads every partition of one topic.
+pub struct TopicReader {
+    consumer: BaseConsumer<TabsContext>,
+    topic: String,
+    /// Partitions that reported their end since their last record.
+    at_end: HashMap<i32, bool>,
+}
+
+impl TopicReader {
+    /// Assigns every partition of `topic` from `start`. `read_committed` hides aborted and open transactions.
+    pub fn open(
+        kafka: &KafkaArgs,
+        topic: &str,
+        start: Start,
+        read_committed: bool,
+    ) -> Result<Self, KafkaError> {
+        let mut config: ClientConfig = tabs::kafka::reader_config(kafka, read_committed);
+        // Report the end of each partition, so a reader knows when it has caught up. librdkafka wants a group id
+        // for assignments; this one never joins a group nor commits.
+        config
+            .set("enable.partition.eof", "true")
+            .set("group.id", format!("tabs-reader-{}", std::process::id()));
+        let consumer: BaseConsumer<TabsContext> =
+            config.create_with_context(TabsContext::default())?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            return Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopic,
+            ));
+        }
+        let mut assignment = TopicPartitionList::new();
+        for &partition in &partitions {
+            let offset = match start {
+                Start::Beginning => Offset::Beginning,
+                // Resolved now, not when fetching starts: a record written right after `open` is read.
+                Start::End => Offset::Offset(
+                    consumer
+                        .fetch_watermarks(topic, partition, Duration::from_secs(10))?
+                        .1,
+                ),
+                Start::Time(ms) => Offset::Offset(ms),
+            };
+            assignment.add_partition_offset(topic, partition, offset)?;
+        }
+        if let Start::Time(_) = start {
+            assignment = consumer.offsets_for_times(assignment, Duration::from_secs(30))?;
+            // A time after the last record resolves to "end".
+            for element in assignment.clone().elements() {
+                if let Offset::Offset(o) = element.offset() {
+                    if o < 0 {
+                        assignment.set_partition_offset(topic, element.partition(), Offset::End)?;
+                    }
+                }
+            }
+        }
+        consumer.assign(&assignment)?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            at_end: partitions.into_iter().map(|p| (p, false)).collect(),
+        })
+    }
+
+    /// The next record, waiting up to `timeout`; `None` when there is none yet. End-of-partition events are
+    /// absorbed (see [`caught_up`](Self::caught_up)); transient errors are retried by librdkafka.
+    pub fn next(&mut self, timeout: Duration) -> Result<Option<BorrowedMessage<'_>>, KafkaError> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(message)) => {
+                self.at_end.insert(message.partition(), false);
+                Ok(Some(message))
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                self.at_end.insert(partition, true);
+                Ok(None)
+            }
+            Some(Err(err)) if is_fatal(&err) => Err(err),
+            Some(Err(_)) => Ok(None),
+        }
+    }
+
+    /// Whether every partition reached its end (for read_committed: the last stable offset) since its last
+    /// record.
+    pub fn caught_up(&self) -> bool {
+        self.at_end.values().all(|&end| end)
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+fn is_fatal(err: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            UnknownTopicOrPartition
+                | UnknownTopic
+                | TopicAuthorizationFailed
+                | Authentication
+                | Fatal
+        )
+    )
+}

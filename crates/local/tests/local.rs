@@ -1,0 +1,308 @@
+//! The local mode end to end: a scenario on the real test broker (exactly-once, scaling up and down, report
+//! files), a smoke run on the embedded broker, Ctrl-C, and no child outliving the run whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use testkit::nix::sys::signal::Signal;
+use testkit::serde_json::Value;
+use testkit::{require_broker, unique, Proc};
+
+const LOCAL: &str = env!("CARGO_BIN_EXE_medicine-pubsub-local");
+
+fn report_dir() -> PathBuf {
+    std::env::temp_dir().join(unique("medicine-pubsub-local"))
+}
+
+/// Processes whose command line names this run (its children carry `local-<run id>-…` ids).
+fn processes_of(run_id: &str) -> Vec<String> {
+    let marker = format!("local-{run_id}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&marker))
+        .collect()
+}
+
+async fn wait_until_no_process_of(run_id: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !processes_of(run_id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "children still running: {:?}",
+            processes_of(run_id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn read_report(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json written");
+    testkit::serde_json::from_str(&text).expect("report.json is JSON")
+}
+
+fn run_id(local: &Proc) -> String {
+    local.log_events("local run starting")[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_scenario_on_the_test_broker_scales_out_and_back_to_zero_exactly_once() {
+    let bootstrap = require_broker!();
+    let dir = report_dir();
+    let name = unique("local");
+    let (orders, deliveries, dlq, group) = (
+        format!("{name}.orders"),
+        format!("{name}.deliveries"),
+        format!("{name}.dlq"),
+        format!("{name}.makers"),
+    );
+    let mut local = Proc::spawn_with_stdout(
+        LOCAL,
+        &[
+            "--bootstrap-servers",
+            &bootstrap,
+            "--orders-topic",
+            &orders,
+            "--deliveries-topic",
+            &deliveries,
+            "--dlq-topic",
+            &dlq,
+            "--group",
+            &group,
+            "--patients",
+            "2,30,0",
+            "--step",
+            "4s",
+            "--order-period",
+            "200ms",
+            "--tab-making-time",
+            "300ms",
+            "--max-in-flight-orders",
+            "6",
+            "--lag-threshold",
+            "6",
+            "--max-makers",
+            "4",
+            "--polling-interval",
+            "1s",
+            "--idle-exit-after",
+            "2s",
+            "--view",
+            "plain",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let code = local.exit_code(Duration::from_secs(180)).await;
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{}\nstderr:\n{}",
+        local.stdout_text(),
+        local.stderr_text()
+    );
+
+    let report = read_report(&dir);
+    assert_eq!(report["run"]["guarantee"], "exactly-once");
+    assert_eq!(report["audit_passed"], true, "{}", report["audit"]);
+    let audit = &report["audit"];
+    assert!(audit["orders"].as_u64().unwrap() > 100, "{audit}");
+    assert_eq!(audit["missing_tabs"], 0);
+    assert_eq!(audit["duplicated_tabs"], 0);
+    let samples = report["samples"].as_array().unwrap();
+    let makers: Vec<u64> = samples
+        .iter()
+        .map(|s| s["makers"].as_u64().unwrap())
+        .collect();
+    assert!(
+        makers.iter().any(|&m| m > 1),
+        "scaled out above one maker: {makers:?}"
+    );
+    assert!(
+        makers.iter().all(|&m| m <= 4),
+        "never above --max-makers: {makers:?}"
+    );
+    assert_eq!(makers.last(), Some(&0), "back to zero makers: {makers:?}");
+    assert!(samples.iter().any(|s| s["patients"] == 30));
+
+    let svg = std::fs::read_to_string(dir.join("report.svg")).expect("report.svg written");
+    let document = roxmltree::Document::parse(&svg).expect("the chart is well-formed SVG");
+    assert_eq!(document.root_element().tag_name().name(), "svg");
+    let stdout = local.stdout_text();
+    assert!(
+        stdout.contains("report.json") && stdout.contains("PASS"),
+        "{stdout}"
+    );
+    wait_until_no_process_of(&run_id(&local), Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_smoke_run_on_the_embedded_broker_delivers_every_order_at_least_once() {
+    let dir = report_dir();
+    let mut local = Proc::spawn_with_stdout(
+        LOCAL,
+        &[
+            "--patients",
+            "3",
+            "--duration",
+            "4s",
+            "--order-period",
+            "200ms",
+            "--tab-making-time",
+            "100ms",
+            "--polling-interval",
+            "1s",
+            "--idle-exit-after",
+            "1s",
+            "--view",
+            "plain",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let code = local.exit_code(Duration::from_secs(120)).await;
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{}\nstderr:\n{}",
+        local.stdout_text(),
+        local.stderr_text()
+    );
+    let report = read_report(&dir);
+    assert!(report["run"]["guarantee"]
+        .as_str()
+        .unwrap()
+        .starts_with("at-least-once"));
+    assert!(report["run"]["broker"]
+        .as_str()
+        .unwrap()
+        .contains("embedded"));
+    assert_eq!(report["audit"]["missing_tabs"], 0);
+    assert!(
+        report["audit"]["orders"].as_u64().unwrap() >= 30,
+        "{}",
+        report["audit"]
+    );
+    assert!(
+        local.stdout_text().contains("at-least-once"),
+        "the summary says so"
+    );
+    wait_until_no_process_of(&run_id(&local), Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_every_child_cleanly_and_still_reports() {
+    let dir = report_dir();
+    let mut local = Proc::spawn_with_stdout(
+        LOCAL,
+        &[
+            "--patients",
+            "5",
+            "--order-period",
+            "200ms",
+            "--tab-making-time",
+            "100ms",
+            "--polling-interval",
+            "1s",
+            "--view",
+            "plain",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::exists(dir.join("logs/maker-1.log")).unwrap_or(false) {
+        assert!(
+            Instant::now() < deadline,
+            "no maker started: {}",
+            local.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let run = run_id(&local);
+    assert!(!processes_of(&run).is_empty(), "children run before Ctrl-C");
+
+    local.signal(Signal::SIGINT);
+    let code = local.exit_code(Duration::from_secs(90)).await;
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{}\nstderr:\n{}",
+        local.stdout_text(),
+        local.stderr_text()
+    );
+    assert!(dir.join("report.svg").exists());
+    assert_eq!(
+        read_report(&dir)["audit"]["missing_tabs"],
+        0,
+        "what was ordered was made"
+    );
+    wait_until_no_process_of(&run, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn children_stop_by_themselves_when_the_local_mode_is_killed() {
+    let dir = report_dir();
+    let mut local = Proc::spawn_with_stdout(
+        LOCAL,
+        &[
+            "--patients",
+            "3",
+            "--tab-making-time",
+            "100ms",
+            "--polling-interval",
+            "1s",
+            "--view",
+            "plain",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::exists(dir.join("logs/maker-1.log")).unwrap_or(false) {
+        assert!(
+            Instant::now() < deadline,
+            "no maker started: {}",
+            local.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = run_id(&local);
+    assert!(!processes_of(&run).is_empty());
+    local.signal(Signal::SIGKILL);
+    local
+        .wait_timeout(Duration::from_secs(5))
+        .await
+        .expect("killed");
+    // Orphaned, each child notices within a quarter second and stops (a maker drains first).
+    wait_until_no_process_of(&run, Duration::from_secs(40)).await;
+}
+
+#[tokio::test]
+async fn bad_flags_exit_2_with_one_line() {
+    for (args, needle) in [
+        (&["--patients", "many"][..], "--patients"),
+        (&["--guarantee", "exactly-once"][..], "--bootstrap-servers"),
+        (&["--step", "0s"][..], "--step"),
+    ] {
+        let mut local = Proc::spawn(LOCAL, args, &[]);
+        assert_eq!(
+            local.exit_code(Duration::from_secs(10)).await,
+            2,
+            "{args:?}"
+        );
+        let lines = local.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(needle), "{lines:?}");
+    }
+}
