@@ -483,13 +483,16 @@ pub fn consumer_config(kafka: &KafkaArgs, options: &ConsumerOptions) -> ClientCo
                 "read_uncommitted"
             },
         )
-        // Bound the prefetch queue (librdkafka's defaults allow 64 MiB and 100k records): memory stays flat
-        // whatever the lag, and a paused partition does not keep a large buffer.
+        // Bound the prefetch queue by size (librdkafka's default allows 64 MiB): memory stays flat whatever the
+        // lag. The size is the bound; the record-count threshold is left at its default so it does not trigger
+        // first.
         .set(
             "queued.max.messages.kbytes",
             options.prefetch_kbytes.to_string(),
         )
-        .set("queued.min.messages", "1000")
+        // When the prefetch queue is full, look again after 10 ms, not librdkafka's 1 s: with a bounded queue the
+        // default stalls fetching for a second each time the maker catches up.
+        .set("fetch.queue.backoff.ms", "10")
         // Answer a fetch as soon as data exists, and do not wait long when there is none: lower order latency.
         .set("fetch.wait.max.ms", "100");
     match options.protocol {
