@@ -75,7 +75,7 @@ step "start Kafka (KRaft, single node)" start_kafka
 step "cargo test --workspace" cargo test --workspace --locked
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
 if command -v shellcheck >/dev/null 2>&1; then
-  step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh
+  step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh bench/*.sh
 else
   echo "make_test.sh: shellcheck is missing (Debian: apt-get install shellcheck)" >&2
   exit 1

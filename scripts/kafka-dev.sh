@@ -3,6 +3,7 @@
 #
 #   scripts/kafka-dev.sh start    resolve the jars (Maven, cached in ~/.m2), format a fresh store, start, wait
 #   scripts/kafka-dev.sh stop     stop the broker cleanly (SIGTERM, then SIGKILL after a bound)
+#   scripts/kafka-dev.sh restart  stop it and start it again on the same store (fault tests)
 #   scripts/kafka-dev.sh status   exit 0 when the broker runs and answers
 #   scripts/kafka-dev.sh env      print the variables tests read (eval "$(scripts/kafka-dev.sh env)")
 #   scripts/kafka-dev.sh topics   create tabs.orders, tabs.deliveries and tabs.dlq (if absent) for manual runs
@@ -112,6 +113,9 @@ group.consumer.min.heartbeat.interval.ms=500
 group.consumer.heartbeat.interval.ms=500
 # Crash tests: transactions of killed makers are aborted soon after they time out.
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
+# Sized for a 2-core machine shared with the clients under test (Kafka's defaults are 3 and 8 threads).
+num.network.threads=2
+num.io.threads=2
 log.retention.hours=1
 log.segment.bytes=67108864
 EOF
@@ -158,22 +162,35 @@ start() {
   require java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
   mkdir -p "${KAFKA_DEV_DIR}"
   stop_strays
-  if port_open "${KAFKA_DEV_PORT}"; then
-    die "port ${KAFKA_DEV_PORT} is taken by another process; set KAFKA_DEV_PORT to a free port"
-  fi
   resolve_libs
   write_config
   format_store
+  launch
+}
+
+# Starts the broker on the existing store (its topics, offsets and transactions survive).
+launch() {
+  if port_open "${KAFKA_DEV_PORT}"; then
+    die "port ${KAFKA_DEV_PORT} is taken by another process; set KAFKA_DEV_PORT to a free port"
+  fi
   rm -f "${log_file}"
   say "starting Kafka on 127.0.0.1:${KAFKA_DEV_PORT} (SASL/SCRAM on ${sasl_port}), store ${data_dir}"
   # setsid: the broker gets its own session so a Ctrl-C aimed at the caller does not kill it half-way;
-  # `stop` (or the caller's trap) is what ends it.
+  # `stop` (or the caller's trap) is what ends it. JVM flags as Kafka's own start script sets them.
   setsid java \
-    "-Xms${KAFKA_DEV_HEAP}" "-Xmx${KAFKA_DEV_HEAP}" -XX:+UseG1GC -XX:TieredStopAtLevel=1 \
+    "-Xms${KAFKA_DEV_HEAP}" "-Xmx${KAFKA_DEV_HEAP}" \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="${log4j_file}" \
     -cp "$(java_classpath)" kafka.Kafka "${config_file}" >"${console_file}" 2>&1 </dev/null &
   echo "$!" >"${pid_file}"
   wait_ready
+}
+
+# Stops the broker and starts it again on the same store: a broker restart as clients see it.
+restart() {
+  [[ -f "${data_dir}/meta.properties" ]] || die "no store in ${data_dir}; start the broker first: $0 start"
+  stop
+  launch
 }
 
 wait_ready() {
@@ -264,6 +281,7 @@ create_topics() {
 
 case "${1:-}" in
   start) start ;;
+  restart) restart ;;
   topics) create_topics ;;
   stop) stop ;;
   status) status ;;
@@ -276,7 +294,7 @@ case "${1:-}" in
     run_tool "$@"
     ;;
   *)
-    echo "usage: $0 start|stop|status|env|topics|tool CLASS [ARGS...]" >&2
+    echo "usage: $0 start|stop|restart|status|env|topics|tool CLASS [ARGS...]" >&2
     exit 2
     ;;
 esac

@@ -96,7 +96,7 @@ pub struct Config {
 
     /// Most time finished orders wait to be committed together in one transaction (exactly-once) or one offset
     /// commit (at-least-once).
-    #[arg(long, env = "COMMIT_INTERVAL", default_value = "50ms", value_parser = parse_positive_duration)]
+    #[arg(long, env = "COMMIT_INTERVAL", default_value = "20ms", value_parser = parse_positive_duration)]
     pub commit_interval: Duration,
 
     /// Kafka transaction timeout: how long a killed maker's open transaction can hold back readers.

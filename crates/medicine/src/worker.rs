@@ -168,6 +168,7 @@ enum Wake {
     Record(KafkaResult<OwnedMessage>),
     Completion(Completion),
     CommitDue,
+    CommitDone(TransactionResult),
     ShutdownRequested,
     DrainTimedOut,
     IdleCheck,
@@ -181,6 +182,12 @@ pub struct Worker {
     shutdown: CancellationToken,
     consumer: Arc<StreamConsumer<MakerContext>>,
     output: Output,
+    /// How the producer was made, to make a new one if it becomes unusable.
+    producer_kind: ProducerKind,
+    /// `init_transactions`, running since start-up until the first commit awaits it.
+    transactions_ready: Option<InitTask>,
+    /// The transaction in flight, if any (exactly-once).
+    committing: Option<Transaction>,
     ledger: Ledger<Outcome>,
     completions: (mpsc::Sender<Completion>, mpsc::Receiver<Completion>),
     tasks: TaskTracker,
@@ -252,48 +259,51 @@ impl Worker {
             tab_making_time = ?config.tab_making_time,
             "maker starting"
         );
-        for topic in [
-            &config.topics.orders_topic,
-            &config.deliveries_topic,
-            &config.dlq_topic,
-        ] {
-            let probe = Arc::clone(&consumer);
-            let name = topic.clone();
-            kafka::wait_for_topic(
-                move |timeout| probe.fetch_metadata(Some(&name), timeout),
-                &errors,
-                &config.kafka,
-                topic,
-                config.startup_timeout,
-                &shutdown,
-            )
-            .await
-            .with_context(|| format!("topic {topic} is not usable"))?;
-        }
-
-        let output =
-            match config.guarantee {
-                Guarantee::ExactlyOnce => {
-                    let kind = ProducerKind::Transactional {
-                        id: format!("{}.{}", maker_id, uuid::Uuid::new_v4().simple()),
-                        timeout: config.transaction_timeout,
-                    };
-                    let producer: Arc<BaseProducer<TabsContext>> = Arc::new(
-                        kafka::create_producer(&config.kafka, &kind, TabsContext::default())?,
-                    );
-                    let init = Arc::clone(&producer);
-                    let timeout = config.startup_timeout;
-                    tokio::task::spawn_blocking(move || init.init_transactions(timeout))
-                        .await?
-                        .context("initialising Kafka transactions")?;
-                    Output::Transactional(producer)
-                }
-                Guarantee::AtLeastOnce => Output::AtLeastOnce(kafka::create_producer(
+        // Transactions are initialised (coordinator lookup, producer id) while the topics are checked and the
+        // group is joined; the first commit waits for it. This keeps it off the cold-start path.
+        let producer_kind = match config.guarantee {
+            Guarantee::ExactlyOnce => ProducerKind::Transactional {
+                id: format!("{}.{}", maker_id, uuid::Uuid::new_v4().simple()),
+                timeout: config.transaction_timeout,
+            },
+            Guarantee::AtLeastOnce => ProducerKind::Idempotent,
+        };
+        let (output, transactions_ready) = match producer_kind {
+            ProducerKind::Transactional { .. } => {
+                let (producer, ready) = start_transactional_producer(
                     &config.kafka,
-                    &ProducerKind::Idempotent,
+                    &producer_kind,
+                    config.startup_timeout,
+                )?;
+                (Output::Transactional(producer), Some(ready))
+            }
+            ProducerKind::Idempotent => (
+                Output::AtLeastOnce(kafka::create_producer(
+                    &config.kafka,
+                    &producer_kind,
                     TabsContext::default(),
                 )?),
-            };
+                None,
+            ),
+        };
+
+        // One metadata request checks the three topics.
+        let probe = Arc::clone(&consumer);
+        let topics = [
+            config.topics.orders_topic.as_str(),
+            config.deliveries_topic.as_str(),
+            config.dlq_topic.as_str(),
+        ];
+        kafka::wait_for_topics(
+            move |timeout| probe.fetch_metadata(None, timeout),
+            &errors,
+            &config.kafka,
+            &topics,
+            config.startup_timeout,
+            &shutdown,
+        )
+        .await
+        .context("the topics are not usable")?;
 
         consumer
             .subscribe(&[config.topics.orders_topic.as_str()])
@@ -306,6 +316,9 @@ impl Worker {
             shutdown,
             consumer,
             output,
+            producer_kind,
+            transactions_ready,
+            committing: None,
             ledger: Ledger::default(),
             completions: mpsc::channel(capacity),
             tasks: TaskTracker::new(),
@@ -330,7 +343,7 @@ impl Worker {
     pub async fn run(mut self) -> anyhow::Result<Summary> {
         let reason = loop {
             if let Some((reason, _)) = self.stopping {
-                if self.ledger.in_flight() == 0 {
+                if self.in_flight() == 0 {
                     break reason;
                 }
             }
@@ -341,7 +354,7 @@ impl Worker {
                 }
             }
             self.update_pause()?;
-            self.stats.in_flight.set(self.ledger.in_flight() as i64);
+            self.stats.in_flight.set(self.in_flight() as i64);
 
             let wake = self.next_wake().await;
             self.apply_rebalances();
@@ -357,6 +370,7 @@ impl Worker {
                 Wake::Record(Err(err)) => self.on_consumer_error(err)?,
                 Wake::Completion(completion) => self.complete(completion),
                 Wake::CommitDue => self.commit().await?,
+                Wake::CommitDone(joined) => self.on_commit_done(joined).await?,
                 Wake::ShutdownRequested => self.stop(StopReason::Signal),
                 Wake::DrainTimedOut => {
                     let abandoned = self.ledger.abandon_unfinished();
@@ -365,9 +379,16 @@ impl Worker {
                         "drain timeout reached; unfinished orders are left to the next maker"
                     );
                 }
+                Wake::IdleCheck if !self.joined => {
+                    bail!(
+                        "no assignment from group {} within {:?} (--startup-timeout)",
+                        self.config.group,
+                        self.config.startup_timeout
+                    );
+                }
                 Wake::IdleCheck => {
                     let idle = self.config.idle_exit_after;
-                    if self.ledger.in_flight() == 0
+                    if self.in_flight() == 0
                         && self.stash.is_none()
                         && self.last_activity.elapsed() >= idle
                     {
@@ -383,19 +404,19 @@ impl Worker {
 
     /// Whether new records may be started.
     fn can_fetch(&self) -> bool {
-        self.stopping.is_none()
-            && self.ledger.in_flight() < self.config.max_in_flight_orders as usize
+        self.stopping.is_none() && self.in_flight() < self.config.max_in_flight_orders as usize
     }
 
     /// Waits for the next thing to do.
     async fn next_wake(&mut self) -> Wake {
         let commit_at =
             tokio::time::Instant::from_std(self.last_commit + self.config.commit_interval);
-        let has_ready = self.ledger.has_ready();
+        // One transaction at a time: the next starts when the one in flight has ended.
+        let commit_due = self.ledger.has_ready() && self.committing.is_none();
         let drain_deadline = self.stopping.map(|(_, deadline)| deadline);
         let draining = drain_deadline.is_some() && self.ledger.unfinished() > 0;
         let idle = self.config.idle_exit_after;
-        let idle_watch = !idle.is_zero() && self.stopping.is_none() && self.ledger.in_flight() == 0;
+        let idle_watch = !idle.is_zero() && self.stopping.is_none() && self.in_flight() == 0;
         let idle_at = tokio::time::Instant::from_std(if self.joined {
             self.last_activity + idle
         } else {
@@ -404,12 +425,20 @@ impl Worker {
         let fetch = self.stash.is_none();
         let consumer = Arc::clone(&self.consumer);
         let context = Arc::clone(consumer.context());
+        let committing = self.committing.as_mut().map(|t| &mut t.handle);
+        let transaction_done = async {
+            match committing {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        };
 
         tokio::select! {
             biased;
             () = self.shutdown.cancelled(), if self.stopping.is_none() => Wake::ShutdownRequested,
             Some(completion) = self.completions.1.recv() => Wake::Completion(completion),
-            () = tokio::time::sleep_until(commit_at), if has_ready => Wake::CommitDue,
+            joined = transaction_done => Wake::CommitDone(joined),
+            () = tokio::time::sleep_until(commit_at), if commit_due => Wake::CommitDue,
             () = tokio::time::sleep_until(drain_deadline.unwrap_or_else(tokio::time::Instant::now)), if draining => {
                 Wake::DrainTimedOut
             }
@@ -474,11 +503,11 @@ impl Worker {
         let list = self.partition_list(&partitions);
         if want_paused {
             self.consumer.pause(&list).context("pausing partitions")?;
-            debug!(in_flight = self.ledger.in_flight(), "paused fetching");
+            debug!(in_flight = self.in_flight(), "paused fetching");
         } else {
             self.consumer.resume(&list).context("resuming partitions")?;
             self.restart_fetching();
-            debug!(in_flight = self.ledger.in_flight(), "resumed fetching");
+            debug!(in_flight = self.in_flight(), "resumed fetching");
         }
         self.paused = want_paused;
         Ok(())
@@ -653,7 +682,7 @@ impl Worker {
     fn stop(&mut self, reason: StopReason) {
         if self.stopping.is_none() {
             if reason == StopReason::Signal {
-                info!(in_flight = self.ledger.in_flight(), drain_timeout = ?self.config.drain_timeout, "draining");
+                info!(in_flight = self.in_flight(), drain_timeout = ?self.config.drain_timeout, "draining");
             }
             self.health.set_ready(false);
             self.stopping = Some((
@@ -665,15 +694,11 @@ impl Worker {
 
     /// Commits every partition's finished prefix: in one transaction with its tabs and dead letters
     /// (exactly-once), or as plain offsets (at-least-once, tabs already acknowledged).
+    /// Commits every partition's finished prefix: as plain offsets at once (at-least-once, tabs already
+    /// acknowledged), or by starting a transaction with its tabs and dead letters (exactly-once) that runs on the
+    /// blocking pool while this loop goes on fetching and making; its end arrives as [`Wake::CommitDone`]. One
+    /// transaction at a time.
     async fn commit(&mut self) -> anyhow::Result<()> {
-        let result = self.commit_ready().await;
-        // The interval runs from the end of a commit: while one takes long, more orders finish, and the next
-        // transaction carries them all.
-        self.last_commit = Instant::now();
-        result
-    }
-
-    async fn commit_ready(&mut self) -> anyhow::Result<()> {
         let ready = self.ledger.take_ready();
         if ready.is_empty() {
             return Ok(());
@@ -690,16 +715,22 @@ impl Worker {
                     self.record_done(outcome, committed_at);
                 }
                 self.log_first_commit();
+                self.last_commit = Instant::now();
             }
             Output::Transactional(producer) => {
+                let producer = Arc::clone(producer);
+                if let Some(init) = self.transactions_ready.take() {
+                    init.await
+                        .context("transactions init task")?
+                        .context("initialising Kafka transactions")?;
+                }
                 let Some(group) = self.consumer.group_metadata() else {
                     bail!("the consumer has no group metadata; cannot commit offsets in a transaction");
                 };
-                let producer = producer.clone();
                 let deliveries = self.config.deliveries_topic.clone();
                 let dlq = self.config.dlq_topic.clone();
-                let began = Instant::now();
-                let (outcome, results) = tokio::task::spawn_blocking(move || {
+                let records = ready.results.len();
+                let handle = tokio::task::spawn_blocking(move || {
                     let outcome = transact(
                         &producer,
                         &deliveries,
@@ -709,46 +740,106 @@ impl Worker {
                         &group,
                     );
                     (outcome, ready.results)
-                })
-                .await
-                .context("transaction task")?;
-                match outcome {
-                    Ok(()) => {
-                        debug!(
-                            records = results.len(),
-                            duration_ms = began.elapsed().as_millis() as u64,
-                            "transaction committed"
-                        );
-                        self.consecutive_aborts = 0;
-                        self.stats.commits.inc();
-                        let committed_at = now_ns();
-                        for outcome in &results {
-                            self.record_done(outcome, committed_at);
-                        }
-                        self.log_first_commit();
-                    }
-                    Err(TxnError::Aborted(err)) => {
-                        self.stats.aborts.inc();
-                        self.consecutive_aborts += 1;
-                        warn!(
-                            error = %err,
-                            orders = results.len(),
-                            consecutive = self.consecutive_aborts,
-                            "transaction aborted; rewinding to the committed offsets to make the orders again"
-                        );
-                        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
-                            bail!("{MAX_CONSECUTIVE_ABORTS} transactions in a row aborted; last error: {err}");
-                        }
-                        self.rewind().await?;
-                    }
-                    Err(TxnError::Fatal(err)) => {
-                        return Err(err)
-                            .context("fatal transaction error (the producer cannot continue)")
-                    }
-                }
+                });
+                self.committing = Some(Transaction {
+                    handle,
+                    began: Instant::now(),
+                    records,
+                });
             }
         }
         Ok(())
+    }
+
+    /// Handles the end of the transaction in flight.
+    async fn on_commit_done(&mut self, joined: TransactionResult) -> anyhow::Result<()> {
+        let Some(transaction) = self.committing.take() else {
+            return Ok(());
+        };
+        // The interval runs from the end of a commit: while one takes long, more orders finish, and the next
+        // transaction carries them all.
+        self.last_commit = Instant::now();
+        let (outcome, results) = joined.context("transaction task")?;
+        match outcome {
+            Ok(()) => {
+                debug!(
+                    records = results.len(),
+                    duration_ms = transaction.began.elapsed().as_millis() as u64,
+                    "transaction committed"
+                );
+                self.consecutive_aborts = 0;
+                self.stats.commits.inc();
+                let committed_at = now_ns();
+                for outcome in &results {
+                    self.record_done(outcome, committed_at);
+                }
+                self.log_first_commit();
+                Ok(())
+            }
+            Err(TxnError::Aborted(err)) => {
+                self.stats.aborts.inc();
+                self.consecutive_aborts += 1;
+                warn!(
+                    error = %err,
+                    orders = results.len(),
+                    consecutive = self.consecutive_aborts,
+                    "transaction aborted; rewinding to the committed offsets to make the orders again"
+                );
+                if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+                    bail!(
+                        "{MAX_CONSECUTIVE_ABORTS} transactions in a row aborted; last error: {err}"
+                    );
+                }
+                self.rewind().await
+            }
+            Err(TxnError::Fatal(err)) => {
+                // The producer instance is unusable: fenced because its transaction timed out on the broker
+                // (typically while the broker was away). Its transactional id is this process's alone, so no
+                // other maker can have fenced it: a new instance with the same id takes over, and the orders of
+                // the lost transaction are made again.
+                self.stats.aborts.inc();
+                self.consecutive_aborts += 1;
+                warn!(
+                    error = %err,
+                    orders = results.len(),
+                    consecutive = self.consecutive_aborts,
+                    "the transactional producer cannot continue; replacing it and making the orders again"
+                );
+                if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+                    bail!(
+                        "{MAX_CONSECUTIVE_ABORTS} transactions in a row failed; last error: {err}"
+                    );
+                }
+                let (producer, ready) = start_transactional_producer(
+                    &self.config.kafka,
+                    &self.producer_kind,
+                    self.config.startup_timeout,
+                )?;
+                if let Output::Transactional(old) =
+                    std::mem::replace(&mut self.output, Output::Transactional(producer))
+                {
+                    // Destroying a librdkafka client blocks until its threads end.
+                    tokio::task::spawn_blocking(move || drop(old));
+                }
+                self.transactions_ready = Some(ready);
+                self.rewind().await
+            }
+        }
+    }
+
+    /// Waits for the transaction in flight, if any, and handles its end.
+    async fn settle_commit(&mut self) -> anyhow::Result<()> {
+        if let Some(transaction) = self.committing.as_mut() {
+            let joined = (&mut transaction.handle).await;
+            self.on_commit_done(joined).await?;
+        }
+        Ok(())
+    }
+
+    /// Orders fetched and not yet committed: those in the ledger and those in the transaction in flight. This
+    /// is what `--max-in-flight-orders` bounds.
+    fn in_flight(&self) -> usize {
+        self.ledger.in_flight() + self.committing.as_ref().map_or(0, |t| t.records)
     }
 
     fn log_first_commit(&mut self) {
@@ -838,7 +929,10 @@ impl Worker {
     /// Commits what is finished, leaves the group, and logs the summary.
     async fn finish(mut self, reason: StopReason) -> anyhow::Result<Summary> {
         self.health.set_ready(false);
+        // The transaction in flight, then whatever finished meanwhile.
+        self.settle_commit().await?;
         self.commit().await?;
+        self.settle_commit().await?;
         self.tasks.close();
 
         if let Output::AtLeastOnce(producer) = &self.output {
@@ -871,6 +965,40 @@ impl Worker {
         );
         Ok(summary)
     }
+}
+
+/// What a transaction task returns: its outcome and the results it carried.
+type TransactionResult = Result<(Result<(), TxnError>, Vec<Outcome>), tokio::task::JoinError>;
+
+/// The transaction in flight.
+struct Transaction {
+    handle: tokio::task::JoinHandle<(Result<(), TxnError>, Vec<Outcome>)>,
+    began: Instant,
+    /// Orders (and rejected records) it commits.
+    records: usize,
+}
+
+/// `init_transactions` running on the blocking pool.
+type InitTask = tokio::task::JoinHandle<KafkaResult<()>>;
+
+/// Creates the transactional producer and starts `init_transactions` on the blocking pool; the first commit
+/// awaits the returned handle.
+fn start_transactional_producer(
+    kafka: &tabs::kafka::KafkaArgs,
+    kind: &ProducerKind,
+    timeout: Duration,
+) -> anyhow::Result<(Arc<BaseProducer<TabsContext>>, InitTask)> {
+    let producer: Arc<BaseProducer<TabsContext>> =
+        Arc::new(kafka::create_producer(kafka, kind, TabsContext::default())?);
+    let init = Arc::clone(&producer);
+    let ready = tokio::task::spawn_blocking(move || {
+        // Connect first: started on a producer with no broker connection yet, librdkafka's coordinator lookup
+        // finds "no broker available" and retries only on its 500 ms timer (measured: first commits at ~520 ms
+        // instead of ~200 ms, one start in two).
+        let _ = init.client().fetch_metadata(None, timeout);
+        init.init_transactions(timeout)
+    });
+    Ok((producer, ready))
 }
 
 /// How a transaction failed.
@@ -922,7 +1050,7 @@ fn transact(
     match attempt() {
         Ok(()) => Ok(()),
         Err(err) if is_fatal(&err) => Err(TxnError::Fatal(err)),
-        Err(err) => match producer.abort_transaction(BROKER_CALL_TIMEOUT) {
+        Err(err) => match retrying(|| producer.abort_transaction(BROKER_CALL_TIMEOUT)) {
             Ok(()) => Err(TxnError::Aborted(err)),
             Err(abort_err) => {
                 error!(error = %abort_err, "aborting the transaction failed");
@@ -939,15 +1067,19 @@ fn is_fatal(err: &KafkaError) -> bool {
     }
 }
 
-/// Calls a transaction step again while librdkafka says the error is retriable (a coordinator moving, a timeout).
+/// Calls a transaction step again while librdkafka says the error is retriable (a coordinator moving, a broker
+/// restarting, a timeout).
 fn retrying(mut step: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
-    let mut attempts = 0;
+    // A broker restart makes coordinators unavailable for seconds: keep retrying for as long as one broker call
+    // may take, backing off up to a second.
+    let deadline = Instant::now() + BROKER_CALL_TIMEOUT;
+    let mut backoff = Duration::from_millis(50);
     loop {
         match step() {
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 10 => {
-                attempts += 1;
-                warn!(error = %e, attempts, "retriable transaction error; retrying");
-                std::thread::sleep(Duration::from_millis(100 * attempts));
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                warn!(error = %e, "retriable transaction error; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             other => return other,
         }

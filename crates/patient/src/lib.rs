@@ -234,11 +234,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(servers = %config.kafka.bootstrap_servers, topic, "connecting to Kafka");
     let probe = producer.clone();
     let probe_topic = topic.clone();
-    let wait = kafka::wait_for_topic(
+    let wait = kafka::wait_for_topics(
         move |timeout| probe.client().fetch_metadata(Some(&probe_topic), timeout),
         &errors,
         &config.kafka,
-        &topic,
+        &[topic.as_str()],
         config.startup_timeout,
         &shutdown,
     )

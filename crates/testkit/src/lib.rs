@@ -140,6 +140,45 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
     }
 }
 
+/// Produces many raw records to `topic` as fast as the client goes, then waits for every acknowledgement.
+pub async fn produce_many(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
+    let producer: FutureProducer = client_config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .create()
+        .expect("producer");
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(*key);
+        }
+        if let Some(value) = value {
+            record = record.payload(*value);
+        }
+        let mut record = record;
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((_, returned)) => {
+                    // Queue full: let librdkafka drain a little.
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .expect("delivery future")
+            .unwrap_or_else(|(err, _)| panic!("producing to {topic}: {err}"));
+    }
+}
+
 /// One record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Record {

@@ -1,0 +1,192 @@
+//! Benchmark 2: how many patients one maker serves at the service level. Tabs take 2 s; patients are stepped
+//! up; each level is held, then audited (overhead = latency − making time). The capacity is the largest level
+//! held with overhead p99 ≤ 100 ms and nothing missing or duplicated.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use tabs::kafka::KafkaArgs;
+
+use crate::support::{broker_pid, now_ns, spawn, usage, Topics};
+
+/// Overhead p99 above this fails a level.
+pub const OVERHEAD_P99_LIMIT_MS: f64 = 100.0;
+
+/// One level of patients.
+#[derive(Debug, Clone)]
+pub struct Level {
+    pub patients: u32,
+    pub orders: u64,
+    pub tabs_per_s: f64,
+    pub overhead_p50_ms: f64,
+    pub overhead_p99_ms: f64,
+    pub worst_patient_p99_ms: f64,
+    pub missing: u64,
+    pub duplicated: u64,
+    pub maker_cpu_percent: f64,
+    pub broker_cpu_percent: f64,
+    pub maker_peak_rss_mib: f64,
+    pub patient_peak_rss_mib: f64,
+    pub held: bool,
+}
+
+/// The capacity benchmark's result.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    pub levels: Vec<Level>,
+    pub hold: Duration,
+}
+
+impl Capacity {
+    /// The largest level held.
+    pub fn capacity(&self) -> Option<&Level> {
+        self.levels
+            .iter()
+            .filter(|l| l.held)
+            .max_by_key(|l| l.patients)
+    }
+}
+
+fn percent(cpu: Duration, wall: Duration) -> f64 {
+    100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-3)
+}
+
+pub async fn run(
+    bootstrap: &str,
+    levels: &[u32],
+    warmup: Duration,
+    hold: Duration,
+) -> anyhow::Result<Capacity> {
+    println!("capacity: one maker, tabs take 2 s, levels {levels:?}, each held {hold:?} after {warmup:?}");
+    let topics = Topics::create(bootstrap, 12).await;
+    let mut args = topics.maker_args(bootstrap, &testkit::unique("bench-capacity"));
+    args.extend(
+        [
+            "--tab-making-time",
+            "2s",
+            "--max-in-flight-orders",
+            "16384",
+            "--idle-exit-after",
+            "0",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    let mut maker = spawn("medicine", &args, &[("RUST_LOG", "info")]);
+    let maker_pid = maker.pid();
+    let mut result = Capacity {
+        levels: Vec::new(),
+        hold,
+    };
+
+    for &patients in levels {
+        let patient_args: Vec<String> = [
+            "--bootstrap-servers",
+            bootstrap,
+            "--orders-topic",
+            &topics.orders,
+            "--patients",
+            &patients.to_string(),
+            "--order-period",
+            "1s",
+            "--patient-id",
+            &testkit::unique("cap"),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let mut patient = spawn("patient", &patient_args, &[("RUST_LOG", "warn")]);
+        tokio::time::sleep(warmup).await;
+
+        let from_ms = now_ns() / 1_000_000;
+        let (maker_before, broker_before) = (usage(maker_pid), broker_pid().and_then(usage));
+        let started = Instant::now();
+        tokio::time::sleep(hold).await;
+        let wall = started.elapsed();
+        let (maker_after, broker_after) = (usage(maker_pid), broker_pid().and_then(usage));
+        let patient_usage = usage(patient.pid());
+        let to_ms = now_ns() / 1_000_000;
+        patient.signal(testkit::nix::sys::signal::Signal::SIGTERM);
+        patient.exit_code(Duration::from_secs(60)).await;
+        let Some(maker_after) = maker_after else {
+            bail!(
+                "the maker died during the {patients}-patient level: {}",
+                maker.stderr_text()
+            );
+        };
+
+        let outcome = {
+            let config = audit_config(bootstrap, &topics, from_ms, to_ms);
+            tokio::task::spawn_blocking(move || audit::audit(&config)).await??
+        };
+        let report = &outcome.report;
+        let cpu =
+            |before: Option<crate::support::Usage>, after: Option<crate::support::Usage>| match (
+                before, after,
+            ) {
+                (Some(b), Some(a)) => percent(a.cpu.saturating_sub(b.cpu), wall),
+                _ => 0.0,
+            };
+        let level = Level {
+            patients,
+            orders: report.orders,
+            tabs_per_s: report.delivered_tabs as f64 / (to_ms - from_ms) as f64 * 1e3,
+            overhead_p50_ms: report.overhead.p50_ms,
+            overhead_p99_ms: report.overhead.p99_ms,
+            worst_patient_p99_ms: report.worst_patient_p99_ms,
+            missing: report.missing_tabs,
+            duplicated: report.duplicated_tabs,
+            maker_cpu_percent: cpu(maker_before, Some(maker_after)),
+            broker_cpu_percent: cpu(broker_before, broker_after),
+            maker_peak_rss_mib: maker_after.peak_rss_kib as f64 / 1024.0,
+            patient_peak_rss_mib: patient_usage.map_or(0.0, |u| u.peak_rss_kib as f64 / 1024.0),
+            held: report.overhead.p99_ms <= OVERHEAD_P99_LIMIT_MS
+                && report.missing_tabs == 0
+                && report.duplicated_tabs == 0,
+        };
+        println!(
+            "  {:>5} patients: {:>7.0} tabs/s, overhead p50 {:>6.1} ms p99 {:>7.1} ms, missing {}, duplicated {}, maker CPU {:>5.1} %, broker CPU {:>5.1} %, maker peak RSS {:.0} MiB -> {}",
+            level.patients,
+            level.tabs_per_s,
+            level.overhead_p50_ms,
+            level.overhead_p99_ms,
+            level.missing,
+            level.duplicated,
+            level.maker_cpu_percent,
+            level.broker_cpu_percent,
+            level.maker_peak_rss_mib,
+            if level.held { "held" } else { "NOT held" }
+        );
+        let held = level.held;
+        result.levels.push(level);
+        if !held {
+            break;
+        }
+        // Let the maker finish this level's orders before the next one starts.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    maker.signal(testkit::nix::sys::signal::Signal::SIGTERM);
+    maker.exit_code(Duration::from_secs(60)).await;
+    Ok(result)
+}
+
+fn audit_config(bootstrap: &str, topics: &Topics, from_ms: u64, to_ms: u64) -> audit::Config {
+    audit::Config {
+        kafka: KafkaArgs::plaintext(bootstrap),
+        topics: tabs::config::TopicArgs {
+            orders_topic: topics.orders.clone(),
+        },
+        deliveries_topic: topics.deliveries.clone(),
+        from: i64::try_from(from_ms).ok(),
+        to: i64::try_from(to_ms).ok(),
+        max_tabs_count: 30,
+        making_time: Duration::from_secs(2),
+        wait: Duration::from_secs(15),
+        allow_duplicates: false,
+        json: true,
+        telemetry: tabs::config::TelemetryArgs {
+            log_format: tabs::config::LogFormat::Json,
+            metrics_addr: None,
+        },
+    }
+}
