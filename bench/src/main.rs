@@ -54,7 +54,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "250,500,750,1000,1250,1500,2000"
+            default_value = "250,500,750,1000,1500,2000,3000,4000"
         )]
         levels: Vec<u32>,
         /// How long each level runs before it is measured.
@@ -199,7 +199,9 @@ fn markdown(
          `--max-in-flight-orders 4096`. Maker rates are tabs over the time from the maker's first assignment to its exit \
          (fetching orders, making, writing and committing included). The tools write records of the same size (at \
          least a million, three times the maker's tabs, so that the JVM is warm; `ProducerPerformance`, `acks=all`, idempotent, `linger.ms=5`, `batch.size=1000000` as \
-         librdkafka's default; transactional with 50 ms transactions) and read them back (`ConsumerPerformance`).\n",
+         librdkafka's default; transactional with 50 ms transactions) and read them back (`ConsumerPerformance`). \
+         The broker is warmed up first (two million records from the tool): its JIT otherwise favours whichever side \
+         runs last.\n",
         ceiling.orders, ceiling.tabs, ceiling.record_bytes
     );
     let _ = writeln!(

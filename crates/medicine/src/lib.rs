@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+mod at_least_once;
 mod ledger;
 mod making;
 mod stats;

@@ -15,7 +15,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tabs::kafka::{self, ConsumerOptions, ErrorTracker, ProducerKind, TabsContext};
 use tabs::messages::{parse_order, to_json, DeadLetter, Order, Tab};
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::at_least_once::{self, AckContext, Pending, Publisher};
 use crate::ledger::{Epoch, Ledger};
 use crate::making::make_order;
 use crate::stats::{Stats, Summary};
@@ -112,7 +113,7 @@ impl ConsumerContext for MakerContext {
 
 /// What became of one fetched record.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// An order made; its tabs wait for the transaction.
     Made { order: Order, tabs: Vec<Tab> },
     /// A rejected record; its dead letter waits for the transaction.
@@ -126,14 +127,16 @@ enum Outcome {
         tabs: u32,
         rejected: Option<String>,
     },
+    /// At-least-once: Kafka refused a record for good; the maker stops without committing the order.
+    Failed(String),
 }
 
-/// A finished record, reported by its task.
-struct Completion {
-    partition: i32,
-    epoch: Epoch,
-    offset: i64,
-    outcome: Outcome,
+/// A finished record, reported by its task (or, at-least-once, by its last acknowledgement).
+pub(crate) struct Completion {
+    pub(crate) partition: i32,
+    pub(crate) epoch: Epoch,
+    pub(crate) offset: i64,
+    pub(crate) outcome: Outcome,
 }
 
 /// Where tabs go.
@@ -142,7 +145,7 @@ enum Output {
     /// then returns as soon as the last record is acknowledged. (A `ThreadedProducer`'s background thread takes
     /// those reports, and rdkafka's flush then sleeps out its 100 ms poll on every transaction.)
     Transactional(Arc<BaseProducer<TabsContext>>),
-    AtLeastOnce(FutureProducer<TabsContext>),
+    AtLeastOnce(Publisher),
 }
 
 /// Why the loop ends.
@@ -266,7 +269,7 @@ impl Worker {
                 id: format!("{}.{}", maker_id, uuid::Uuid::new_v4().simple()),
                 timeout: config.transaction_timeout,
             },
-            Guarantee::AtLeastOnce => ProducerKind::Idempotent,
+            Guarantee::AtLeastOnce => ProducerKind::Persistent,
         };
         let (output, transactions_ready) = match producer_kind {
             ProducerKind::Transactional { .. } => {
@@ -277,11 +280,11 @@ impl Worker {
                 )?;
                 (Output::Transactional(producer), Some(ready))
             }
-            ProducerKind::Idempotent => (
+            ProducerKind::Idempotent | ProducerKind::Persistent => (
                 Output::AtLeastOnce(kafka::create_producer(
                     &config.kafka,
                     &producer_kind,
-                    TabsContext::default(),
+                    AckContext::default(),
                 )?),
                 None,
             ),
@@ -368,7 +371,7 @@ impl Worker {
                     }
                 }
                 Wake::Record(Err(err)) => self.on_consumer_error(err)?,
-                Wake::Completion(completion) => self.complete(completion),
+                Wake::Completion(completion) => self.complete(completion)?,
                 Wake::CommitDue => self.commit().await?,
                 Wake::CommitDone(joined) => self.on_commit_done(joined).await?,
                 Wake::ShutdownRequested => self.stop(StopReason::Signal),
@@ -556,7 +559,7 @@ impl Worker {
         match parse_order(message.payload(), self.config.max_tabs_count) {
             Ok(order) => {
                 let making_time = self.config.tab_making_time;
-                let producer = match &self.output {
+                let publisher = match &self.output {
                     Output::AtLeastOnce(producer) => {
                         Some((producer.clone(), self.config.deliveries_topic.clone()))
                     }
@@ -567,28 +570,46 @@ impl Worker {
                         tabs = make_order(&order, making_time) => tabs,
                         () = cancel.cancelled() => return,
                     };
-                    let outcome = match producer {
-                        None => Outcome::Made { order, tabs },
-                        Some((producer, topic)) => {
-                            tokio::select! {
-                                () = deliver_tabs(&producer, &topic, &tabs) => {}
-                                () = cancel.cancelled() => return,
-                            }
-                            Outcome::Delivered {
-                                order_timestamp_ns: order.order_timestamp_ns,
-                                tabs: order.tabs_count,
-                                rejected: None,
-                            }
-                        }
+                    let Some((producer, topic)) = publisher else {
+                        let outcome = Outcome::Made { order, tabs };
+                        let _ = sender
+                            .send(Completion {
+                                partition,
+                                epoch,
+                                offset,
+                                outcome,
+                            })
+                            .await;
+                        return;
                     };
-                    let _ = sender
-                        .send(Completion {
-                            partition,
-                            epoch,
-                            offset,
-                            outcome,
+                    // At-least-once: hand the tabs over now; the last acknowledgement reports the order.
+                    let key = order.patient_id.clone().into_bytes();
+                    let records: Vec<(Option<Vec<u8>>, Vec<u8>)> = tabs
+                        .into_iter()
+                        .map(|tab| {
+                            let tab = Tab {
+                                delivery_timestamp_ns: now_ns(),
+                                ..tab
+                            };
+                            (Some(key.clone()), to_json(&tab))
                         })
-                        .await;
+                        .collect();
+                    let done = Completion {
+                        partition,
+                        epoch,
+                        offset,
+                        outcome: Outcome::Delivered {
+                            order_timestamp_ns: order.order_timestamp_ns,
+                            tabs: order.tabs_count,
+                            rejected: None,
+                        },
+                    };
+                    let pending = Pending::new(order.tabs_count, done, sender);
+                    if let Err(err) =
+                        at_least_once::publish(&producer, &topic, &records, &pending).await
+                    {
+                        pending.fail(err.to_string()).await;
+                    }
                 });
             }
             Err(rejection) => {
@@ -624,24 +645,23 @@ impl Worker {
                         let producer = producer.clone();
                         let topic = self.config.dlq_topic.clone();
                         self.tasks.spawn(async move {
-                            let payload = to_json(&letter);
-                            tokio::select! {
-                                () = deliver(&producer, &topic, key.as_deref(), &payload) => {}
-                                () = cancel.cancelled() => return,
-                            }
-                            let outcome = Outcome::Delivered {
-                                order_timestamp_ns: 0,
-                                tabs: 0,
-                                rejected: Some(letter.reason),
+                            let records = [(key, to_json(&letter))];
+                            let done = Completion {
+                                partition,
+                                epoch,
+                                offset,
+                                outcome: Outcome::Delivered {
+                                    order_timestamp_ns: 0,
+                                    tabs: 0,
+                                    rejected: Some(letter.reason),
+                                },
                             };
-                            let _ = sender
-                                .send(Completion {
-                                    partition,
-                                    epoch,
-                                    offset,
-                                    outcome,
-                                })
-                                .await;
+                            let pending = Pending::new(1, done, sender);
+                            if let Err(err) =
+                                at_least_once::publish(&producer, &topic, &records, &pending).await
+                            {
+                                pending.fail(err.to_string()).await;
+                            }
                         });
                     }
                 }
@@ -649,19 +669,23 @@ impl Worker {
         }
     }
 
-    fn complete(&mut self, completion: Completion) {
+    fn complete(&mut self, completion: Completion) -> anyhow::Result<()> {
         let Completion {
             partition,
             epoch,
             offset,
             outcome,
         } = completion;
+        if let Outcome::Failed(reason) = outcome {
+            bail!("Kafka refused a record of the order at {partition}/{offset} for good: {reason}");
+        }
         if !self.ledger.complete(partition, epoch, offset, outcome) {
             debug!(
                 partition,
                 offset, "result of a revoked or rewound record dropped"
             );
         }
+        Ok(())
     }
 
     fn on_consumer_error(&mut self, err: KafkaError) -> anyhow::Result<()> {
@@ -893,6 +917,8 @@ impl Worker {
                 self.stats.order_done(*tabs, latency);
                 debug!(tabs, latency_ms = latency.as_millis() as u64, "order done");
             }
+            // Failed orders stop the maker before they reach the ledger.
+            Outcome::Failed(_) => {}
         }
     }
 
@@ -1040,7 +1066,8 @@ fn transact(
                 Outcome::Rejected { key, letter } => {
                     send_blocking(producer, dlq, key.as_deref(), &to_json(letter))?;
                 }
-                Outcome::Delivered { .. } => {}
+                // Never in a transaction: at-least-once results only.
+                Outcome::Delivered { .. } | Outcome::Failed(_) => {}
             }
         }
         retrying(|| producer.send_offsets_to_transaction(offsets, group, BROKER_CALL_TIMEOUT))?;
@@ -1119,49 +1146,6 @@ fn send_blocking(
                 producer.poll(Duration::from_millis(10));
             }
             Err((err, _)) => return Err(err),
-        }
-    }
-}
-
-/// At-least-once: publishes the tabs of an order and waits until every one is acknowledged, retrying any that
-/// fail (duplicates are allowed in this mode, losses are not).
-async fn deliver_tabs(producer: &FutureProducer<TabsContext>, topic: &str, tabs: &[Tab]) {
-    let sends = tabs.iter().map(|tab| async move {
-        let tab = Tab {
-            delivery_timestamp_ns: now_ns(),
-            ..tab.clone()
-        };
-        deliver(
-            producer,
-            topic,
-            Some(tab.patient_id.as_bytes()),
-            &to_json(&tab),
-        )
-        .await;
-    });
-    futures::future::join_all(sends).await;
-}
-
-/// Publishes one record and waits for its acknowledgement, retrying with backoff until it is acknowledged.
-async fn deliver(
-    producer: &FutureProducer<TabsContext>,
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: &[u8],
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        match producer.send(record, Duration::from_secs(30)).await {
-            Ok(_) => return,
-            Err((err, _)) => {
-                warn!(error = %err, topic, "publishing failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
         }
     }
 }

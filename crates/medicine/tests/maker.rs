@@ -670,3 +670,69 @@ async fn bad_flags_exit_2_with_one_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_maker_exits_1_without_committing_when_kafka_refuses_its_tabs_for_good() {
+    let bootstrap = require_broker!();
+    for guarantee in ["exactly-once", "at-least-once"] {
+        let setup = Setup::new(bootstrap.clone(), 1).await;
+        // A tabs topic that refuses records over 100 bytes: every tab (~260 bytes) is refused.
+        let refusing = unique("refusing");
+        testkit::create_topic_with_config(
+            &bootstrap,
+            &refusing,
+            1,
+            &[("max.message.bytes", "100")],
+        )
+        .await;
+        let setup = Setup {
+            deliveries: refusing,
+            ..setup
+        };
+        let orders = orders(3, 3);
+        setup.produce_orders(&orders).await;
+
+        let mut maker = setup.maker(&[
+            "--guarantee",
+            guarantee,
+            "--tab-making-time",
+            "0",
+            "--idle-exit-after",
+            "0",
+        ]);
+        assert_eq!(
+            maker.exit_code(Duration::from_secs(120)).await,
+            1,
+            "{guarantee}: {}",
+            maker.stderr_text()
+        );
+        assert_eq!(
+            maker.log_events("maker failed").len(),
+            1,
+            "{guarantee}: {}",
+            maker.stderr_text()
+        );
+
+        // Nothing was committed: a maker writing to a working topic makes every order.
+        let fixed = Setup {
+            deliveries: unique("fixed"),
+            ..setup
+        };
+        testkit::create_topic(&bootstrap, &fixed.deliveries, 1).await;
+        let mut next = fixed.maker(&[
+            "--guarantee",
+            guarantee,
+            "--tab-making-time",
+            "0",
+            "--idle-exit-after",
+            "2s",
+        ]);
+        assert_eq!(
+            next.exit_code(Duration::from_secs(60)).await,
+            0,
+            "{}",
+            next.stderr_text()
+        );
+        assert_exactly_once(&fixed.committed_tabs(total_tabs(&orders)).await, &orders);
+    }
+}

@@ -320,6 +320,9 @@ pub enum GroupProtocol {
 pub enum ProducerKind {
     /// Idempotent, acks=all: no duplicates from retries, nothing acknowledged before every in-sync replica has it.
     Idempotent,
+    /// Idempotent, and never gives up on a record (librdkafka retries until Kafka takes it): for producers whose
+    /// callers bound what they hand over, so a long outage stops them instead of failing records.
+    Persistent,
     /// Transactional (hence idempotent) with this `transactional.id` and transaction timeout.
     Transactional { id: String, timeout: Duration },
 }
@@ -439,6 +442,10 @@ pub fn producer_config(kafka: &KafkaArgs, kind: &ProducerKind) -> ClientConfig {
         .set("acks", "all")
         // Batch for up to 5 ms: many small records per request without a visible latency cost.
         .set("linger.ms", "5");
+    if let ProducerKind::Persistent = kind {
+        // 0 = no delivery timeout.
+        config.set("message.timeout.ms", "0");
+    }
     if let ProducerKind::Transactional { id, timeout } = kind {
         config
             .set("transactional.id", id)

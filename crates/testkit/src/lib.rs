@@ -68,9 +68,22 @@ fn client_config(bootstrap: &str) -> ClientConfig {
 
 /// Creates `name` with `partitions` partitions and waits until the broker serves it.
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    create_topic_with_config(bootstrap, name, partitions, &[]).await;
+}
+
+/// Creates `name` with `partitions` partitions and topic `config` entries, and waits until the broker serves it.
+pub async fn create_topic_with_config(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    config: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> =
         client_config(bootstrap).create().expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in config {
+        topic = topic.set(key, value);
+    }
     let results = admin
         .create_topics(
             [&topic],
