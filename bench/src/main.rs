@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (&[250, 1000, 2000], Duration::from_secs(20))
             } else {
                 (
-                    &[250, 500, 750, 1000, 1250, 1500, 2000],
+                    &[250, 500, 750, 1000, 1500, 2000, 3000, 4000],
                     Duration::from_secs(60),
                 )
             };
