@@ -440,6 +440,10 @@ pub async fn restart_broker(
         .and_then(|e| e.get("aborts").and_then(serde_json::Value::as_u64))
         .unwrap_or(0);
     let mut result = findings("broker stopped and restarted", started, &report);
+    if !report.is_clean() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
+        // What the maker saw is the first thing to read when this fails.
+        eprintln!("maker log:\n{}", maker.stderr_text());
+    }
     result.faults_injected = 1;
     result.makers_started = 1;
     result.notes.push(format!(

@@ -197,6 +197,19 @@ async fn a_smoke_run_on_the_embedded_broker_delivers_every_order_at_least_once()
     wait_until_no_process_of(&run_id(&local), Duration::from_secs(5)).await;
 }
 
+/// Waits until the run has started its first maker (its log file appears), up to a minute.
+async fn wait_for_first_maker(local: &Proc, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::exists(dir.join("logs/maker-1.log")).unwrap_or(false) {
+        assert!(
+            Instant::now() < deadline,
+            "no maker started: {}",
+            local.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn ctrl_c_stops_every_child_cleanly_and_still_reports() {
     let dir = report_dir();
@@ -218,15 +231,7 @@ async fn ctrl_c_stops_every_child_cleanly_and_still_reports() {
         ],
         &[],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::exists(dir.join("logs/maker-1.log")).unwrap_or(false) {
-        assert!(
-            Instant::now() < deadline,
-            "no maker started: {}",
-            local.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_first_maker(&local, &dir).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let run = run_id(&local);
     assert!(!processes_of(&run).is_empty(), "children run before Ctrl-C");
@@ -268,15 +273,7 @@ async fn children_stop_by_themselves_when_the_local_mode_is_killed() {
         ],
         &[],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::exists(dir.join("logs/maker-1.log")).unwrap_or(false) {
-        assert!(
-            Instant::now() < deadline,
-            "no maker started: {}",
-            local.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_first_maker(&local, &dir).await;
     let run = run_id(&local);
     assert!(!processes_of(&run).is_empty());
     local.signal(Signal::SIGKILL);

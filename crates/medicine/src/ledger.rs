@@ -171,15 +171,6 @@ impl<T> Ledger<T> {
         self.in_flight
     }
 
-    /// Records still being worked on (fetched, no result yet).
-    pub fn unfinished(&self) -> usize {
-        self.partitions
-            .values()
-            .flat_map(|p| p.slots.iter())
-            .filter(|s| s.result.is_none())
-            .count()
-    }
-
     /// Cancels all unfinished work and drops the unfinished records and everything after them in each partition;
     /// what is finished and contiguous stays, to be committed. Used when the drain timeout runs out: the dropped
     /// records are redelivered to the next maker.
@@ -311,7 +302,6 @@ mod tests {
         let (mut ledger, epoch) = ledger_with(0, &[1, 2, 3, 4]);
         ledger.complete(0, epoch, 1, 1);
         ledger.complete(0, epoch, 3, 3);
-        assert_eq!(ledger.unfinished(), 2);
         assert_eq!(
             ledger.abandon_unfinished(),
             3,

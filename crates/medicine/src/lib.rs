@@ -191,24 +191,7 @@ where
         tabs::config::usage_exit(message);
     }
     tabs::telemetry::init(config.telemetry.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(tabs::shutdown::shutdown_signal(shutdown.clone()));
-        match run(config, shutdown).await {
-            Ok(_) => std::process::ExitCode::SUCCESS,
-            Err(err) => {
-                tracing::error!(error = format!("{err:#}"), "maker failed");
-                std::process::ExitCode::FAILURE
-            }
-        }
-    })
+    tabs::shutdown::run_service("maker", |shutdown| run(config, shutdown))
 }
 
 /// Runs the maker until it is idle, has done `--max-orders`, or `shutdown` is cancelled and it has drained.

@@ -37,6 +37,8 @@ use crate::{Config, Guarantee};
 const MAX_CONSECUTIVE_ABORTS: u32 = 5;
 /// Timeout of one blocking call to the broker (transaction steps, committed offsets, seeks).
 const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Past the drain deadline, how long the last transactions may still take before the maker exits without them.
+const FINAL_COMMIT_GRACE: Duration = Duration::from_secs(2);
 /// Bound on closing the consumer (leaving the group) at exit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -210,6 +212,8 @@ pub struct Worker {
     last_commit: Instant,
     consecutive_aborts: u32,
     stopping: Option<(StopReason, tokio::time::Instant)>,
+    /// The drain deadline passed: unfinished orders were abandoned.
+    drain_expired: bool,
     started: Instant,
     /// When the consumer subscribed: the group join time is measured from here.
     subscribed: Instant,
@@ -335,6 +339,7 @@ impl Worker {
             last_commit: Instant::now(),
             consecutive_aborts: 0,
             stopping: None,
+            drain_expired: false,
             started,
             subscribed: Instant::now(),
             first_commit_logged: false,
@@ -346,7 +351,8 @@ impl Worker {
     pub async fn run(mut self) -> anyhow::Result<Summary> {
         let reason = loop {
             if let Some((reason, _)) = self.stopping {
-                if self.in_flight() == 0 {
+                // Past the drain deadline only the last commit remains (bounded, in `finish`).
+                if self.in_flight() == 0 || self.drain_expired {
                     break reason;
                 }
             }
@@ -376,11 +382,14 @@ impl Worker {
                 Wake::CommitDone(joined) => self.on_commit_done(joined).await?,
                 Wake::ShutdownRequested => self.stop(StopReason::Signal),
                 Wake::DrainTimedOut => {
+                    self.drain_expired = true;
                     let abandoned = self.ledger.abandon_unfinished();
-                    warn!(
-                        orders = abandoned,
-                        "drain timeout reached; unfinished orders are left to the next maker"
-                    );
+                    if abandoned > 0 {
+                        warn!(
+                            orders = abandoned,
+                            "drain timeout reached; unfinished orders are left to the next maker"
+                        );
+                    }
                 }
                 Wake::IdleCheck if !self.joined => {
                     bail!(
@@ -417,7 +426,7 @@ impl Worker {
         // One transaction at a time: the next starts when the one in flight has ended.
         let commit_due = self.ledger.has_ready() && self.committing.is_none();
         let drain_deadline = self.stopping.map(|(_, deadline)| deadline);
-        let draining = drain_deadline.is_some() && self.ledger.unfinished() > 0;
+        let draining = drain_deadline.is_some() && !self.drain_expired;
         let idle = self.config.idle_exit_after;
         let idle_watch = !idle.is_zero() && self.stopping.is_none() && self.in_flight() == 0;
         let idle_at = tokio::time::Instant::from_std(if self.joined {
@@ -801,19 +810,11 @@ impl Worker {
                 Ok(())
             }
             Err(TxnError::Aborted(err)) => {
-                self.stats.aborts.inc();
-                self.consecutive_aborts += 1;
-                warn!(
-                    error = %err,
-                    orders = results.len(),
-                    consecutive = self.consecutive_aborts,
-                    "transaction aborted; rewinding to the committed offsets to make the orders again"
-                );
-                if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
-                    bail!(
-                        "{MAX_CONSECUTIVE_ABORTS} transactions in a row aborted; last error: {err}"
-                    );
-                }
+                self.count_lost_transaction(
+                    &err,
+                    results.len(),
+                    "transaction aborted; rewinding to the committed offsets to make the orders again",
+                )?;
                 self.rewind().await
             }
             Err(TxnError::Fatal(err)) => {
@@ -821,19 +822,11 @@ impl Worker {
                 // (typically while the broker was away). Its transactional id is this process's alone, so no
                 // other maker can have fenced it: a new instance with the same id takes over, and the orders of
                 // the lost transaction are made again.
-                self.stats.aborts.inc();
-                self.consecutive_aborts += 1;
-                warn!(
-                    error = %err,
-                    orders = results.len(),
-                    consecutive = self.consecutive_aborts,
-                    "the transactional producer cannot continue; replacing it and making the orders again"
-                );
-                if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
-                    bail!(
-                        "{MAX_CONSECUTIVE_ABORTS} transactions in a row failed; last error: {err}"
-                    );
-                }
+                self.count_lost_transaction(
+                    &err,
+                    results.len(),
+                    "the transactional producer cannot continue; replacing it and making the orders again",
+                )?;
                 let (producer, ready) = start_transactional_producer(
                     &self.config.kafka,
                     &self.producer_kind,
@@ -851,13 +844,47 @@ impl Worker {
         }
     }
 
-    /// Waits for the transaction in flight, if any, and handles its end.
-    async fn settle_commit(&mut self) -> anyhow::Result<()> {
-        if let Some(transaction) = self.committing.as_mut() {
-            let joined = (&mut transaction.handle).await;
-            self.on_commit_done(joined).await?;
+    /// Counts a transaction that did not commit, and gives up after [`MAX_CONSECUTIVE_ABORTS`] in a row: a broker
+    /// that refuses every transaction is not waited out here but reported (the job fails, the orders stay in
+    /// the topic for the next maker).
+    fn count_lost_transaction(
+        &mut self,
+        err: &KafkaError,
+        orders: usize,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        self.stats.aborts.inc();
+        self.consecutive_aborts += 1;
+        warn!(error = %err, orders, consecutive = self.consecutive_aborts, "{what}");
+        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+            bail!(
+                "{MAX_CONSECUTIVE_ABORTS} transactions in a row did not commit; last error: {err}"
+            );
         }
         Ok(())
+    }
+
+    /// Waits for the transaction in flight, if any, and handles its end; with a `bound`, gives up after it
+    /// (returns false, the transaction left running).
+    async fn settle_commit_within(&mut self, bound: Option<Duration>) -> anyhow::Result<bool> {
+        let Some(transaction) = self.committing.as_mut() else {
+            return Ok(true);
+        };
+        let joined = match bound {
+            None => (&mut transaction.handle).await,
+            Some(bound) => match tokio::time::timeout(bound, &mut transaction.handle).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    warn!(
+                        orders = transaction.records,
+                        "a transaction is still in flight at the drain deadline; leaving it to Kafka to abort"
+                    );
+                    return Ok(false);
+                }
+            },
+        };
+        self.on_commit_done(joined).await?;
+        Ok(true)
     }
 
     /// Orders fetched and not yet committed: those in the ledger and those in the transaction in flight. This
@@ -955,10 +982,14 @@ impl Worker {
     /// Commits what is finished, leaves the group, and logs the summary.
     async fn finish(mut self, reason: StopReason) -> anyhow::Result<Summary> {
         self.health.set_ready(false);
-        // The transaction in flight, then whatever finished meanwhile.
-        self.settle_commit().await?;
-        self.commit().await?;
-        self.settle_commit().await?;
+        // The transaction in flight, then whatever finished meanwhile. Past the drain deadline each gets a short
+        // bound: a transaction still stuck then (a broker away, a rebalance) is left to Kafka, which aborts it;
+        // its orders are made again by the next maker, and this one exits within its grace period.
+        let bound = self.drain_expired.then_some(FINAL_COMMIT_GRACE);
+        if self.settle_commit_within(bound).await? {
+            self.commit().await?;
+            self.settle_commit_within(bound).await?;
+        }
         self.tasks.close();
 
         if let Output::AtLeastOnce(producer) = &self.output {
@@ -1077,13 +1108,33 @@ fn transact(
     match attempt() {
         Ok(()) => Ok(()),
         Err(err) if is_fatal(&err) => Err(TxnError::Fatal(err)),
-        Err(err) => match retrying(|| producer.abort_transaction(BROKER_CALL_TIMEOUT)) {
+        Err(err) => match abort(producer) {
             Ok(()) => Err(TxnError::Aborted(err)),
             Err(abort_err) => {
                 error!(error = %abort_err, "aborting the transaction failed");
                 Err(TxnError::Fatal(err))
             }
         },
+    }
+}
+
+/// Aborts the open transaction. Blocking.
+///
+/// librdkafka's abort drops the records still queued but waits for those in flight, and only the application can
+/// serve their delivery reports (this producer takes them as events): called with the whole timeout it would wait
+/// it out. So it is called in short steps, each resuming the last, with the reports served in between.
+fn abort(producer: &BaseProducer<TabsContext>) -> KafkaResult<()> {
+    const STEP: Duration = Duration::from_millis(200);
+    let deadline = Instant::now() + BROKER_CALL_TIMEOUT;
+    loop {
+        match producer.abort_transaction(STEP) {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // A timeout here only means more reports are to come: the next step serves them.
+                let _ = flush(producer, left.min(Duration::from_secs(1)));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -1103,7 +1154,9 @@ fn retrying(mut step: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
     let mut backoff = Duration::from_millis(50);
     loop {
         match step() {
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() && !group_moved_on(e.code()) && Instant::now() < deadline =>
+            {
                 warn!(error = %e, "retriable transaction error; retrying");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -1125,6 +1178,20 @@ fn flush(producer: &BaseProducer<TabsContext>, timeout: Duration) -> KafkaResult
         producer.poll(Duration::from_millis(1));
     }
     Ok(())
+}
+
+/// Whether the error says the group has moved on from the membership the transaction's offsets were sent with
+/// (a rebalance): sending the same offsets again cannot succeed, so the transaction is aborted instead.
+fn group_moved_on(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::FencedInstanceId
+            | RDKafkaErrorCode::FencedMemberEpoch
+            | RDKafkaErrorCode::StaleMemberEpoch
+    )
 }
 
 /// Enqueues one record, waiting while librdkafka's queue is full. Blocking.

@@ -165,6 +165,21 @@ async fn metrics_addr(maker: &Proc) -> String {
         .to_owned()
 }
 
+/// Waits until the maker's in-flight gauge reads `orders`, up to 30 s.
+async fn wait_in_flight(maker: &Proc, addr: &str, orders: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(addr, "/metrics").and_then(|m| metric(&m, "medicine_orders_in_flight"))
+        != Some(orders)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{orders} orders never in flight: {}",
+            maker.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Samples the in-flight gauge every 20 ms until the maker exits; returns the largest value seen.
 async fn peak_in_flight(maker: &mut Proc, addr: &str, timeout: Duration) -> f64 {
     let mut peak: f64 = 0.0;
@@ -427,17 +442,7 @@ async fn sigterm_drains_in_flight_orders_and_exits_0() {
         "127.0.0.1:0",
     ]);
     let addr = metrics_addr(&maker).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&addr, "/metrics").and_then(|m| metric(&m, "medicine_orders_in_flight"))
-        != Some(20.0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "orders never in flight: {}",
-            maker.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_in_flight(&maker, &addr, 20.0).await;
     let signalled = Instant::now();
     maker.signal(Signal::SIGTERM);
     assert_eq!(
@@ -477,17 +482,7 @@ async fn a_drain_timeout_shorter_than_the_making_time_hands_orders_to_the_next_m
         "127.0.0.1:0",
     ]);
     let addr = metrics_addr(&first).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&addr, "/metrics").and_then(|m| metric(&m, "medicine_orders_in_flight"))
-        != Some(12.0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "orders never in flight: {}",
-            first.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_in_flight(&first, &addr, 12.0).await;
     let signalled = Instant::now();
     first.signal(Signal::SIGTERM);
     assert_eq!(

@@ -190,24 +190,7 @@ where
         tabs::config::usage_exit(message);
     }
     tabs::telemetry::init(config.telemetry.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(tabs::shutdown::shutdown_signal(shutdown.clone()));
-        match run(config, shutdown).await {
-            Ok(_) => std::process::ExitCode::SUCCESS,
-            Err(err) => {
-                tracing::error!(error = format!("{err:#}"), "patient failed");
-                std::process::ExitCode::FAILURE
-            }
-        }
-    })
+    tabs::shutdown::run_service("patient", |shutdown| run(config, shutdown))
 }
 
 /// Runs the patients until `shutdown` is cancelled or each has placed `--orders` orders.
