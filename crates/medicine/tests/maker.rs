@@ -180,6 +180,37 @@ async fn wait_in_flight(maker: &Proc, addr: &str, orders: f64) {
     }
 }
 
+/// Starts a maker with `making_time` and `drain_timeout`, sends it SIGTERM once `orders` are in flight, and
+/// returns it once it has exited 0, with the time from the signal to the exit.
+async fn sigterm_when_busy(
+    setup: &Setup,
+    making_time: &str,
+    drain_timeout: &str,
+    orders: f64,
+) -> (Proc, Duration) {
+    let mut maker = setup.maker(&[
+        "--tab-making-time",
+        making_time,
+        "--idle-exit-after",
+        "0",
+        "--drain-timeout",
+        drain_timeout,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&maker).await;
+    wait_in_flight(&maker, &addr, orders).await;
+    let signalled = Instant::now();
+    maker.signal(Signal::SIGTERM);
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    (maker, signalled.elapsed())
+}
+
 /// Samples the in-flight gauge every 20 ms until the maker exits; returns the largest value seen.
 async fn peak_in_flight(maker: &mut Proc, addr: &str, timeout: Duration) -> f64 {
     let mut peak: f64 = 0.0;
@@ -431,28 +462,9 @@ async fn sigterm_drains_in_flight_orders_and_exits_0() {
     let orders = orders(20, 20);
     setup.produce_orders(&orders).await;
 
-    let mut maker = setup.maker(&[
-        "--tab-making-time",
-        "2s",
-        "--idle-exit-after",
-        "0",
-        "--drain-timeout",
-        "10s",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
-    let addr = metrics_addr(&maker).await;
-    wait_in_flight(&maker, &addr, 20.0).await;
-    let signalled = Instant::now();
-    maker.signal(Signal::SIGTERM);
-    assert_eq!(
-        maker.exit_code(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        maker.stderr_text()
-    );
+    let (maker, took) = sigterm_when_busy(&setup, "2s", "10s", 20.0).await;
     assert!(
-        signalled.elapsed() < Duration::from_secs(10),
+        took < Duration::from_secs(10),
         "exited within the drain timeout"
     );
     assert_eq!(
@@ -471,28 +483,9 @@ async fn a_drain_timeout_shorter_than_the_making_time_hands_orders_to_the_next_m
     let orders = orders(12, 6);
     setup.produce_orders(&orders).await;
 
-    let mut first = setup.maker(&[
-        "--tab-making-time",
-        "5s",
-        "--idle-exit-after",
-        "0",
-        "--drain-timeout",
-        "500ms",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
-    let addr = metrics_addr(&first).await;
-    wait_in_flight(&first, &addr, 12.0).await;
-    let signalled = Instant::now();
-    first.signal(Signal::SIGTERM);
-    assert_eq!(
-        first.exit_code(Duration::from_secs(20)).await,
-        0,
-        "{}",
-        first.stderr_text()
-    );
+    let (first, took) = sigterm_when_busy(&setup, "5s", "500ms", 12.0).await;
     assert!(
-        signalled.elapsed() < Duration::from_secs(5),
+        took < Duration::from_secs(5),
         "did not wait for the making time"
     );
     assert_eq!(summary(&first)["orders"].as_u64(), Some(0));
