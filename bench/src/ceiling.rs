@@ -51,7 +51,7 @@ fn producer_rate(output: &str) -> anyhow::Result<f64> {
 }
 
 /// Parses ConsumerPerformance's CSV line; the records/s column is `fetch.nMsg.sec`.
-fn consumer_rate(output: &str) -> anyhow::Result<f64> {
+pub(crate) fn consumer_rate(output: &str) -> anyhow::Result<f64> {
     let mut lines = output.lines().filter(|l| l.contains(','));
     let header: Vec<&str> = lines
         .next()

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auditing;
 mod capacity;
 mod ceiling;
 mod coldstart;
@@ -75,6 +76,12 @@ enum Command {
         #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
         step: Duration,
     },
+    /// The auditor reading millions of records, against Kafka's consumer tool; its memory per order.
+    Audit {
+        /// Orders of the large run (about 15.5 tabs each); the small run has a tenth.
+        #[arg(long, default_value_t = 200_000)]
+        orders: u64,
+    },
     /// Every benchmark; with --write, the results as markdown.
     All {
         /// Write the results to this markdown file (documentation/BENCHMARKS.md).
@@ -123,6 +130,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale { step } => {
             scale::run(bootstrap, step).await?;
         }
+        Command::Audit { orders } => {
+            auditing::run(bootstrap, orders).await?;
+        }
         Command::All { write, quick } => {
             let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
             let ceiling = ceiling::run(bootstrap, if quick { 10_000 } else { 20_000 }).await?;
@@ -137,8 +147,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let capacity = capacity::run(bootstrap, levels, Duration::from_secs(10), hold).await?;
             let scale = scale::run(bootstrap, Duration::from_secs(20)).await?;
+            let auditing = auditing::run(bootstrap, if quick { 50_000 } else { 200_000 }).await?;
             if let Some(path) = write {
-                let text = markdown(&command, &ceiling, &cold, &capacity, &scale);
+                let text = markdown(&command, &ceiling, &cold, &capacity, &scale, &auditing);
                 std::fs::write(&path, text)?;
                 println!("wrote {}", path.display());
             }
@@ -179,6 +190,7 @@ fn markdown(
     cold: &coldstart::ColdStart,
     capacity: &capacity::Capacity,
     scale: &scale::Scale,
+    auditing: &auditing::Auditing,
 ) -> String {
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
     let mut md = String::new();
@@ -383,7 +395,49 @@ fn markdown(
     }
     let _ = writeln!(
         md,
-        "\nThe container images hold one static (musl) binary of about the same size on distroless static (~2 MiB)."
+        "\nThe container images hold one static (musl) binary of about the same size on distroless static (~2 MiB).\n"
+    );
+
+    let _ = writeln!(
+        md,
+        "## 6. The auditor at millions of records
+"
+    );
+    let _ = writeln!(
+        md,
+        "Synthetic orders from {} patients and all their tabs (a maker's records, written straight to fresh topics \
+         on 12 partitions) are audited by `tabs-audit` (both topics read with `read_committed`, every proof of work \
+         checked); Kafka's `ConsumerPerformance` then reads the same tabs. Peak RSS is sampled from `/proc`.\n",
+        auditing::PATIENTS
+    );
+    let _ = writeln!(
+        md,
+        "| run | orders | tabs | records/s | peak RSS | audit |\n|---|---:|---:|---:|---:|---|"
+    );
+    for (name, run) in [("a tenth", &auditing.small), ("whole", &auditing.large)] {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {:.0} | {:.1} MiB | {} |",
+            run.orders,
+            run.tabs,
+            run.records_per_s,
+            run.peak_rss_mib,
+            if run.passed { "passed" } else { "**failed**" }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| Kafka consumer, the whole run's tabs | | {} | {:.0} | | |\n",
+        auditing.large.tabs, auditing.consumer_records_per_s
+    );
+    let _ = writeln!(
+        md,
+        "Ratio auditor/consumer: **{:.2}** (the auditor parses every record and checks every proof of work on one \
+         thread; the tool only counts). Memory per order (peak RSS difference over order difference): **{:.0} \
+         bytes**, a fixed record and a bit per tab, no record kept: a million orders would hold about {:.0} MiB.",
+        auditing.ratio(),
+        auditing.bytes_per_order(),
+        auditing.bytes_per_order() * 1e6 / 1024.0 / 1024.0
     );
     md
 }

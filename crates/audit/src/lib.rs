@@ -156,6 +156,9 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
         }
     }
 
+    // Its prefetched records and buffers are not needed any more.
+    drop(orders);
+
     let mut deliveries = TopicReader::open(&config.kafka, &config.deliveries_topic, start, true)
         .with_context(|| {
             format!(
