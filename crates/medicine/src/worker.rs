@@ -214,6 +214,8 @@ pub struct Worker {
     stopping: Option<(StopReason, tokio::time::Instant)>,
     /// The drain deadline passed: unfinished orders were abandoned.
     drain_expired: bool,
+    /// When orders were last committed.
+    last_committed: Option<Instant>,
     started: Instant,
     /// When the consumer subscribed: the group join time is measured from here.
     subscribed: Instant,
@@ -340,6 +342,7 @@ impl Worker {
             consecutive_aborts: 0,
             stopping: None,
             drain_expired: false,
+            last_committed: None,
             started,
             subscribed: Instant::now(),
             first_commit_logged: false,
@@ -747,7 +750,7 @@ impl Worker {
                 for outcome in &ready.results {
                     self.record_done(outcome, committed_at);
                 }
-                self.log_first_commit();
+                self.note_committed();
                 self.last_commit = Instant::now();
             }
             Output::Transactional(producer) => {
@@ -806,7 +809,7 @@ impl Worker {
                 for outcome in &results {
                     self.record_done(outcome, committed_at);
                 }
-                self.log_first_commit();
+                self.note_committed();
                 Ok(())
             }
             Err(TxnError::Aborted(err)) => {
@@ -893,7 +896,10 @@ impl Worker {
         self.ledger.in_flight() + self.committing.as_ref().map_or(0, |t| t.records)
     }
 
-    fn log_first_commit(&mut self) {
+    /// Notes a successful commit: the first is logged (cold start), the last goes in the summary (the end of
+    /// the work, before leaving the group).
+    fn note_committed(&mut self) {
+        self.last_committed = Some(Instant::now());
         if !self.first_commit_logged {
             self.first_commit_logged = true;
             info!(
@@ -1017,6 +1023,9 @@ impl Worker {
             latency_p99_ms = summary.latency_p99_ms,
             commits = summary.commits,
             aborts = summary.aborts,
+            last_commit_s = self
+                .last_committed
+                .map_or(0.0, |at| at.duration_since(self.started).as_secs_f64()),
             uptime_s = self.started.elapsed().as_secs_f64(),
             "maker stopped"
         );
