@@ -1,11 +1,15 @@
 //! Benchmark 2: how many patients one maker serves at the service level. Tabs take 2 s; patients are stepped
 //! up; each level is held, then audited (overhead = latency − making time). The capacity is the largest level
-//! held with overhead p99 ≤ 100 ms and nothing missing or duplicated.
+//! held with overhead p99 ≤ 100 ms and nothing missing or duplicated. A level not held is tried once more (a
+//! pause of the shared machine is not the maker's limit); the search ends at a level not held twice. Every
+//! attempt is reported.
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use tabs::kafka::KafkaArgs;
+
+use testkit::Proc;
 
 use crate::support::{broker_pid, now_ns, spawn, usage, Topics};
 
@@ -16,6 +20,8 @@ pub const OVERHEAD_P99_LIMIT_MS: f64 = 100.0;
 #[derive(Debug, Clone)]
 pub struct Level {
     pub patients: u32,
+    /// 1, or 2 for the second try of a level not held.
+    pub attempt: u32,
     pub orders: u64,
     pub tabs_per_s: f64,
     pub overhead_p50_ms: f64,
@@ -73,101 +79,122 @@ pub async fn run(
         .map(|s| (*s).to_owned()),
     );
     let mut maker = spawn("medicine", &args, &[("RUST_LOG", "info")]);
-    let maker_pid = maker.pid();
     let mut result = Capacity {
         levels: Vec::new(),
         hold,
     };
 
-    for &patients in levels {
-        let patient_args: Vec<String> = [
-            "--bootstrap-servers",
-            bootstrap,
-            "--orders-topic",
-            &topics.orders,
-            "--patients",
-            &patients.to_string(),
-            "--order-period",
-            "1s",
-            "--patient-id",
-            &testkit::unique("cap"),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        let mut patient = spawn("patient", &patient_args, &[("RUST_LOG", "warn")]);
-        tokio::time::sleep(warmup).await;
-
-        let from_ms = now_ns() / 1_000_000;
-        let (maker_before, broker_before) = (usage(maker_pid), broker_pid().and_then(usage));
-        let started = Instant::now();
-        tokio::time::sleep(hold).await;
-        let wall = started.elapsed();
-        let (maker_after, broker_after) = (usage(maker_pid), broker_pid().and_then(usage));
-        let patient_usage = usage(patient.pid());
-        let to_ms = now_ns() / 1_000_000;
-        patient.signal(testkit::nix::sys::signal::Signal::SIGTERM);
-        patient.exit_code(Duration::from_secs(60)).await;
-        let Some(maker_after) = maker_after else {
-            bail!(
-                "the maker died during the {patients}-patient level: {}",
-                maker.stderr_text()
-            );
-        };
-
-        let outcome = {
-            let config = audit_config(bootstrap, &topics, from_ms, to_ms);
-            tokio::task::spawn_blocking(move || audit::audit(&config)).await??
-        };
-        let report = &outcome.report;
-        let cpu =
-            |before: Option<crate::support::Usage>, after: Option<crate::support::Usage>| match (
-                before, after,
-            ) {
-                (Some(b), Some(a)) => percent(a.cpu.saturating_sub(b.cpu), wall),
-                _ => 0.0,
-            };
-        let level = Level {
-            patients,
-            orders: report.orders,
-            tabs_per_s: report.delivered_tabs as f64 / (to_ms - from_ms) as f64 * 1e3,
-            overhead_p50_ms: report.overhead.p50_ms,
-            overhead_p99_ms: report.overhead.p99_ms,
-            worst_patient_p99_ms: report.worst_patient_p99_ms,
-            missing: report.missing_tabs,
-            duplicated: report.duplicated_tabs,
-            maker_cpu_percent: cpu(maker_before, Some(maker_after)),
-            broker_cpu_percent: cpu(broker_before, broker_after),
-            maker_peak_rss_mib: maker_after.peak_rss_kib as f64 / 1024.0,
-            patient_peak_rss_mib: patient_usage.map_or(0.0, |u| u.peak_rss_kib as f64 / 1024.0),
-            held: report.overhead.p99_ms <= OVERHEAD_P99_LIMIT_MS
-                && report.missing_tabs == 0
-                && report.duplicated_tabs == 0,
-        };
-        println!(
-            "  {:>5} patients: {:>7.0} tabs/s, overhead p50 {:>6.1} ms p99 {:>7.1} ms, missing {}, duplicated {}, maker CPU {:>5.1} %, broker CPU {:>5.1} %, maker peak RSS {:.0} MiB -> {}",
-            level.patients,
-            level.tabs_per_s,
-            level.overhead_p50_ms,
-            level.overhead_p99_ms,
-            level.missing,
-            level.duplicated,
-            level.maker_cpu_percent,
-            level.broker_cpu_percent,
-            level.maker_peak_rss_mib,
-            if level.held { "held" } else { "NOT held" }
-        );
-        let held = level.held;
-        result.levels.push(level);
-        if !held {
-            break;
+    'levels: for &patients in levels {
+        for attempt in 1..=2 {
+            let level = measure_level(
+                bootstrap, &topics, &mut maker, patients, attempt, warmup, hold,
+            )
+            .await?;
+            let held = level.held;
+            result.levels.push(level);
+            // Let the maker finish this level's orders before the next attempt or level starts.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if held {
+                continue 'levels;
+            }
         }
-        // Let the maker finish this level's orders before the next one starts.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        break;
     }
     maker.signal(testkit::nix::sys::signal::Signal::SIGTERM);
     maker.exit_code(Duration::from_secs(60)).await;
     Ok(result)
+}
+
+/// Runs `patients` patients against the running maker, holds, audits the hold window.
+async fn measure_level(
+    bootstrap: &str,
+    topics: &Topics,
+    maker: &mut Proc,
+    patients: u32,
+    attempt: u32,
+    warmup: Duration,
+    hold: Duration,
+) -> anyhow::Result<Level> {
+    let maker_pid = maker.pid();
+    let patient_args: Vec<String> = [
+        "--bootstrap-servers",
+        bootstrap,
+        "--orders-topic",
+        &topics.orders,
+        "--patients",
+        &patients.to_string(),
+        "--order-period",
+        "1s",
+        "--patient-id",
+        &testkit::unique("cap"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut patient = spawn("patient", &patient_args, &[("RUST_LOG", "warn")]);
+    tokio::time::sleep(warmup).await;
+
+    let from_ms = now_ns() / 1_000_000;
+    let (maker_before, broker_before) = (usage(maker_pid), broker_pid().and_then(usage));
+    let started = Instant::now();
+    tokio::time::sleep(hold).await;
+    let wall = started.elapsed();
+    let (maker_after, broker_after) = (usage(maker_pid), broker_pid().and_then(usage));
+    let patient_usage = usage(patient.pid());
+    let to_ms = now_ns() / 1_000_000;
+    patient.signal(testkit::nix::sys::signal::Signal::SIGTERM);
+    patient.exit_code(Duration::from_secs(60)).await;
+    let Some(maker_after) = maker_after else {
+        bail!(
+            "the maker died during the {patients}-patient level: {}",
+            maker.stderr_text()
+        );
+    };
+
+    let outcome = {
+        let config = audit_config(bootstrap, topics, from_ms, to_ms);
+        tokio::task::spawn_blocking(move || audit::audit(&config)).await??
+    };
+    let report = &outcome.report;
+    let cpu = |before: Option<crate::support::Usage>, after: Option<crate::support::Usage>| match (
+        before, after,
+    ) {
+        (Some(b), Some(a)) => percent(a.cpu.saturating_sub(b.cpu), wall),
+        _ => 0.0,
+    };
+    let level = Level {
+        patients,
+        attempt,
+        orders: report.orders,
+        tabs_per_s: report.delivered_tabs as f64 / (to_ms - from_ms) as f64 * 1e3,
+        overhead_p50_ms: report.overhead.p50_ms,
+        overhead_p99_ms: report.overhead.p99_ms,
+        worst_patient_p99_ms: report.worst_patient_p99_ms,
+        missing: report.missing_tabs,
+        duplicated: report.duplicated_tabs,
+        maker_cpu_percent: cpu(maker_before, Some(maker_after)),
+        broker_cpu_percent: cpu(broker_before, broker_after),
+        maker_peak_rss_mib: maker_after.peak_rss_kib as f64 / 1024.0,
+        patient_peak_rss_mib: patient_usage.map_or(0.0, |u| u.peak_rss_kib as f64 / 1024.0),
+        held: report.overhead.p99_ms <= OVERHEAD_P99_LIMIT_MS
+            && report.missing_tabs == 0
+            && report.duplicated_tabs == 0,
+    };
+    println!(
+        "  {:>5} patients{}: {:>7.0} tabs/s, overhead p50 {:>6.1} ms p99 {:>7.1} ms, missing {}, duplicated {}, maker CPU {:>5.1} %, broker CPU {:>5.1} %, maker peak RSS {:.0} MiB -> {}",
+        level.patients,
+        if attempt > 1 { " (again)" } else { "" },
+        level.tabs_per_s,
+        level.overhead_p50_ms,
+        level.overhead_p99_ms,
+        level.missing,
+        level.duplicated,
+        level.maker_cpu_percent,
+        level.broker_cpu_percent,
+        level.maker_peak_rss_mib,
+        if level.held { "held" } else { "NOT held" }
+    );
+    Ok(level)
 }
 
 fn audit_config(bootstrap: &str, topics: &Topics, from_ms: u64, to_ms: u64) -> audit::Config {
