@@ -2,7 +2,7 @@
 //! point, and a way to know when the end was reached. Blocking; run it on a blocking thread.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -10,6 +10,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tabs::kafka::{KafkaArgs, TabsContext};
+
+/// How long opening waits for the partitions of a topic created a moment ago to have leaders.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
 
 /// Where reading starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,16 +67,19 @@ impl TopicReader {
                 Start::Beginning => Offset::Beginning,
                 // Resolved now, not when fetching starts: a record written right after `open` is read.
                 Start::End => Offset::Offset(
-                    consumer
-                        .fetch_watermarks(topic, partition, Duration::from_secs(10))?
-                        .1,
+                    until_led(|| {
+                        consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    })?
+                    .1,
                 ),
                 Start::Time(ms) => Offset::Offset(ms),
             };
             assignment.add_partition_offset(topic, partition, offset)?;
         }
         if let Start::Time(_) = start {
-            assignment = consumer.offsets_for_times(assignment, Duration::from_secs(30))?;
+            assignment = until_led(|| {
+                consumer.offsets_for_times(assignment.clone(), Duration::from_secs(30))
+            })?;
             // A time after the last record resolves to "end".
             for element in assignment.clone().elements() {
                 if let Offset::Offset(o) = element.offset() {
@@ -121,6 +127,27 @@ impl TopicReader {
     }
 }
 
+/// Runs a per-partition lookup, again while a partition has no leader yet: a topic created a moment ago
+/// answers `NOT_LEADER_OR_FOLLOWER` or `LEADER_NOT_AVAILABLE` until its leaders are elected and known. Up to
+/// [`LEADER_WAIT`].
+fn until_led<T>(mut lookup: impl FnMut() -> Result<T, KafkaError>) -> Result<T, KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        match lookup() {
+            Err(err)
+                if matches!(
+                    err.rdkafka_error_code(),
+                    Some(NotLeaderForPartition | LeaderNotAvailable)
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn is_fatal(err: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode::*;
     matches!(
@@ -133,4 +160,37 @@ fn is_fatal(err: &KafkaError) -> bool {
                 | Fatal
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_lookup_is_tried_again_while_the_partition_has_no_leader_yet() {
+        let mut calls = 0;
+        let result = until_led(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::NotLeaderForPartition,
+                ))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(result.unwrap(), 3);
+    }
+
+    #[test]
+    fn other_errors_are_returned_at_once() {
+        let mut calls = 0;
+        let result: Result<(), _> = until_led(|| {
+            calls += 1;
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic))
+        });
+        assert!(result.is_err());
+        assert_eq!(calls, 1);
+    }
 }
