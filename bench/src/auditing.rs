@@ -83,7 +83,12 @@ fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &[u8]) -> anyh
 }
 
 /// Writes `orders` orders and all their tabs; returns the tab count. Blocking.
-fn write(bootstrap: &str, topics: &Topics, orders: u64) -> anyhow::Result<u64> {
+fn write(
+    bootstrap: &str,
+    orders_topic: &str,
+    deliveries: &str,
+    orders: u64,
+) -> anyhow::Result<u64> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -94,19 +99,9 @@ fn write(bootstrap: &str, topics: &Topics, orders: u64) -> anyhow::Result<u64> {
     let mut tabs = 0;
     for k in 0..orders {
         let order = order(k, base_ns);
-        send(
-            &producer,
-            &topics.orders,
-            &order.patient_id,
-            &to_json(&order),
-        )?;
+        send(&producer, orders_topic, &order.patient_id, &to_json(&order))?;
         for tab in tabs_of(&order) {
-            send(
-                &producer,
-                &topics.deliveries,
-                &tab.patient_id,
-                &to_json(&tab),
-            )?;
+            send(&producer, deliveries, &tab.patient_id, &to_json(&tab))?;
             tabs += 1;
         }
         producer.poll(Duration::ZERO);
@@ -170,15 +165,8 @@ async fn measure(bootstrap: &str, orders: u64) -> anyhow::Result<(Topics, Run)> 
             topics.orders.clone(),
             topics.deliveries.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            let topics = Topics {
-                orders: orders_topic,
-                deliveries,
-                dlq: String::new(),
-            };
-            write(&bootstrap, &topics, orders)
-        })
-        .await??
+        tokio::task::spawn_blocking(move || write(&bootstrap, &orders_topic, &deliveries, orders))
+            .await??
     };
     let run = audit(bootstrap, &topics, orders, written).await?;
     Ok((topics, run))

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use tabs::kafka::KafkaArgs;
 
 use testkit::Proc;
 
@@ -199,21 +198,14 @@ async fn measure_level(
 
 fn audit_config(bootstrap: &str, topics: &Topics, from_ms: u64, to_ms: u64) -> audit::Config {
     audit::Config {
-        kafka: KafkaArgs::plaintext(bootstrap),
-        topics: tabs::config::TopicArgs {
-            orders_topic: topics.orders.clone(),
-        },
-        deliveries_topic: topics.deliveries.clone(),
         from: i64::try_from(from_ms).ok(),
         to: i64::try_from(to_ms).ok(),
-        max_tabs_count: 30,
-        making_time: Duration::from_secs(2),
         wait: Duration::from_secs(15),
-        allow_duplicates: false,
-        json: true,
-        telemetry: tabs::config::TelemetryArgs {
-            log_format: tabs::config::LogFormat::Json,
-            metrics_addr: None,
-        },
+        ..audit::Config::for_topics(
+            bootstrap,
+            &topics.orders,
+            &topics.deliveries,
+            Duration::from_secs(2),
+        )
     }
 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use tabs::kafka::KafkaArgs;
 use tabs::messages::{to_json, Order, Tab};
 
 use crate::support::{fill_orders, kafka_tool, spawn, Topics};
@@ -183,22 +182,8 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
     println!("  maker, exactly-once:  {maker_exactly_once:>10.0} tabs/s ({tabs} tabs)");
 
     let audit = audit::audit(&audit::Config {
-        kafka: KafkaArgs::plaintext(bootstrap),
-        topics: tabs::config::TopicArgs {
-            orders_topic: eos.orders.clone(),
-        },
-        deliveries_topic: eos.deliveries.clone(),
-        from: None,
-        to: None,
-        max_tabs_count: 30,
-        making_time: Duration::ZERO,
         wait: Duration::from_secs(10),
-        allow_duplicates: false,
-        json: true,
-        telemetry: tabs::config::TelemetryArgs {
-            log_format: tabs::config::LogFormat::Json,
-            metrics_addr: None,
-        },
+        ..audit::Config::for_topics(bootstrap, &eos.orders, &eos.deliveries, Duration::ZERO)
     })?;
 
     let alo = Topics {

@@ -81,6 +81,37 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+impl Config {
+    /// An audit of every order in `orders_topic` and its tabs in `deliveries_topic` on a plaintext broker, with
+    /// the contract's maximum `tabs_count`, no waiting, JSON logs: where the tests, benchmarks and fault
+    /// campaign that audit their own runs start (they set the window and the wait with struct update syntax).
+    pub fn for_topics(
+        bootstrap: impl Into<String>,
+        orders_topic: &str,
+        deliveries_topic: &str,
+        making_time: Duration,
+    ) -> Self {
+        Self {
+            kafka: KafkaArgs::plaintext(bootstrap),
+            topics: TopicArgs {
+                orders_topic: orders_topic.to_owned(),
+            },
+            deliveries_topic: deliveries_topic.to_owned(),
+            from: None,
+            to: None,
+            max_tabs_count: 30,
+            making_time,
+            wait: Duration::ZERO,
+            allow_duplicates: false,
+            json: true,
+            telemetry: TelemetryArgs {
+                log_format: tabs::config::LogFormat::Json,
+                metrics_addr: None,
+            },
+        }
+    }
+}
+
 /// Parses a point in time: Unix milliseconds, or a duration ago.
 pub fn parse_point_in_time(text: &str) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use rand::seq::IndexedRandom as _;
 use rand::Rng as _;
-use tabs::kafka::KafkaArgs;
 use tabs::messages::{parse_order, to_json, DeadLetter, Order};
 use testkit::nix::sys::signal::Signal;
 use testkit::Proc;
@@ -151,22 +150,13 @@ impl Harness {
         wait: Duration,
     ) -> anyhow::Result<audit::Report> {
         let config = audit::Config {
-            kafka: KafkaArgs::plaintext(self.bootstrap.clone()),
-            topics: tabs::config::TopicArgs {
-                orders_topic: topics.orders.clone(),
-            },
-            deliveries_topic: topics.deliveries.clone(),
-            from: None,
-            to: None,
-            max_tabs_count: 30,
-            making_time,
             wait,
-            allow_duplicates: false,
-            json: true,
-            telemetry: tabs::config::TelemetryArgs {
-                log_format: tabs::config::LogFormat::Json,
-                metrics_addr: None,
-            },
+            ..audit::Config::for_topics(
+                self.bootstrap.clone(),
+                &topics.orders,
+                &topics.deliveries,
+                making_time,
+            )
         };
         Ok(tokio::task::spawn_blocking(move || audit::audit(&config))
             .await??

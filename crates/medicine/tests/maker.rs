@@ -473,6 +473,13 @@ async fn sigterm_drains_in_flight_orders_and_exits_0() {
         "in-flight orders were finished"
     );
     assert_eq!(summary(&maker)["reason"].as_str(), Some("signal"));
+    // The last commit came after the making and before the exit (the benchmarks time the work by it).
+    let last_commit = summary(&maker)["last_commit_s"].as_f64().unwrap();
+    let uptime = summary(&maker)["uptime_s"].as_f64().unwrap();
+    assert!(
+        last_commit >= 2.0 && last_commit <= uptime,
+        "last commit {last_commit} s, uptime {uptime} s"
+    );
     assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
 }
 

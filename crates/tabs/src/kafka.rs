@@ -782,15 +782,20 @@ mod tests {
         assert_eq!(config.get("enable.idempotence"), Some("true"));
     }
 
-    #[test]
-    fn consumers_never_auto_commit_and_pick_the_protocol() {
-        let kafka = KafkaArgs::plaintext("127.0.0.1:9092");
-        let options = ConsumerOptions {
+    /// A maker's consumer: KIP-848, read_committed, 1 MiB prefetch.
+    fn maker_options() -> ConsumerOptions {
+        ConsumerOptions {
             group: "g".into(),
             protocol: GroupProtocol::Consumer,
             read_committed: true,
             prefetch_kbytes: 1024,
-        };
+        }
+    }
+
+    #[test]
+    fn consumers_never_auto_commit_and_pick_the_protocol() {
+        let kafka = KafkaArgs::plaintext("127.0.0.1:9092");
+        let options = maker_options();
         let config = consumer_config(&kafka, &options);
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
         assert_eq!(config.get("group.protocol"), Some("consumer"));
@@ -813,12 +818,7 @@ mod tests {
     fn no_reader_waits_a_second_on_its_own_full_prefetch_queue() {
         // librdkafka's default back-off (1 s) once the bounded prefetch queue is full stalls a fast reader.
         let kafka = KafkaArgs::plaintext("127.0.0.1:9092");
-        let options = ConsumerOptions {
-            group: "g".into(),
-            protocol: GroupProtocol::Consumer,
-            read_committed: true,
-            prefetch_kbytes: 1024,
-        };
+        let options = maker_options();
         for config in [
             consumer_config(&kafka, &options),
             reader_config(&kafka, true),
