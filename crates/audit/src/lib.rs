@@ -58,7 +58,7 @@ pub struct Config {
     pub to: Option<i64>,
 
     /// Largest valid `tabs_count` (larger orders are rejected by the makers, not audited).
-    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = 30)]
+    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = tabs::config::MAX_TABS_COUNT)]
     pub max_tabs_count: u32,
 
     /// The makers' making time, subtracted from latencies to give the overhead.
@@ -99,7 +99,7 @@ impl Config {
             deliveries_topic: deliveries_topic.to_owned(),
             from: None,
             to: None,
-            max_tabs_count: 30,
+            max_tabs_count: tabs::config::MAX_TABS_COUNT,
             making_time,
             wait: Duration::ZERO,
             allow_duplicates: false,

@@ -82,7 +82,7 @@ pub struct Config {
     pub guarantee: Guarantee,
 
     /// Largest `tabs_count` accepted; larger orders go to the DLQ.
-    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = 30,
+    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = tabs::config::MAX_TABS_COUNT,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_tabs_count: u32,
 

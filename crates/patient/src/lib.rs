@@ -54,7 +54,7 @@ pub struct Config {
     pub patient_id: Option<String>,
 
     /// Largest `tabs_count` of an order; each order asks for a uniform 1 ..= this.
-    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = 30,
+    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = tabs::config::MAX_TABS_COUNT,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tabs_count: u32,
 

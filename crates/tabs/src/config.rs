@@ -17,6 +17,8 @@ pub const DELIVERIES_TOPIC: &str = "tabs.deliveries";
 pub const DLQ_TOPIC: &str = "tabs.dlq";
 /// Consumer group of the makers.
 pub const MAKERS_GROUP: &str = "tabs_makers";
+/// Default largest `tabs_count` of an order (`ORBITAL_MAX_TABS_COUNT`, DESIGN.md).
+pub const MAX_TABS_COUNT: u32 = 30;
 
 /// Parses the command line and environment into `P`.
 ///
