@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Deploys the application: the patient Deployment patient-0 and the makers' KEDA ScaledJob medicine-maker-0.
-# Run ./make_infra.sh and ./make_build.sh first. Safe to run again: a second run also restarts the patient so it
-# picks up freshly built images. See documentation/DEPLOY_INSTRUCTIONS.md.
+# Run ./make_infra.sh and ./make_build.sh first. Safe to run again: a second run keeps the patients' replica count
+# (what `kubectl scale` set) and restarts them so they pick up freshly built images.
+# See documentation/DEPLOY_INSTRUCTIONS.md.
+#
+# APP_KUSTOMIZATION: deploy this kustomization instead of deploy/app (an overlay of it with your own settings).
+# IMAGE_REGISTRY: the registry make_build.sh pushed the images to (clusters other than minikube, kind and k3d).
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -9,18 +13,56 @@ source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib/common.sh"
 cd "$(repo_root)"
 
 : "${ROLLOUT_TIMEOUT:=180s}"
+: "${APP_KUSTOMIZATION:=deploy/app}"
 
-require_kubectl_on_minikube
-kubectl get crd scaledjobs.keda.sh kafkas.kafka.strimzi.io >/dev/null 2>&1 \
-  || die "KEDA or Strimzi is not installed; run ./make_infra.sh first"
+# The image names a node reports for an image built as NAME (container runtimes add Docker Hub's prefix).
+image_on_nodes() {
+  local image=$1 names
+  if is_minikube; then
+    names=$(minikube -p "${MINIKUBE_PROFILE}" image ls 2>/dev/null || true)
+  else
+    names=$(kubectl get nodes -o jsonpath='{range .items[*].status.images[*]}{range .names[*]}{@}{"\n"}{end}{end}')
+  fi
+  grep -qxF -e "${image}" -e "docker.io/${image}" -e "docker.io/library/${image}" <<<"${names}"
+}
+
+require_cluster
+for crd in scaledjobs.keda.sh kafkas.kafka.strimzi.io; do
+  crd_exists "${crd}" || die "KEDA or Strimzi is not installed (no CRD ${crd}); run ./make_infra.sh first"
+done
+
+scratch_dir
+app="${APP_KUSTOMIZATION}"
+if [[ -n "${IMAGE_REGISTRY:-}" ]]; then
+  # The same application, its images taken from the registry.
+  mkdir -p "${SCRATCH}/app"
+  {
+    echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+    echo "kind: Kustomization"
+    echo "resources:"
+    echo "  - $(cd "${APP_KUSTOMIZATION}" && pwd)"
+    echo "images:"
+    for image in "${IMAGES[@]}"; do
+      echo "  - name: ${image%%:*}"
+      echo "    newName: ${IMAGE_REGISTRY}/${image%%:*}"
+    done
+  } >"${SCRATCH}/app/kustomization.yaml"
+  app="${SCRATCH}/app"
+else
+  for image in "${IMAGES[@]}"; do
+    image_on_nodes "${image}" ||
+      die "image ${image} is on no node of context ${CONTEXT}; build it there first: ./make_build.sh"
+  done
+fi
 
 existed=false
 if kubectl -n "${NAMESPACE}" get deployment patient-0 >/dev/null 2>&1; then
   existed=true
 fi
 
-log "applying the patient Deployment and the medicine ScaledJob (deploy/app)"
-kubectl apply -k deploy/app
+log "applying the patient Deployment and the medicine ScaledJob (${APP_KUSTOMIZATION})"
+# Server-side apply: deploy/ does not set the patients' replica count, so a re-run leaves `kubectl scale` alone.
+kubectl apply --server-side --force-conflicts -k "${app}"
 if [[ "${existed}" == true ]]; then
   # Same image tag, possibly new image: restart so the pods run what make_build.sh just built.
   kubectl -n "${NAMESPACE}" rollout restart deployment/patient-0

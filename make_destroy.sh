@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Removes what make_infra.sh and make_deploy.sh created: the application, the Kafka cluster (its volumes too),
-# KEDA and the Strimzi operator. Safe to run again; what is already gone is skipped.
+# Removes what make_infra.sh and make_deploy.sh created, in the order that lets each operator clean up after
+# itself: the application (while KEDA runs), the topics (while the cluster's topic operator runs), the Kafka
+# cluster (its volumes too), then KEDA and the Strimzi operator. Safe to run again: what is gone is skipped,
+# including resources whose kind no longer exists.
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -9,19 +11,36 @@ cd "$(repo_root)"
 
 : "${DELETE_TIMEOUT:=300s}"
 
-require_kubectl_on_minikube
-require_cmd curl "install curl (Debian: apt-get install curl)"
+require_cluster
+scratch_dir
 
 log "deleting the application"
-kubectl delete -k deploy/app --ignore-not-found --wait=true --timeout="${DELETE_TIMEOUT}"
-log "deleting the Kafka cluster and its topics (its volumes are deleted with it)"
-kubectl delete -k deploy/infra --ignore-not-found --wait=true --timeout="${DELETE_TIMEOUT}"
-kubectl -n "${NAMESPACE}" wait pod -l strimzi.io/cluster=medicine-pubsub --for=delete --timeout="${DELETE_TIMEOUT}"
+kubectl -n "${NAMESPACE}" delete deployment patient-0 --ignore-not-found --wait=true --timeout="${DELETE_TIMEOUT}"
+if crd_exists scaledjobs.keda.sh; then
+  # KEDA removes its finalizer from the ScaledJob; the makers' Jobs go with it.
+  kubectl -n "${NAMESPACE}" delete scaledjob medicine-maker-0 --ignore-not-found --wait=true \
+    --timeout="${DELETE_TIMEOUT}"
+fi
+kubectl -n "${NAMESPACE}" wait pod -l app.kubernetes.io/part-of=medicine-pubsub --for=delete \
+  --timeout="${DELETE_TIMEOUT}"
+
+if crd_exists kafkatopics.kafka.strimzi.io; then
+  # Before the cluster: the topic operator that removes the topics' finalizers runs with the cluster.
+  log "deleting the topics"
+  kubectl delete -f deploy/infra/topics.yaml --ignore-not-found --wait=true --timeout="${DELETE_TIMEOUT}"
+fi
+if crd_exists kafkas.kafka.strimzi.io; then
+  log "deleting the Kafka cluster (its volumes are deleted with it)"
+  kubectl delete -f deploy/infra/kafka.yaml -f deploy/infra/kafka-nodepool.yaml --ignore-not-found \
+    --wait=true --timeout="${DELETE_TIMEOUT}"
+  kubectl -n "${NAMESPACE}" wait pod -l strimzi.io/cluster=medicine-pubsub --for=delete --timeout="${DELETE_TIMEOUT}"
+fi
+
 log "uninstalling KEDA ${KEDA_VERSION}"
-kubectl delete -f "${KEDA_INSTALL_URL}" --ignore-not-found --timeout="${DELETE_TIMEOUT}"
+keda_manifest "${SCRATCH}/keda.yaml"
+kubectl delete -f "${SCRATCH}/keda.yaml" --ignore-not-found --wait=true --timeout="${DELETE_TIMEOUT}"
 log "uninstalling the Strimzi ${STRIMZI_VERSION} operator"
-manifest=$(mktemp)
-strimzi_manifest "${manifest}"
-kubectl delete -n "${NAMESPACE}" --ignore-not-found --timeout="${DELETE_TIMEOUT}" -f - <"${manifest}"
-rm -f "${manifest}"
+strimzi_manifest "${SCRATCH}/strimzi.yaml"
+kubectl delete -n "${NAMESPACE}" -f "${SCRATCH}/strimzi.yaml" --ignore-not-found --wait=true \
+  --timeout="${DELETE_TIMEOUT}"
 log "done"

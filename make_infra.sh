@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Prepares the cluster: the Strimzi operator and the Kafka cluster `medicine-pubsub` with its topics, and KEDA.
-# Safe to run again: everything is applied declaratively and waited for. See documentation/PREPARE_INFRA.md.
+# Prepares the cluster of kubectl's current context: the Strimzi operator and the Kafka cluster `medicine-pubsub`
+# with its topics, and KEDA. Safe to run again: everything is applied declaratively and waited for.
+# See documentation/PREPARE_INFRA.md.
+#
+# STRIMZI_INSTALL_MANIFEST, KEDA_INSTALL_MANIFEST: take the operators' release YAMLs from these files instead of
+# downloading them (air-gapped clusters).
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -13,28 +17,72 @@ cd "$(repo_root)"
 : "${KAFKA_READY_TIMEOUT:=900s}"
 : "${OPERATOR_TIMEOUT:=300s}"
 
-check_prerequisites() {
-  require_kubectl_on_minikube
-  require_minikube_running
-  require_cmd curl "install curl (Debian: apt-get install curl)"
+# cpu_millis QUANTITY: a Kubernetes CPU quantity (6, 5800m) in millicores.
+cpu_millis() {
+  case "$1" in
+    *m) echo "${1%m}" ;;
+    *) echo $(($1 * 1000)) ;;
+  esac
+}
 
-  local capacity cpus memory memory_mib
-  capacity=$(kubectl get nodes -o jsonpath='{.items[0].status.capacity.cpu} {.items[0].status.capacity.memory}')
-  read -r cpus memory <<<"${capacity}"
-  memory_mib=$(( ${memory%Ki} / 1024 ))
-  if (( cpus < MIN_CPUS || memory_mib < MIN_MEMORY_MIB )); then
-    die "the minikube node has ${cpus} CPUs and ${memory_mib} MiB; Kafka, Strimzi, KEDA and the makers need \
-${MIN_CPUS} CPUs and ${MIN_MEMORY_MIB} MiB: minikube delete && minikube start --cpus=6 --memory=8g"
+# memory_mib QUANTITY: a Kubernetes memory quantity (8Gi, 8010284Ki, 8G, bytes) in MiB.
+memory_mib() {
+  local q=$1
+  case "${q}" in
+    *Ki) echo $((${q%Ki} / 1024)) ;;
+    *Mi) echo "${q%Mi}" ;;
+    *Gi) echo $((${q%Gi} * 1024)) ;;
+    *K | *k) echo $((${q%[Kk]} * 1000 / 1048576)) ;;
+    *M) echo $((${q%M} * 1000000 / 1048576)) ;;
+    *G) echo $((${q%G} * 1000000000 / 1048576)) ;;
+    *) echo $((q / 1048576)) ;;
+  esac
+}
+
+# Sets CPUS and MEMORY_MIB to what the cluster offers. On minikube, its profile's size: with the docker driver
+# the node reports the host's CPUs and memory, not the container's limits.
+cluster_size() {
+  if is_minikube; then
+    local json rest
+    json=$(minikube profile list -o json 2>/dev/null | tr -d ' \n\t' || true)
+    rest=${json#*\"Config\":\{\"Name\":\"${MINIKUBE_PROFILE}\"}
+    if [[ "${rest}" != "${json}" ]]; then
+      CPUS=$(grep -o '"CPUs":[0-9]*' <<<"${rest}" | head -n 1 | cut -d: -f2)
+      MEMORY_MIB=$(grep -o '"Memory":[0-9]*' <<<"${rest}" | head -n 1 | cut -d: -f2)
+      if [[ -n "${CPUS}" && -n "${MEMORY_MIB}" ]]; then
+        return 0
+      fi
+    fi
+    echo "warning: could not read the size of minikube profile ${MINIKUBE_PROFILE}; using the nodes' capacity" >&2
   fi
+  local millis=0 mib=0 cpu memory
+  while read -r cpu memory; do
+    [[ -n "${cpu}" ]] || continue
+    millis=$((millis + $(cpu_millis "${cpu}")))
+    mib=$((mib + $(memory_mib "${memory}")))
+  done < <(kubectl get nodes -o jsonpath='{range .items[*]}{.status.allocatable.cpu} {.status.allocatable.memory}{"\n"}{end}')
+  CPUS=$((millis / 1000))
+  MEMORY_MIB=${mib}
+}
+
+check_prerequisites() {
+  require_cluster
+  cluster_size
+  if ((CPUS < MIN_CPUS || MEMORY_MIB < MIN_MEMORY_MIB)); then
+    local fix="give the cluster more room"
+    if is_minikube; then
+      fix="minikube delete -p ${MINIKUBE_PROFILE} && minikube start -p ${MINIKUBE_PROFILE} --cpus=6 --memory=8g"
+    fi
+    die "the cluster (context ${CONTEXT}) has ${CPUS} CPUs and ${MEMORY_MIB} MiB; Kafka, Strimzi, KEDA and the \
+makers need ${MIN_CPUS} CPUs and ${MIN_MEMORY_MIB} MiB: ${fix}"
+  fi
+  log "cluster ${CONTEXT}: ${CPUS} CPUs, ${MEMORY_MIB} MiB"
 }
 
 install_strimzi() {
   log "installing the Strimzi ${STRIMZI_VERSION} operator, watching namespace ${NAMESPACE}"
-  local manifest
-  manifest=$(mktemp)
-  strimzi_manifest "${manifest}"
-  kubectl apply --server-side --force-conflicts -n "${NAMESPACE}" -f - <"${manifest}"
-  rm -f "${manifest}"
+  strimzi_manifest "${SCRATCH}/strimzi.yaml"
+  kubectl apply --server-side --force-conflicts -n "${NAMESPACE}" -f "${SCRATCH}/strimzi.yaml"
   kubectl -n "${NAMESPACE}" rollout status deployment/strimzi-cluster-operator --timeout="${OPERATOR_TIMEOUT}"
 }
 
@@ -45,8 +93,9 @@ install_kafka() {
 
 install_keda() {
   log "installing KEDA ${KEDA_VERSION}"
+  keda_manifest "${SCRATCH}/keda.yaml"
   # Server-side apply: KEDA's CRDs are too large for the last-applied annotation of a client-side apply.
-  kubectl apply --server-side --force-conflicts -f "${KEDA_INSTALL_URL}"
+  kubectl apply --server-side --force-conflicts -f "${SCRATCH}/keda.yaml"
 }
 
 wait_for_kafka() {
@@ -59,11 +108,12 @@ wait_for_kafka() {
 wait_for_keda() {
   log "waiting for KEDA"
   local deployment
-  for deployment in keda-operator keda-operator-metrics-apiserver keda-admission-webhooks; do
+  for deployment in "${KEDA_DEPLOYMENTS[@]}"; do
     kubectl -n keda rollout status "deployment/${deployment}" --timeout="${OPERATOR_TIMEOUT}"
   done
 }
 
+scratch_dir
 check_prerequisites
 install_strimzi
 install_kafka

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real, single-node Apache Kafka (KRaft, the version Strimzi runs) on 127.0.0.1 for tests and benchmarks.
 #
-#   scripts/kafka-dev.sh start    resolve the jars (Maven, cached in ~/.m2), format a fresh store, start, wait
+#   scripts/kafka-dev.sh resolve  resolve the jars with Maven (once: cached by the pom's hash, see below)
+#   scripts/kafka-dev.sh start    resolve the jars, format a fresh store, start, wait
 #   scripts/kafka-dev.sh stop     stop the broker cleanly (SIGTERM, then SIGKILL after a bound)
 #   scripts/kafka-dev.sh restart  stop it and start it again on the same store (fault tests)
 #   scripts/kafka-dev.sh status   exit 0 when the broker runs and answers
@@ -17,21 +18,27 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 : "${KAFKA_DEV_DIR:=${repo_root}/target/kafka-dev}"
 : "${KAFKA_DEV_PORT:=39092}"
+# The host name clients are told to connect to (the Kubernetes end-to-end test advertises the bootstrap Service's
+# name, which its private /etc/hosts maps to 127.0.0.1).
+: "${KAFKA_DEV_ADVERTISED_HOST:=127.0.0.1}"
 : "${KAFKA_DEV_HEAP:=512m}"
 : "${KAFKA_DEV_SCRAM_USER:=medicine-test}"
 : "${KAFKA_DEV_SCRAM_PASSWORD:=medicine-test-secret}"
 : "${KAFKA_DEV_START_TIMEOUT:=120}"
+: "${MEDICINE_PUBSUB_CACHE:=${XDG_CACHE_HOME:-${HOME}/.cache}/medicine-pubsub}"
 
 sasl_port=$((KAFKA_DEV_PORT + 1))
 controller_port=$((KAFKA_DEV_PORT + 2))
-libs_dir="${KAFKA_DEV_DIR}/libs"
+pom="${repo_root}/scripts/kafka-dev/pom.xml"
+# The jars, shared by every broker directory (tests, the Kubernetes end-to-end test, local mode) and resolved once
+# per version of the pom.
+libs_dir="${MEDICINE_PUBSUB_CACHE}/kafka-dev/$(sha256sum "${pom}" | cut -c1-16)/libs"
 data_dir="${KAFKA_DEV_DIR}/data"
 config_file="${KAFKA_DEV_DIR}/server.properties"
 log4j_file="${KAFKA_DEV_DIR}/log4j2.properties"
 log_file="${KAFKA_DEV_DIR}/server.log"
 console_file="${KAFKA_DEV_DIR}/console.log"
 pid_file="${KAFKA_DEV_DIR}/kafka.pid"
-pom="${repo_root}/scripts/kafka-dev/pom.xml"
 
 die() {
   echo "kafka-dev: $*" >&2
@@ -64,18 +71,17 @@ stray_pids() {
 }
 
 resolve_libs() {
-  local stamp="${libs_dir}/.pom.sha256" want
-  want=$(sha256sum "${pom}" | cut -d' ' -f1)
-  if [[ -f "${stamp}" && "$(<"${stamp}")" == "${want}" ]]; then
+  local stamp="${libs_dir}/.complete"
+  if [[ -f "${stamp}" ]]; then
     return 0
   fi
   require mvn "install Maven (Debian: apt-get install maven) so the Kafka jars can be fetched from Maven Central"
-  say "resolving Apache Kafka jars with Maven (cached in ~/.m2)"
+  say "resolving Apache Kafka jars with Maven into ${libs_dir}"
   rm -rf "${libs_dir}"
   mvn -B -q -Dstyle.color=never -f "${pom}" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="${libs_dir}" >&2 ||
     die "Maven could not resolve the Kafka jars (is Maven Central reachable?)"
-  echo "${want}" >"${stamp}"
+  touch "${stamp}"
 }
 
 write_config() {
@@ -85,7 +91,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${controller_port}
 listeners=PLAINTEXT://127.0.0.1:${KAFKA_DEV_PORT},SASL_PLAINTEXT://127.0.0.1:${sasl_port},CONTROLLER://127.0.0.1:${controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_DEV_PORT},SASL_PLAINTEXT://127.0.0.1:${sasl_port}
+advertised.listeners=PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${KAFKA_DEV_PORT},SASL_PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${sasl_port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
@@ -280,6 +286,7 @@ create_topics() {
 }
 
 case "${1:-}" in
+  resolve) resolve_libs ;;
   start) start ;;
   restart) restart ;;
   topics) create_topics ;;
@@ -294,7 +301,7 @@ case "${1:-}" in
     run_tool "$@"
     ;;
   *)
-    echo "usage: $0 start|stop|restart|status|env|topics|tool CLASS [ARGS...]" >&2
+    echo "usage: $0 resolve|start|stop|restart|status|env|topics|tool CLASS [ARGS...]" >&2
     exit 2
     ;;
 esac

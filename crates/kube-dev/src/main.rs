@@ -1,0 +1,73 @@
+//! `kube-dev`: the node agent and the Strimzi stand-in of the Kubernetes end-to-end test (see the crate docs).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tabs::config::{LogFormat, TelemetryArgs};
+
+/// Command line of `kube-dev`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kube-dev",
+    version,
+    about = "Node agent and Strimzi stand-in of the Kubernetes end-to-end test."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Run the pods of the configured images that are bound to the configured Node as local processes.
+    Agent {
+        /// The agent's YAML configuration (node, state directory, images), written by scripts/kube-dev.sh.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Play the Strimzi operator's part against a real broker (see documentation/TESTING.md).
+    Strimzi {
+        /// Namespace of the Kafka resources.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// The broker the topics are created on.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_servers: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = tabs::config::parse_or_exit();
+    let format = match cli.telemetry.log_format {
+        LogFormat::Auto => LogFormat::Text,
+        other => other,
+    };
+    tabs::telemetry::init(format);
+    match cli.command {
+        Mode::Agent { config } => {
+            let config = match kube_dev::agent::AgentConfig::load(&config) {
+                Ok(config) => config,
+                Err(err) => tabs::config::usage_exit(format!("{err:#}")),
+            };
+            tabs::shutdown::run_service("node agent", |shutdown| {
+                kube_dev::agent::run(config, shutdown)
+            })
+        }
+        Mode::Strimzi {
+            namespace,
+            bootstrap_servers,
+        } => tabs::shutdown::run_service("Strimzi stand-in", |shutdown| {
+            kube_dev::strimzi::run(
+                kube_dev::strimzi::Settings {
+                    namespace,
+                    bootstrap_servers,
+                },
+                shutdown,
+            )
+        }),
+    }
+}

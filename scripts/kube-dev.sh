@@ -1,0 +1,534 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on this machine, without Docker: for the end-to-end test of the quickstart.
+#
+#   scripts/kube-dev.sh build    build (or find in the cache) etcd, kube-apiserver, kube-controller-manager,
+#                                kube-scheduler, kubectl, kwok and the KEDA operator; print their directory
+#   scripts/kube-dev.sh up       start the control plane, one Node, the node agent, the Strimzi stand-in and the
+#                                broker, all inside private mount and network namespaces; wait until ready
+#   scripts/kube-dev.sh exec -- COMMAND...   run COMMAND inside those namespaces, with KUBECONFIG set
+#   scripts/kube-dev.sh status   exit 0 when the control plane runs and answers
+#   scripts/kube-dev.sh env      print the variables a command run through `exec` gets
+#   scripts/kube-dev.sh down     stop everything that runs inside the namespaces
+#
+# The namespaces keep the machine as it was: in-cluster names (medicine-pubsub-kafka-bootstrap) resolve through a
+# private /etc/hosts bind-mounted over the machine's, and every port is on a loopback of its own, so the broker
+# can listen on 9092 as the manifests expect and nothing collides with the machine's services. What in the test
+# is real and what is a stand-in: documentation/TESTING.md.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+: "${KUBE_DEV_DIR:=${repo_root}/target/kube-dev}"
+: "${KUBE_DEV_NODE:=kube-dev-node}"
+: "${KUBE_DEV_START_TIMEOUT:=120}"
+# What `minikube start --cpus=6 --memory=8g` gives the quickstart.
+: "${KUBE_DEV_NODE_CPUS:=6}"
+: "${KUBE_DEV_NODE_MEMORY:=8Gi}"
+
+pki="${KUBE_DEV_DIR}/pki"
+logs="${KUBE_DEV_DIR}/logs"
+run_dir="${KUBE_DEV_DIR}/run"
+holder_pid_file="${run_dir}/holder.pid"
+kubeconfig="${KUBE_DEV_DIR}/admin.kubeconfig"
+api_port=6443
+api_server="https://127.0.0.1:${api_port}"
+
+die() {
+  echo "kube-dev: $*" >&2
+  exit 1
+}
+
+say() {
+  echo "kube-dev: $*" >&2
+}
+
+require() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed; $2"
+}
+
+holder_pid() {
+  [[ -f "${holder_pid_file}" ]] || return 1
+  local pid
+  pid=$(<"${holder_pid_file}")
+  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
+  echo "${pid}"
+}
+
+# inside COMMAND...: runs COMMAND in the namespaces, in the current directory.
+inside() {
+  local pid
+  pid=$(holder_pid) || die "not running; start it first: $0 up"
+  nsenter --target "${pid}" --mount --net --wd="${PWD}" -- env KUBECONFIG="${kubeconfig}" "$@"
+}
+
+kubectl_in() {
+  inside "${bin_dir}/kubectl" "$@"
+}
+
+build() {
+  require go "install Go 1.26+ (Debian: apt-get install golang-go); the control plane is built from the Go module proxy"
+  bin_dir=$("${repo_root}/scripts/kube-dev/build.sh")
+}
+
+# certificate NAME SUBJECT [SANS]: a key and a certificate signed by the test CA.
+certificate() {
+  local name=$1 subject=$2 sans=${3:-}
+  [[ -f "${pki}/${name}.crt" ]] && return 0
+  openssl req -new -newkey rsa:2048 -nodes -keyout "${pki}/${name}.key" -subj "${subject}" \
+    -out "${pki}/${name}.csr" 2>/dev/null
+  local extensions="${pki}/${name}.ext"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=serverAuth,clientAuth"
+    if [[ -n "${sans}" ]]; then
+      echo "subjectAltName=${sans}"
+    fi
+  } >"${extensions}"
+  openssl x509 -req -in "${pki}/${name}.csr" -CA "${pki}/ca.crt" -CAkey "${pki}/ca.key" -CAcreateserial \
+    -days 30 -extfile "${extensions}" -out "${pki}/${name}.crt" 2>/dev/null
+  rm -f "${pki}/${name}.csr" "${extensions}"
+}
+
+make_pki() {
+  require openssl "install OpenSSL (Debian: apt-get install openssl)"
+  mkdir -p "${pki}"
+  if [[ ! -f "${pki}/ca.crt" ]]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "${pki}/ca.key" -subj "/CN=kube-dev-ca" \
+      -days 30 -out "${pki}/ca.crt" 2>/dev/null
+  fi
+  certificate apiserver "/CN=kube-apiserver" \
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+  certificate admin "/O=system:masters/CN=kube-dev-admin"
+  certificate controller-manager "/CN=system:kube-controller-manager"
+  certificate scheduler "/CN=system:kube-scheduler"
+  certificate apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  certificate kubelet "/CN=system:node:${KUBE_DEV_NODE}" "IP:127.0.0.1,DNS:${KUBE_DEV_NODE}"
+  if [[ ! -f "${pki}/sa.key" ]]; then
+    openssl genrsa -out "${pki}/sa.key" 2048 2>/dev/null
+    openssl rsa -in "${pki}/sa.key" -pubout -out "${pki}/sa.pub" 2>/dev/null
+  fi
+}
+
+# write_kubeconfig FILE CERT: a kubeconfig for the client certificate CERT.
+write_kubeconfig() {
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: kube-dev
+    cluster:
+      server: ${api_server}
+      certificate-authority: ${pki}/ca.crt
+users:
+  - name: $2
+    user:
+      client-certificate: ${pki}/$2.crt
+      client-key: ${pki}/$2.key
+contexts:
+  - name: kube-dev
+    context:
+      cluster: kube-dev
+      user: $2
+      namespace: default
+current-context: kube-dev
+EOF
+}
+
+# start NAME COMMAND...: starts COMMAND inside the namespaces in the background, its output in logs/NAME.log.
+start() {
+  local name=$1 pid
+  shift
+  pid=$(holder_pid)
+  setsid nsenter --target "${pid}" --mount --net --wd="${repo_root}" -- \
+    env KUBECONFIG="${kubeconfig}" "$@" >"${logs}/${name}.log" 2>&1 </dev/null &
+  echo "$!" >"${run_dir}/${name}.pid"
+}
+
+# wait_for NAME SECONDS COMMAND...: retries COMMAND until it succeeds; fails with NAME's log otherwise.
+wait_for() {
+  local name=$1 timeout=$2 deadline
+  shift 2
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$(<"${run_dir}/${name}.pid")" 2>/dev/null; then
+      tail -n 40 "${logs}/${name}.log" >&2 || true
+      die "${name} exited during start-up (log above, full log in ${logs}/${name}.log)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 40 "${logs}/${name}.log" >&2 || true
+      die "${name} was not ready within ${timeout}s (log above, full log in ${logs}/${name}.log)"
+    fi
+    sleep 0.5
+  done
+}
+
+start_holder() {
+  local hosts="${run_dir}/hosts"
+  cat >"${hosts}" <<EOF
+127.0.0.1 localhost ${KUBE_DEV_NODE} $(hostname)
+::1 localhost
+# The names the manifests use, for the broker this test runs on loopback.
+127.0.0.1 medicine-pubsub-kafka-bootstrap medicine-pubsub-kafka-bootstrap.default medicine-pubsub-kafka-bootstrap.default.svc medicine-pubsub-kafka-bootstrap.default.svc.cluster.local
+EOF
+  rm -f "${holder_pid_file}"
+  # The holder owns the namespaces; everything else joins them with nsenter.
+  setsid unshare --mount --net -- bash -c '
+    set -e
+    mount --bind "$1" /etc/hosts
+    ip link set lo up
+    echo "$$" >"$2"
+    exec sleep infinity
+  ' kube-dev-holder "${hosts}" "${holder_pid_file}" >"${logs}/holder.log" 2>&1 </dev/null &
+  local deadline=$((SECONDS + 10))
+  until holder_pid >/dev/null; do
+    ((SECONDS < deadline)) || { cat "${logs}/holder.log" >&2; die "could not create the namespaces (is this root, with unshare and iproute2?)"; }
+    sleep 0.1
+  done
+}
+
+write_kwok_config() {
+  local exclude
+  exclude=$(printf '        - %s\n' "${agent_images[@]}")
+  cat >"${KUBE_DEV_DIR}/kwok.yaml" <<EOF
+# kwok plays the kubelet of every pod the node agent does not run: same Node, zero delays.
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-initialize
+spec:
+  resourceRef: {apiGroup: v1, kind: Node}
+  selector:
+    matchExpressions:
+      - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+        operator: NotIn
+        values: ["True"]
+  next:
+    statusTemplate: |
+      {{ \$now := Now }}
+      conditions:
+      {{ range NodeConditions }}
+      - lastHeartbeatTime: {{ \$now | Quote }}
+        lastTransitionTime: {{ \$now | Quote }}
+        message: {{ .message | Quote }}
+        reason: {{ .reason | Quote }}
+        status: {{ .status | Quote }}
+        type: {{ .type | Quote }}
+      {{ end }}
+      addresses:
+      - address: 127.0.0.1
+        type: InternalIP
+      - address: {{ NodeName | Quote }}
+        type: Hostname
+      daemonEndpoints:
+        kubeletEndpoint:
+          Port: 10250
+      nodeInfo:
+        architecture: amd64
+        operatingSystem: linux
+        kubeletVersion: kwok-{{ Version }}
+        kubeProxyVersion: kwok-{{ Version }}
+        containerRuntimeVersion: kwok-{{ Version }}
+        kernelVersion: kwok-{{ Version }}
+      phase: Running
+EOF
+  local stage
+  for stage in create ready complete delete; do
+    cat >>"${KUBE_DEV_DIR}/kwok.yaml" <<EOF
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-${stage}
+spec:
+  resourceRef: {apiGroup: v1, kind: Pod}
+  selector:
+    matchExpressions:
+      # The node agent's pods are not kwok's.
+      - key: '.spec.containers.[].image'
+        operator: NotIn
+        values:
+${exclude}
+$(pod_stage_${stage})
+EOF
+  done
+}
+
+pod_stage_create() {
+  cat <<'EOF'
+      - key: '.metadata.deletionTimestamp'
+        operator: DoesNotExist
+      - key: '.status.podIP'
+        operator: DoesNotExist
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      - {type: Ready, status: "False", lastTransitionTime: {{ $now | Quote }}}
+      - {type: ContainersReady, status: "False", lastTransitionTime: {{ $now | Quote }}}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - {image: {{ .image | Quote }}, name: {{ .name | Quote }}, ready: false, restartCount: 0, started: false, state: {waiting: {reason: ContainerCreating}}}
+      {{ end }}
+      hostIP: 127.0.0.1
+      podIP: {{ PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) | Quote }}
+      phase: Pending
+EOF
+}
+
+pod_stage_ready() {
+  cat <<'EOF'
+      - key: '.metadata.deletionTimestamp'
+        operator: DoesNotExist
+      - key: '.status.phase'
+        operator: In
+        values: [Pending]
+      - key: '.status.containerStatuses.[].state.running.startedAt'
+        operator: DoesNotExist
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      - {type: Ready, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      - {type: ContainersReady, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - {image: {{ .image | Quote }}, name: {{ .name | Quote }}, ready: true, restartCount: 0, started: true, state: {running: {startedAt: {{ $now | Quote }}}}}
+      {{ end }}
+      phase: Running
+      startTime: {{ $now | Quote }}
+EOF
+}
+
+pod_stage_complete() {
+  cat <<'EOF'
+      - key: '.metadata.deletionTimestamp'
+        operator: DoesNotExist
+      - key: '.status.phase'
+        operator: In
+        values: [Running]
+      - key: '.metadata.ownerReferences.[].kind'
+        operator: In
+        values: [Job]
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - {image: {{ .image | Quote }}, name: {{ .name | Quote }}, ready: true, restartCount: 0, started: false, state: {terminated: {exitCode: 0, reason: Completed, startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}}}
+      {{ end }}
+      phase: Succeeded
+EOF
+}
+
+pod_stage_delete() {
+  cat <<'EOF'
+      - key: '.metadata.deletionTimestamp'
+        operator: Exists
+      - key: '.metadata.finalizers'
+        operator: DoesNotExist
+  next:
+    delete: true
+EOF
+}
+
+write_agent_config() {
+  mkdir -p "${KUBE_DEV_DIR}/images"
+  # The KEDA operator runs as a non-root user: it needs a copy it can reach (the cache may be under a private
+  # home directory).
+  cp -f "${bin_dir}/keda-operator" "${KUBE_DEV_DIR}/images/keda-operator"
+  cat >"${KUBE_DEV_DIR}/agent.yaml" <<EOF
+node: ${KUBE_DEV_NODE}
+stateDir: ${KUBE_DEV_DIR}/agent
+apiServer: ${api_server}
+clusterCa: ${pki}/ca.crt
+images:
+  medicine-pubsub/medicine:dev:
+    binary: ${repo_root}/target/release/medicine
+  medicine-pubsub/patient:dev:
+    binary: ${repo_root}/target/release/patient
+  ghcr.io/kedacore/keda:2.20.2:
+    binary: ${KUBE_DEV_DIR}/images/keda-operator
+    # Out of a container the operator cannot read its namespace from the service-account mount, nor find its
+    # certificates at /certs: both are given where the agent put them.
+    extraArgs: ["--cert-dir={mount:/certs}"]
+    extraEnv: {KEDA_CLUSTER_OBJECT_NAMESPACE: "{namespace}"}
+EOF
+}
+
+agent_images=(medicine-pubsub/medicine:dev medicine-pubsub/patient:dev ghcr.io/kedacore/keda:2.20.2)
+
+up() {
+  if holder_pid >/dev/null && status >/dev/null 2>&1; then
+    say "already running; KUBECONFIG=${kubeconfig}"
+    return 0
+  fi
+  require unshare "install util-linux"
+  require nsenter "install util-linux"
+  require ip "install iproute2 (Debian: apt-get install iproute2)"
+  [[ "$(id -u)" == 0 ]] || die "creating mount and network namespaces needs root"
+  build
+  # Everything fetched from the network is fetched before the namespaces, which have none.
+  "${repo_root}/scripts/kafka-dev.sh" resolve
+  for binary in medicine patient kube-dev tabs-audit; do
+    [[ -x "${repo_root}/target/release/${binary}" ]] ||
+      die "target/release/${binary} is missing; build it first: cargo build --release --locked"
+  done
+  down_quietly
+  # A start that fails half-way stops what it started.
+  trap 'code=$?; if ((code != 0)); then say "start-up failed; stopping what was started"; down_quietly; fi' EXIT
+  rm -rf "${KUBE_DEV_DIR:?}/etcd" "${KUBE_DEV_DIR:?}/agent" "${logs}" "${run_dir}"
+  mkdir -p "${logs}" "${run_dir}"
+  make_pki
+  write_kubeconfig "${kubeconfig}" admin
+  write_kubeconfig "${KUBE_DEV_DIR}/controller-manager.kubeconfig" controller-manager
+  write_kubeconfig "${KUBE_DEV_DIR}/scheduler.kubeconfig" scheduler
+  start_holder
+  local began=${SECONDS}
+
+  start etcd "${bin_dir}/etcd" --name kube-dev --data-dir "${KUBE_DEV_DIR}/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster kube-dev=http://127.0.0.1:2380 --unsafe-no-fsync --log-level warn
+  start kube-apiserver "${bin_dir}/kube-apiserver" \
+    --etcd-servers http://127.0.0.1:2379 \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${api_port}" \
+    --tls-cert-file "${pki}/apiserver.crt" --tls-private-key-file "${pki}/apiserver.key" \
+    --client-ca-file "${pki}/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "${pki}/sa.pub" --service-account-signing-key-file "${pki}/sa.key" \
+    --service-account-max-token-expiration 48h \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --authorization-mode Node,RBAC \
+    --kubelet-client-certificate "${pki}/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "${pki}/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "${pki}/ca.crt" \
+    --kubelet-preferred-address-types InternalIP \
+    --allow-privileged=true --profiling=false
+  wait_for kube-apiserver "${KUBE_DEV_START_TIMEOUT}" kubectl_in get --raw /readyz
+  say "API server ready after $((SECONDS - began))s"
+
+  start kube-controller-manager "${bin_dir}/kube-controller-manager" \
+    --kubeconfig "${KUBE_DEV_DIR}/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "${KUBE_DEV_DIR}/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "${KUBE_DEV_DIR}/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
+    --service-account-private-key-file "${pki}/sa.key" --root-ca-file "${pki}/ca.crt" \
+    --cluster-signing-cert-file "${pki}/ca.crt" --cluster-signing-key-file "${pki}/ca.key"
+  start kube-scheduler "${bin_dir}/kube-scheduler" \
+    --kubeconfig "${KUBE_DEV_DIR}/scheduler.kubeconfig" \
+    --authentication-kubeconfig "${KUBE_DEV_DIR}/scheduler.kubeconfig" \
+    --authorization-kubeconfig "${KUBE_DEV_DIR}/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --leader-elect=false
+
+  # The Node the quickstart asks for; kwok keeps it Ready.
+  kubectl_in apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: ${KUBE_DEV_NODE}
+  labels:
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: ${KUBE_DEV_NODE}
+status:
+  capacity: {cpu: "${KUBE_DEV_NODE_CPUS}", memory: ${KUBE_DEV_NODE_MEMORY}, pods: "110"}
+  allocatable: {cpu: "${KUBE_DEV_NODE_CPUS}", memory: ${KUBE_DEV_NODE_MEMORY}, pods: "110"}
+EOF
+  write_kwok_config
+  start kwok "${bin_dir}/kwok" --kubeconfig "${kubeconfig}" --config "${KUBE_DEV_DIR}/kwok.yaml" \
+    --manage-single-node "${KUBE_DEV_NODE}" --node-ip 127.0.0.1 --node-port 10250 --node-lease-duration-seconds 40 \
+    --server-address 127.0.0.1:10250 \
+    --tls-cert-file "${pki}/kubelet.crt" --tls-private-key-file "${pki}/kubelet.key"
+  write_agent_config
+  start agent "${repo_root}/target/release/kube-dev" --log-format text agent --config "${KUBE_DEV_DIR}/agent.yaml"
+
+  # The broker of the cluster, where the manifests expect it: medicine-pubsub-kafka-bootstrap:9092.
+  inside env KAFKA_DEV_DIR="${KUBE_DEV_DIR}/kafka" KAFKA_DEV_PORT=9092 \
+    KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap "${repo_root}/scripts/kafka-dev.sh" start
+  start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092
+
+  wait_for kwok "${KUBE_DEV_START_TIMEOUT}" node_ready
+  wait_for kube-controller-manager "${KUBE_DEV_START_TIMEOUT}" kubectl_in get serviceaccount default
+  say "up after $((SECONDS - began))s: Node ${KUBE_DEV_NODE} Ready (${KUBE_DEV_NODE_CPUS} CPUs, ${KUBE_DEV_NODE_MEMORY}), broker on medicine-pubsub-kafka-bootstrap:9092"
+  say "run commands inside with: $0 exec -- kubectl get pods -A"
+}
+
+node_ready() {
+  [[ "$(kubectl_in get node "${KUBE_DEV_NODE}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
+}
+
+status() {
+  holder_pid >/dev/null || { echo "not running"; return 1; }
+  bin_dir=$("${repo_root}/scripts/kube-dev/build.sh" --print)
+  if kubectl_in get --raw /readyz >/dev/null 2>&1; then
+    echo "running; KUBECONFIG=${kubeconfig} (through: $0 exec -- ...)"
+  else
+    echo "namespaces exist but the API server does not answer"
+    return 1
+  fi
+}
+
+# Every process in the namespaces (they share the holder's network namespace).
+namespace_pids() {
+  local pid=$1 target entry
+  target=$(readlink "/proc/${pid}/ns/net") || return 0
+  for entry in /proc/[0-9]*; do
+    [[ "$(readlink "${entry}/ns/net" 2>/dev/null)" == "${target}" ]] && echo "${entry#/proc/}"
+  done
+  return 0
+}
+
+down_quietly() {
+  local pid pids deadline
+  pid=$(holder_pid) || return 0
+  mapfile -t pids < <(namespace_pids "${pid}" | grep -vx "${pid}" || true)
+  if ((${#pids[@]} > 0)); then
+    kill "${pids[@]}" 2>/dev/null || true
+    deadline=$((SECONDS + 20))
+    while ((SECONDS < deadline)) && kill -0 "${pids[@]}" 2>/dev/null; do
+      sleep 0.2
+    done
+    kill -9 "${pids[@]}" 2>/dev/null || true
+  fi
+  kill "${pid}" 2>/dev/null || true
+  rm -f "${holder_pid_file}"
+}
+
+down() {
+  if holder_pid >/dev/null; then
+    say "stopping the control plane, the agent's pods and the broker"
+  fi
+  down_quietly
+}
+
+print_env() {
+  cat <<EOF
+export KUBECONFIG=${kubeconfig}
+export KUBE_DEV_DIR=${KUBE_DEV_DIR}
+export KUBE_DEV_BIN=$("${repo_root}/scripts/kube-dev/build.sh" --print)
+export KAFKA_BOOTSTRAP_SERVERS=medicine-pubsub-kafka-bootstrap:9092
+EOF
+}
+
+case "${1:-}" in
+  build) build && echo "${bin_dir}" ;;
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) print_env ;;
+  exec)
+    shift
+    [[ "${1:-}" == "--" ]] && shift
+    [[ $# -ge 1 ]] || die "usage: $0 exec -- COMMAND [ARGS...]"
+    bin_dir=$("${repo_root}/scripts/kube-dev/build.sh" --print)
+    eval "$(print_env)"
+    PATH="${KUBE_DEV_BIN}:${PATH}" inside "$@"
+    ;;
+  *)
+    echo "usage: $0 build|up|down|status|env|exec -- COMMAND..." >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes control plane, etcd, kwok and the KEDA operator from the Go module proxy into a cache keyed
+# by their versions, so the end-to-end test runs real Kubernetes code without Docker or internet. Called by
+# `scripts/kube-dev.sh build`; prints the directory of the binaries on stdout.
+#
+# With --print, only prints the directory (fails when the binaries are not built yet).
+#
+# A module whose go.mod has replace directives cannot be `go install`ed; it is built from a scratch module that
+# requires it and repeats its replaces (local paths such as `./staging/src/k8s.io/api` become the published module
+# at the matching version).
+set -euo pipefail
+
+: "${KUBERNETES_VERSION:=v1.35.4}"
+: "${ETCD_VERSION:=v3.6.6}"
+: "${KEDA_VERSION:=v2.20.2}"
+: "${KWOK_VERSION:=v0.8.0}"
+: "${MEDICINE_PUBSUB_CACHE:=${XDG_CACHE_HOME:-${HOME}/.cache}/medicine-pubsub}"
+
+# The recipe's own version: bump it when the way the binaries are built changes.
+recipe=1
+key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_keda-${KEDA_VERSION}_kwok-${KWOK_VERSION}_r${recipe}"
+bin_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/bin"
+work_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/work"
+
+say() {
+  echo "kube-dev: $*" >&2
+}
+
+die() {
+  echo "kube-dev: $*" >&2
+  exit 1
+}
+
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd keda-operator kwok)
+
+have() {
+  local binary
+  for binary in "$@"; do
+    [[ -x "${bin_dir}/${binary}" ]] || return 1
+  done
+}
+
+if [[ "${1:-}" == "--print" ]]; then
+  have "${binaries[@]}" || die "the control plane is not built; run: scripts/kube-dev.sh build"
+  echo "${bin_dir}"
+  exit 0
+fi
+
+command -v go >/dev/null 2>&1 || die "'go' is not installed; install Go 1.26+ (Debian: apt-get install golang-go) to build the control plane"
+
+# The staging modules of k8s.io/kubernetes are published as k8s.io/<name> v0.<minor>.<patch>.
+staging_version="v0.${KUBERNETES_VERSION#v1.}"
+
+# replaces MODULE_DIR LOCAL_VERSION: prints `go mod edit -replace` flags for every replace of the module's go.mod,
+# with local-path targets turned into the published module at LOCAL_VERSION.
+replaces() {
+  local mod_dir=$1 local_version=$2
+  go mod edit -json "${mod_dir}/go.mod" | python3 -c '
+import json, sys
+local_version = sys.argv[1]
+for r in json.load(sys.stdin).get("Replace") or []:
+    old, new = r["Old"], r["New"]
+    source = old["Path"] + ("@" + old["Version"] if old.get("Version") else "")
+    if new["Path"].startswith("."):
+        if "FORBIDDEN" in new["Path"]:
+            continue
+        target = old["Path"] + "@" + local_version
+    else:
+        target = new["Path"] + "@" + new["Version"]
+    print("-replace=" + source + "=" + target)
+' "${local_version}"
+}
+
+# build_scratch NAME MODULE VERSION LOCAL_VERSION LDFLAGS PACKAGE=BINARY...: builds the packages of MODULE@VERSION
+# through a scratch module named NAME.
+build_scratch() {
+  local name=$1 module=$2 version=$3 local_version=$4 ldflags=$5
+  shift 5
+  local dir="${work_dir}/${name}" mod_dir spec
+  mkdir -p "${dir}"
+  (
+    cd "${dir}"
+    rm -f go.mod go.sum
+    go mod init "medicine-pubsub.dev/build/${name}" >/dev/null 2>&1
+    mod_dir=$(go mod download -json "${module}@${version}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    local -a flags
+    mapfile -t flags < <(replaces "${mod_dir}" "${local_version}")
+    if ((${#flags[@]} > 0)); then
+      go mod edit "${flags[@]}"
+    fi
+    go mod edit -require="${module}@${version}"
+    for spec in "$@"; do
+      say "building ${spec##*=} (${module}@${version})"
+      GOFLAGS=-mod=mod go build -trimpath -ldflags="${ldflags}" -o "${bin_dir}/${spec##*=}.tmp" "${spec%%=*}"
+      mv "${bin_dir}/${spec##*=}.tmp" "${bin_dir}/${spec##*=}"
+    done
+  )
+}
+
+mkdir -p "${bin_dir}"
+
+if ! have kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+  minor=${KUBERNETES_VERSION#v1.}
+  minor=${minor%%.*}
+  version_pkg=k8s.io/component-base/version
+  ldflags="-s -w -X ${version_pkg}.gitVersion=${KUBERNETES_VERSION} -X ${version_pkg}.gitMajor=1 -X ${version_pkg}.gitMinor=${minor}"
+  ldflags+=" -X ${version_pkg}.gitTreeState=clean"
+  build_scratch kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${staging_version}" "${ldflags}" \
+    k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl=kubectl
+fi
+
+if ! have etcd; then
+  build_scratch etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "${ETCD_VERSION}" "-s -w" \
+    go.etcd.io/etcd/server/v3=etcd
+fi
+
+if ! have keda-operator; then
+  build_scratch keda github.com/kedacore/keda/v2 "${KEDA_VERSION}" "${KEDA_VERSION}" \
+    "-s -w -X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v}" \
+    github.com/kedacore/keda/v2/cmd/operator=keda-operator
+fi
+
+if ! have kwok; then
+  say "building kwok (sigs.k8s.io/kwok@${KWOK_VERSION})"
+  GOBIN="${bin_dir}" go install -trimpath -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
+fi
+
+echo "${bin_dir}"
