@@ -31,23 +31,26 @@ for crd in scaledjobs.keda.sh kafkas.kafka.strimzi.io; do
   crd_exists "${crd}" || die "KEDA or Strimzi is not installed (no CRD ${crd}); run ./make_infra.sh first"
 done
 
-scratch_dir
 app="${APP_KUSTOMIZATION}"
 if [[ -n "${IMAGE_REGISTRY:-}" ]]; then
-  # The same application, its images taken from the registry.
-  mkdir -p "${SCRATCH}/app"
+  # The same application, its images taken from the registry: an overlay kustomize can load (it refuses
+  # absolute paths, so the overlay sits in the repository's target/ and names the application relatively).
+  overlay=target/registry-overlay
+  base=$(cd "${APP_KUSTOMIZATION}" && pwd)
+  [[ "${base}" == "$(pwd)"/* ]] || die "with IMAGE_REGISTRY, APP_KUSTOMIZATION must be inside the repository"
+  mkdir -p "${overlay}"
   {
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
     echo "kind: Kustomization"
     echo "resources:"
-    echo "  - $(cd "${APP_KUSTOMIZATION}" && pwd)"
+    echo "  - ../..${base#"$(pwd)"}"
     echo "images:"
     for image in "${IMAGES[@]}"; do
       echo "  - name: ${image%%:*}"
       echo "    newName: ${IMAGE_REGISTRY}/${image%%:*}"
     done
-  } >"${SCRATCH}/app/kustomization.yaml"
-  app="${SCRATCH}/app"
+  } >"${overlay}/kustomization.yaml"
+  app="${overlay}"
 else
   for image in "${IMAGES[@]}"; do
     image_on_nodes "${image}" ||

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds and checks everything: formatting, lints, then the Rust tests against a real Kafka broker (started here
-# from Maven Central jars unless KAFKA_BOOTSTRAP_SERVERS names one), then the checks of scripts and manifests.
-# Stops at the first failing step, prints a summary, and exits non-zero if anything failed.
+# Builds and checks everything: formatting, lints, the Rust tests against a real Kafka broker (started here from
+# Maven Central jars unless KAFKA_BOOTSTRAP_SERVERS names one), the quickstart end to end on a real Kubernetes
+# control plane with the real KEDA operator (scripts/kube-dev.sh, built from the Go module proxy and cached), then
+# the checks of scripts and manifests. Stops at the first failing step, prints a summary with each step's time,
+# and exits non-zero if anything failed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -13,6 +15,7 @@ export CARGO_TERM_COLOR
 
 summary=()
 started_broker=false
+started_control_plane=false
 
 print_summary() {
   echo
@@ -28,6 +31,9 @@ cleanup() {
   local status=$?
   if [[ "${started_broker}" == true ]]; then
     scripts/kafka-dev.sh stop || true
+  fi
+  if [[ "${started_control_plane}" == true ]]; then
+    scripts/kube-dev.sh down || true
   fi
   print_summary
   exit "${status}"
@@ -48,7 +54,7 @@ step() {
   fi
 }
 
-for tool in cargo java mvn; do
+for tool in cargo java mvn go; do
   if ! command -v "${tool}" >/dev/null 2>&1; then
     echo "make_test.sh: '${tool}' is missing; .ci/run installs what the tests need" >&2
     exit 1
@@ -68,11 +74,26 @@ start_kafka() {
   eval "$(scripts/kafka-dev.sh env)"
 }
 
+start_control_plane() {
+  started_control_plane=true
+  scripts/kube-dev.sh up
+}
+
+# The quickstart end to end, inside the control plane's namespaces (built first: they have no network).
+kubernetes_e2e() {
+  local test=(cargo test --locked -p kube-dev --features e2e --test contexts --test quickstart)
+  "${test[@]}" --no-run &&
+    scripts/kube-dev.sh exec -- "${test[@]}" --offline -- --nocapture
+}
+
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings denied)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build release binaries" cargo build --workspace --release --locked
 step "start Kafka (KRaft, single node)" start_kafka
 step "cargo test --workspace" cargo test --workspace --locked
+step "build the Kubernetes control plane and KEDA (Go module proxy; cached by version)" scripts/kube-dev.sh build
+step "start the Kubernetes control plane (apiserver, controllers, kwok, node agent)" start_control_plane
+step "Kubernetes end to end: the quickstart on the real API server and KEDA operator" kubernetes_e2e
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
 if command -v shellcheck >/dev/null 2>&1; then
   step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh bench/*.sh

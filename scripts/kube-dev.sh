@@ -187,11 +187,43 @@ EOF
   done
 }
 
+# The broker pods' "image": Kafka's own tools under bin/, as in Strimzi's image, so the original README's
+# `kubectl exec medicine-pubsub-kafka-1 -- bin/kafka-console-consumer.sh ...` runs them (through kwok's exec).
+write_broker_image() {
+  local image="${KUBE_DEV_DIR}/broker-image" tool class
+  mkdir -p "${image}/bin"
+  for tool in kafka-topics:org.apache.kafka.tools.TopicCommand \
+    kafka-console-consumer:org.apache.kafka.tools.consumer.ConsoleConsumer \
+    kafka-console-producer:org.apache.kafka.tools.ConsoleProducer \
+    kafka-consumer-groups:org.apache.kafka.tools.consumer.group.ConsumerGroupCommand; do
+    class=${tool#*:}
+    cat >"${image}/bin/${tool%%:*}.sh" <<EOF
+#!/usr/bin/env bash
+# The broker image's ${tool%%:*}.sh: Kafka's ${class##*.}, on the broker's own jars.
+exec env KAFKA_DEV_DIR="${KUBE_DEV_DIR}/kafka" "${repo_root}/scripts/kafka-dev.sh" tool ${class} "\$@"
+EOF
+    chmod +x "${image}/bin/${tool%%:*}.sh"
+  done
+}
+
 write_kwok_config() {
   local exclude
   exclude=$(printf '        - %s\n' "${agent_images[@]}")
   cat >"${KUBE_DEV_DIR}/kwok.yaml" <<EOF
-# kwok plays the kubelet of every pod the node agent does not run: same Node, zero delays.
+# kwok plays the kubelet of every pod the node agent does not run: same Node, zero delays. It also serves the
+# kubelet API: logs of the agent's pods (Logs resources the agent writes) and exec into the broker pods.
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterExec
+metadata:
+  name: broker-tools
+spec:
+  selector:
+    matchNamespaces: [default]
+    matchNames: [medicine-pubsub-kafka-0, medicine-pubsub-kafka-1, medicine-pubsub-kafka-2]
+  execs:
+    - local:
+        workDir: ${KUBE_DEV_DIR}/broker-image
+---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -437,8 +469,10 @@ status:
   capacity: {cpu: "${KUBE_DEV_NODE_CPUS}", memory: ${KUBE_DEV_NODE_MEMORY}, pods: "110"}
   allocatable: {cpu: "${KUBE_DEV_NODE_CPUS}", memory: ${KUBE_DEV_NODE_MEMORY}, pods: "110"}
 EOF
+  kubectl_in apply -f "${bin_dir}/kwok-logs-crd.yaml" >/dev/null
+  write_broker_image
   write_kwok_config
-  start kwok "${bin_dir}/kwok" --kubeconfig "${kubeconfig}" --config "${KUBE_DEV_DIR}/kwok.yaml" \
+  start kwok "${bin_dir}/kwok" --kubeconfig "${kubeconfig}" --config "${KUBE_DEV_DIR}/kwok.yaml" --enable-crds Logs \
     --manage-single-node "${KUBE_DEV_NODE}" --node-ip 127.0.0.1 --node-port 10250 --node-lease-duration-seconds 40 \
     --server-address 127.0.0.1:10250 \
     --tls-cert-file "${pki}/kubelet.crt" --tls-private-key-file "${pki}/kubelet.key"

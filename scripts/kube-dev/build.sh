@@ -31,12 +31,12 @@ die() {
   exit 1
 }
 
-binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd keda-operator kwok)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd keda-operator kwok kwok-logs-crd.yaml)
 
 have() {
   local binary
   for binary in "$@"; do
-    [[ -x "${bin_dir}/${binary}" ]] || return 1
+    [[ -f "${bin_dir}/${binary}" ]] || return 1
   done
 }
 
@@ -123,9 +123,13 @@ if ! have keda-operator; then
     github.com/kedacore/keda/v2/cmd/operator=keda-operator
 fi
 
-if ! have kwok; then
+if ! have kwok kwok-logs-crd.yaml; then
   say "building kwok (sigs.k8s.io/kwok@${KWOK_VERSION})"
   GOBIN="${bin_dir}" go install -trimpath -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
+  # kwok serves `kubectl logs` from the files its Logs resources name; their CRD comes with its module.
+  kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  cp "${kwok_dir}/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml" "${bin_dir}/kwok-logs-crd.yaml"
+  chmod 644 "${bin_dir}/kwok-logs-crd.yaml"
 fi
 
 echo "${bin_dir}"

@@ -49,12 +49,12 @@ require_cluster() {
   CONTEXT=$(kubectl config current-context 2>/dev/null || true)
   [[ -n "${CONTEXT}" ]] ||
     die "kubectl has no current context; start a cluster (minikube start --cpus=6 --memory=8g) or pick one: kubectl config use-context NAME"
+  if is_minikube; then
+    require_minikube_running
+  fi
   local problem
   if ! problem=$(kubectl get --raw /readyz 2>&1); then
     die "the cluster of kubectl context '${CONTEXT}' does not answer (${problem%%$'\n'*}); start it, or pick another: kubectl config use-context NAME"
-  fi
-  if is_minikube; then
-    require_minikube_running
   fi
 }
 

@@ -117,6 +117,40 @@ fn the_kafka_cluster_has_the_names_the_original_commands_use() {
     );
 }
 
+/// Parses a memory quantity as Kubernetes and the JVM write it (`512m`, `1Gi`, `1536Mi`) into MiB.
+fn mebibytes(quantity: &str) -> u64 {
+    let (number, unit) = quantity.split_at(
+        quantity
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(quantity.len()),
+    );
+    let number: u64 = number.parse().expect("a number");
+    match unit {
+        "Gi" | "g" | "G" => number * 1024,
+        "Mi" | "m" | "M" => number,
+        other => panic!("unexpected unit {other} in {quantity}"),
+    }
+}
+
+#[test]
+fn a_broker_pod_has_room_for_the_kafka_tool_the_readme_runs_in_it() {
+    // `kubectl exec … bin/kafka-console-consumer.sh` starts a second JVM in the broker's container: Kafka's
+    // tools run with a 256 MiB heap, and a JVM needs about 150 MiB beyond its heap (a broker about 400 MiB).
+    let manifests = manifests();
+    let pool = find(&manifests, "KafkaNodePool", "kafka");
+    let heap = mebibytes(pool["spec"]["jvmOptions"]["-Xmx"].as_str().unwrap());
+    let limit = mebibytes(
+        pool["spec"]["resources"]["limits"]["memory"]
+            .as_str()
+            .unwrap(),
+    );
+    let needed = heap + 400 + 256 + 150;
+    assert!(
+        limit >= needed,
+        "the broker's memory limit is {limit} MiB; its {heap} MiB heap and a console consumer need {needed} MiB"
+    );
+}
+
 #[test]
 fn the_topics_are_the_contracts_and_replicated() {
     let manifests = manifests();

@@ -10,7 +10,10 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    Preconditions,
+};
 use kube::Client;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -157,6 +160,13 @@ impl Runner {
             &self.context.config.api_server,
         )?;
         std::fs::write(dir.join("ports"), ports_text(&launch))?;
+        let previous_log = dir.join(format!("{}.previous.log", container.name));
+        if let Err(err) = self
+            .publish_logs(&container.name, &log, &previous_log)
+            .await
+        {
+            warn!(pod = %self.name(), error = format!("{err:#}"), "`kubectl logs` will not find this pod's output");
+        }
 
         let mut restarts = 0;
         let mut last: Option<State> = None;
@@ -236,6 +246,8 @@ impl Runner {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
             restarts += 1;
+            // `kubectl logs --previous` reads the run before.
+            let _ = std::fs::rename(&log, &previous_log);
             last = Some(terminated);
         }
     }
@@ -257,6 +269,51 @@ impl Runner {
             &mut free_port,
         )?;
         Ok((volumes, launch))
+    }
+
+    /// Tells kwok, which serves the Node's kubelet API, where this pod's output is: `kubectl logs` then reads it
+    /// through the API server. The Logs resource is owned by the pod, so it goes with it.
+    async fn publish_logs(
+        &self,
+        container: &str,
+        log: &std::path::Path,
+        previous: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Logs"),
+            "logs",
+        );
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.context.client.clone(), &namespace, &resource);
+        let logs = serde_json::json!({
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Logs",
+            "metadata": {
+                "name": self.name(),
+                "namespace": namespace,
+                "ownerReferences": [{
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": self.name(),
+                    "uid": self.pod.metadata.uid,
+                }],
+            },
+            "spec": {"logs": [{
+                "containers": [container],
+                "logsFile": log,
+                "previousLogsFile": previous,
+                "follow": true,
+            }]},
+        });
+        let object: DynamicObject = serde_json::from_value(logs)?;
+        api.patch(
+            &self.name(),
+            &PatchParams::apply("kube-dev-agent").force(),
+            &Patch::Apply(&object),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Fetches the Secrets and ConfigMaps the pod refers to (those that exist).
