@@ -45,7 +45,7 @@ cluster_size() {
   if is_minikube; then
     local json rest
     json=$(minikube profile list -o json 2>/dev/null | tr -d ' \n\t' || true)
-    rest=${json#*\"Config\":\{\"Name\":\"${MINIKUBE_PROFILE}\"}
+    rest=${json#*\"Config\":\{\"Name\":\""${MINIKUBE_PROFILE}"\"}
     if [[ "${rest}" != "${json}" ]]; then
       CPUS=$(grep -o '"CPUs":[0-9]*' <<<"${rest}" | head -n 1 | cut -d: -f2)
       MEMORY_MIB=$(grep -o '"Memory":[0-9]*' <<<"${rest}" | head -n 1 | cut -d: -f2)

@@ -92,8 +92,13 @@ step "build release binaries" cargo build --workspace --release --locked
 step "start Kafka (KRaft, single node)" start_kafka
 step "cargo test --workspace" cargo test --workspace --locked
 step "build the Kubernetes control plane and KEDA (Go module proxy; cached by version)" scripts/kube-dev.sh build
+# kubectl v1.35.4 from here on (check-manifests renders deploy/ with it).
+PATH="$(scripts/kube-dev/build.sh --print):${PATH}"
+export PATH
 step "start the Kubernetes control plane (apiserver, controllers, kwok, node agent)" start_control_plane
 step "Kubernetes end to end: the quickstart on the real API server and KEDA operator" kubernetes_e2e
+step "the image build rehearsed (Docker's context, the Dockerfile's cargo-chef stages)" \
+  cargo test --locked -p deploy-check --features rehearsal --test image_build
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
 if command -v shellcheck >/dev/null 2>&1; then
   step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh bench/*.sh

@@ -10,6 +10,10 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${K8S_SCHEMAS:=${repo_root}/../shared/k8s-schemas}"
 
 if [[ ! -d "${K8S_SCHEMAS}" ]]; then
+  if [[ -n "${CI:-}" ]]; then
+    echo "check-manifests: no schemas at ${K8S_SCHEMAS} (../shared is absent); set K8S_SCHEMAS" >&2
+    exit 1
+  fi
   echo "check-manifests: SKIPPED: no schemas at ${K8S_SCHEMAS} (../shared is absent); set K8S_SCHEMAS to validate"
   exit 0
 fi

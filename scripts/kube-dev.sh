@@ -172,7 +172,8 @@ start_holder() {
 127.0.0.1 medicine-pubsub-kafka-bootstrap medicine-pubsub-kafka-bootstrap.default medicine-pubsub-kafka-bootstrap.default.svc medicine-pubsub-kafka-bootstrap.default.svc.cluster.local
 EOF
   rm -f "${holder_pid_file}"
-  # The holder owns the namespaces; everything else joins them with nsenter.
+  # The holder owns the namespaces; everything else joins them with nsenter. (Its script expands in the holder.)
+  # shellcheck disable=SC2016
   setsid unshare --mount --net -- bash -c '
     set -e
     mount --bind "$1" /etc/hosts
@@ -558,8 +559,9 @@ case "${1:-}" in
     [[ "${1:-}" == "--" ]] && shift
     [[ $# -ge 1 ]] || die "usage: $0 exec -- COMMAND [ARGS...]"
     bin_dir=$("${repo_root}/scripts/kube-dev/build.sh" --print)
-    eval "$(print_env)"
-    PATH="${KUBE_DEV_BIN}:${PATH}" inside "$@"
+    export KUBE_DEV_DIR
+    # Inside, the broker is the cluster's: the machine's (a test broker on 127.0.0.1) is not reachable there.
+    KAFKA_BOOTSTRAP_SERVERS=medicine-pubsub-kafka-bootstrap:9092 PATH="${bin_dir}:${PATH}" inside "$@"
     ;;
   *)
     echo "usage: $0 build|up|down|status|env|exec -- COMMAND..." >&2
