@@ -85,6 +85,26 @@ fn make_infra_on_minikube_judges_the_profiles_size_not_the_nodes() {
 }
 
 #[test]
+fn a_script_that_fails_half_way_leaves_no_temporary_files() {
+    if !inside_control_plane() {
+        return;
+    }
+    // The cluster is big enough; the Strimzi manifest cannot be read: make_infra.sh stops in its second step.
+    let sandbox = Sandbox::new("kind-medicine", &[]);
+    let output = sandbox.run(
+        "make_infra.sh",
+        &[("STRIMZI_INSTALL_MANIFEST", "/nonexistent/strimzi.yaml")],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/nonexistent/strimzi.yaml is not a readable file"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(sandbox.leftovers().is_empty(), "{:?}", sandbox.leftovers());
+}
+
+#[test]
 fn scripts_on_minikube_say_how_to_start_it_when_it_is_stopped() {
     if !inside_control_plane() {
         return;
