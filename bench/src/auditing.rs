@@ -121,7 +121,7 @@ async fn audit(bootstrap: &str, topics: &Topics, orders: u64, tabs: u64) -> anyh
         &topics.orders,
         "--deliveries-topic",
         &topics.deliveries,
-        "--making-time",
+        "--tab-making-time",
         "2s",
         "--json",
     ];

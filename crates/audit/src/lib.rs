@@ -20,7 +20,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use rdkafka::message::Message;
 use serde::Serialize;
-use tabs::config::{parse_duration, TelemetryArgs, TopicArgs, DELIVERIES_TOPIC};
+use tabs::config::{
+    parse_duration, MakingTimeArgs, TabsCountArgs, TelemetryArgs, TopicArgs, DLQ_TOPIC,
+};
 use tabs::kafka::KafkaArgs;
 use tabs::messages::{parse_order, Tab};
 
@@ -45,10 +47,6 @@ pub struct Config {
     #[command(flatten)]
     pub topics: TopicArgs,
 
-    /// Topic of delivered tabs.
-    #[arg(long, env = "DELIVERIES_TOPIC", default_value = DELIVERIES_TOPIC)]
-    pub deliveries_topic: String,
-
     /// Orders placed at or after this point: Unix time in milliseconds, or a duration ago (`15m`). Default: all.
     #[arg(long, value_parser = parse_point_in_time)]
     pub from: Option<i64>,
@@ -57,13 +55,11 @@ pub struct Config {
     #[arg(long, value_parser = parse_point_in_time)]
     pub to: Option<i64>,
 
-    /// Largest valid `tabs_count` (larger orders are rejected by the makers, not audited).
-    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = tabs::config::MAX_TABS_COUNT)]
-    pub max_tabs_count: u32,
+    #[command(flatten)]
+    pub tabs_count: TabsCountArgs,
 
-    /// The makers' making time, subtracted from latencies to give the overhead.
-    #[arg(long, env = "TAB_MAKING_TIME", default_value = "2s", value_parser = parse_duration)]
-    pub making_time: Duration,
+    #[command(flatten)]
+    pub making: MakingTimeArgs,
 
     /// After reaching the end of the deliveries, wait up to this long for missing tabs still being made.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
@@ -93,21 +89,17 @@ impl Config {
     ) -> Self {
         Self {
             kafka: KafkaArgs::plaintext(bootstrap),
-            topics: TopicArgs {
-                orders_topic: orders_topic.to_owned(),
-            },
-            deliveries_topic: deliveries_topic.to_owned(),
+            topics: TopicArgs::new(orders_topic, deliveries_topic, DLQ_TOPIC),
             from: None,
             to: None,
-            max_tabs_count: tabs::config::MAX_TABS_COUNT,
-            making_time,
+            tabs_count: TabsCountArgs::default(),
+            making: MakingTimeArgs {
+                tab_making_time: making_time,
+            },
             wait: Duration::ZERO,
             allow_duplicates: false,
             json: true,
-            telemetry: TelemetryArgs {
-                log_format: tabs::config::LogFormat::Json,
-                metrics_addr: None,
-            },
+            telemetry: TelemetryArgs::quiet(),
         }
     }
 }
@@ -164,15 +156,16 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
     let start = config
         .from
         .map_or(Start::Beginning, |from| Start::Time(from - CLOCK_MARGIN_MS));
-    let mut audit = Audit::new(config.making_time);
+    let mut audit = Audit::new(config.making.tab_making_time);
     let mut invalid_orders = 0;
     let mut records_read = 0u64;
 
-    let mut orders = TopicReader::open(&config.kafka, &config.topics.orders_topic, start, true)
+    let mut orders = TopicReader::open(&config.kafka, config.topics.orders(), start, true)
         .with_context(|| {
             format!(
                 "reading {} at {}",
-                config.topics.orders_topic, config.kafka.bootstrap_servers
+                config.topics.orders(),
+                config.kafka.bootstrap_servers
             )
         })?;
     while !orders.caught_up() {
@@ -180,7 +173,7 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
             continue;
         };
         records_read += 1;
-        match parse_order(message.payload(), config.max_tabs_count) {
+        match parse_order(message.payload(), config.tabs_count.max_tabs_count) {
             Ok(order) if window(order.order_timestamp_ns) => audit.add_order(&order),
             Ok(_) => {}
             Err(_) => invalid_orders += 1,
@@ -190,13 +183,14 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
     // Its prefetched records and buffers are not needed any more.
     drop(orders);
 
-    let mut deliveries = TopicReader::open(&config.kafka, &config.deliveries_topic, start, true)
-        .with_context(|| {
-            format!(
-                "reading {} at {}",
-                config.deliveries_topic, config.kafka.bootstrap_servers
-            )
-        })?;
+    let mut deliveries =
+        TopicReader::open(&config.kafka, &config.topics.deliveries_topic, start, true)
+            .with_context(|| {
+                format!(
+                    "reading {} at {}",
+                    config.topics.deliveries_topic, config.kafka.bootstrap_servers
+                )
+            })?;
     let mut tabs_outside_window = 0;
     let mut caught_up_at: Option<Instant> = None;
     loop {

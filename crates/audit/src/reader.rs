@@ -41,12 +41,14 @@ impl TopicReader {
         start: Start,
         read_committed: bool,
     ) -> Result<Self, KafkaError> {
-        let mut config: ClientConfig = tabs::kafka::reader_config(kafka, read_committed);
-        // Report the end of each partition, so a reader knows when it has caught up. librdkafka wants a group id
-        // for assignments; this one never joins a group nor commits.
-        config
-            .set("enable.partition.eof", "true")
-            .set("group.id", format!("tabs-reader-{}", std::process::id()));
+        // The end of each partition is reported, so the reader knows when it has caught up.
+        let config: ClientConfig = tabs::kafka::reader_config(
+            kafka,
+            &tabs::kafka::ReaderOptions {
+                report_partition_end: true,
+                ..tabs::kafka::ReaderOptions::plain(read_committed)
+            },
+        );
         let consumer: BaseConsumer<TabsContext> =
             config.create_with_context(TabsContext::default())?;
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;

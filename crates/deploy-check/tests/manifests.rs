@@ -220,11 +220,11 @@ fn the_maker_job_runs_the_maker_with_a_valid_configuration() {
         .validate()
         .expect("the manifest's configuration is valid");
     assert_eq!(config.kafka.bootstrap_servers, DEFAULT_BOOTSTRAP_SERVERS);
-    assert_eq!(config.topics.orders_topic, ORDERS_TOPIC);
-    assert_eq!(config.deliveries_topic, DELIVERIES_TOPIC);
-    assert_eq!(config.dlq_topic, DLQ_TOPIC);
+    assert_eq!(config.topics.orders(), ORDERS_TOPIC);
+    assert_eq!(config.topics.deliveries_topic, DELIVERIES_TOPIC);
+    assert_eq!(config.topics.dlq_topic, DLQ_TOPIC);
     assert_eq!(config.group, MAKERS_GROUP);
-    assert_eq!(config.guarantee, medicine::Guarantee::ExactlyOnce);
+    assert_eq!(config.guarantee, tabs::config::Guarantee::ExactlyOnce);
     assert!(
         !config.idle_exit_after.is_zero(),
         "a Job must end when its work is done"
@@ -263,7 +263,7 @@ fn the_keda_trigger_watches_the_makers_group_and_matches_their_capacity() {
         );
     }
     assert_eq!(trigger["consumerGroup"], config.group.as_str());
-    assert_eq!(trigger["topic"], config.topics.orders_topic.as_str());
+    assert_eq!(trigger["topic"], config.topics.orders());
     assert_eq!(
         trigger["offsetResetPolicy"], "earliest",
         "the makers start from the earliest offset"

@@ -42,31 +42,34 @@ enum Mode {
 
 fn main() -> ExitCode {
     let cli: Cli = tabs::config::parse_or_exit();
-    let format = match cli.telemetry.log_format {
-        LogFormat::Auto => LogFormat::Text,
-        other => other,
+    // Its logs go to files: text, unless asked otherwise.
+    let telemetry = TelemetryArgs {
+        log_format: match cli.telemetry.log_format {
+            LogFormat::Auto => LogFormat::Text,
+            other => other,
+        },
+        metrics_addr: None,
     };
-    tabs::telemetry::init(format);
     match cli.command {
         Mode::Agent { config } => {
             let config = match kube_dev::agent::AgentConfig::load(&config) {
                 Ok(config) => config,
                 Err(err) => tabs::config::usage_exit(format!("{err:#}")),
             };
-            tabs::shutdown::run_service("node agent", |shutdown| {
-                kube_dev::agent::run(config, shutdown)
+            tabs::shutdown::run_service("node agent", &telemetry, |service| {
+                kube_dev::agent::run(config, service.shutdown)
             })
         }
         Mode::Strimzi {
             namespace,
             bootstrap_servers,
-        } => tabs::shutdown::run_service("Strimzi stand-in", |shutdown| {
+        } => tabs::shutdown::run_service("Strimzi stand-in", &telemetry, |service| {
             kube_dev::strimzi::run(
                 kube_dev::strimzi::Settings {
                     namespace,
                     bootstrap_servers,
                 },
-                shutdown,
+                service.shutdown,
             )
         }),
     }

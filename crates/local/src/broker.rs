@@ -66,7 +66,7 @@ impl Broker {
 
 async fn create_missing_topics(servers: &str, topics: &[(String, i32)]) -> anyhow::Result<()> {
     let kafka = KafkaArgs::plaintext(servers);
-    let config = tabs::kafka::reader_config(&kafka, false);
+    let config = tabs::kafka::reader_config(&kafka, &tabs::kafka::ReaderOptions::plain(false));
     let probe: BaseConsumer = config.create().context("creating a Kafka client")?;
     let brokers =
         tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(10)))

@@ -2,7 +2,8 @@
 //!
 //! None outlives the local mode, whatever happens to it: each child is killed when its handle is dropped, each
 //! runs in its own process group (a Ctrl-C on the terminal reaches the local mode only, which stops them in
-//! order), and each watches its parent and stops by itself if the parent dies, even of SIGKILL.
+//! order), and each asks the kernel for a SIGTERM when its parent dies, even of SIGKILL (the parent-death
+//! signal).
 
 use std::fs::File;
 use std::path::Path;
@@ -16,13 +17,11 @@ use tracing::{debug, warn};
 
 /// Set in a child's environment to the local mode's process id.
 const PARENT_VAR: &str = "MEDICINE_PUBSUB_LOCAL_PARENT";
-/// How often a child checks its parent is alive.
-const PARENT_CHECK: Duration = Duration::from_millis(250);
-/// After its parent died and it was asked to stop, a child gets this long before it exits anyway.
-const ORPHAN_GRACE: Duration = Duration::from_secs(30);
-
-/// In a child of the local mode: watches the parent, and when it is gone (the child was re-parented) stops
-/// gracefully with SIGTERM, then exits if that did not end it. Does nothing in a process started otherwise.
+/// In a child of the local mode: the kernel sends SIGTERM when the parent dies, even of SIGKILL (the child then
+/// drains or flushes as on any SIGTERM, within its own bounds). Does nothing in a process started otherwise.
+///
+/// The parent-death signal follows the parent *thread* that started the child: the local mode starts children
+/// from its runtime's worker threads, which live as long as it does.
 pub fn exit_with_parent() {
     let Some(parent) = std::env::var(PARENT_VAR)
         .ok()
@@ -30,14 +29,13 @@ pub fn exit_with_parent() {
     else {
         return;
     };
-    std::thread::spawn(move || loop {
-        std::thread::sleep(PARENT_CHECK);
-        if nix::unistd::getppid().as_raw() != parent {
-            let _ = nix::sys::signal::raise(Signal::SIGTERM);
-            std::thread::sleep(ORPHAN_GRACE);
-            std::process::exit(1);
-        }
-    });
+    if let Err(err) = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM) {
+        warn!(error = %err, "cannot ask for a signal when the local mode dies");
+    }
+    // The parent may have died before the request was made: then it is not our parent any more.
+    if nix::unistd::getppid().as_raw() != parent {
+        let _ = nix::sys::signal::raise(Signal::SIGTERM);
+    }
 }
 
 /// What a child is.
@@ -81,7 +79,7 @@ impl Child {
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env(PARENT_VAR, std::process::id().to_string())
-            .env("LOG_FORMAT", "json")
+            .env("MEDECINEPUBSUB_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -116,12 +116,12 @@ mod tests {
         let defaults = load();
         assert!(!defaults.polling_interval.is_zero());
         assert_eq!(
-            u64::from(defaults.maker_number("MAX_IN_FLIGHT_ORDERS")),
+            u64::from(defaults.maker_number("MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS")),
             defaults.lag_threshold,
             "read the trigger and the container of the same ScaledJob"
         );
-        defaults.maker_duration("TAB_MAKING_TIME");
-        defaults.maker_duration("IDLE_EXIT_AFTER");
+        defaults.maker_duration("MEDECINEPUBSUB_TAB_MAKING_TIME");
+        defaults.maker_duration("MEDECINEPUBSUB_IDLE_EXIT_AFTER");
         for topic in [
             tabs::config::ORDERS_TOPIC,
             tabs::config::DELIVERIES_TOPIC,

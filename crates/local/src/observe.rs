@@ -246,8 +246,13 @@ pub struct LagProbe {
 impl LagProbe {
     /// A client that reads `group`'s committed offsets; it never joins the group.
     pub fn open(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<Self> {
-        let mut config = tabs::kafka::reader_config(kafka, true);
-        config.set("group.id", group);
+        let config = tabs::kafka::reader_config(
+            kafka,
+            &tabs::kafka::ReaderOptions {
+                group: group.to_owned(),
+                ..tabs::kafka::ReaderOptions::plain(true)
+            },
+        );
         let consumer: BaseConsumer<TabsContext> = config
             .create_with_context(TabsContext::default())
             .context("creating the lag probe")?;

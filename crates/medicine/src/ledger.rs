@@ -189,11 +189,6 @@ impl<T> Ledger<T> {
         self.in_flight -= dropped;
         dropped
     }
-
-    /// Partitions currently tracked.
-    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.partitions.keys().copied()
-    }
 }
 
 #[cfg(test)]

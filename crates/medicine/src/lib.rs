@@ -15,37 +15,40 @@
 //! As a Kubernetes Job it exits 0 once idle for `--idle-exit-after` or after `--max-orders` orders; on SIGTERM it
 //! stops fetching, finishes what is in flight within `--drain-timeout`, commits, leaves the group and exits 0.
 //!
+//! Inside (documentation/ARCHITECTURE.md, "the maker inside"): [`worker`] is the loop, deciding against the
+//! [`broker::Broker`] seam; [`live`] is its rdkafka side ([`consumer`], [`transactions`], [`at_least_once`]);
+//! [`ledger`] tracks offsets, [`lifecycle`] the phases.
+//!
 //! Run: `medicine --bootstrap-servers 127.0.0.1:9092 --idle-exit-after 0`.
 
 #![forbid(unsafe_code)]
 
 mod at_least_once;
+mod broker;
+mod completion;
+mod consumer;
 mod ledger;
+mod lifecycle;
+mod live;
 mod making;
 mod stats;
+mod transactions;
 mod worker;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use prometheus_client::registry::Registry;
 use tabs::config::{
-    parse_duration, parse_positive_duration, TelemetryArgs, TopicArgs, DELIVERIES_TOPIC, DLQ_TOPIC,
-    MAKERS_GROUP,
+    parse_duration, parse_positive_duration, Guarantee, MakingTimeArgs, TabsCountArgs,
+    TelemetryArgs, TopicArgs, MAKERS_GROUP,
 };
 use tabs::kafka::{GroupProtocol, KafkaArgs};
-use tokio_util::sync::CancellationToken;
+use tabs::shutdown::Service;
+use tracing::info;
 
 pub use stats::Summary;
-
-/// How tabs and offsets reach Kafka.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Guarantee {
-    /// Tabs and offsets in one transaction: nothing lost, nothing duplicated for read_committed readers.
-    ExactlyOnce,
-    /// Tabs published as soon as made, offsets committed after their acknowledgements: nothing lost; a crash
-    /// can publish an order's tabs twice.
-    AtLeastOnce,
-}
 
 /// Command line and environment of `medicine`.
 #[derive(Debug, Clone, Parser)]
@@ -61,75 +64,77 @@ pub struct Config {
     #[command(flatten)]
     pub topics: TopicArgs,
 
-    /// Topic the tabs are published to.
-    #[arg(long, env = "DELIVERIES_TOPIC", default_value = DELIVERIES_TOPIC)]
-    pub deliveries_topic: String,
-
-    /// Topic rejected records are published to, with their reason.
-    #[arg(long, env = "DLQ_TOPIC", default_value = DLQ_TOPIC)]
-    pub dlq_topic: String,
-
     /// Consumer group of the makers.
-    #[arg(long, env = "CONSUMER_GROUP", default_value = MAKERS_GROUP)]
+    #[arg(long, env = "MEDECINEPUBSUB_CONSUMER_GROUP", default_value = MAKERS_GROUP, help_heading = "Topics")]
     pub group: String,
 
     /// Consumer group protocol: `consumer` (KIP-848, joins in milliseconds) or `classic`.
-    #[arg(long, env = "GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Consumer)]
+    #[arg(long, env = "MEDECINEPUBSUB_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Consumer,
+          help_heading = "Topics")]
     pub group_protocol: GroupProtocol,
 
     /// Delivery guarantee: `exactly-once` (transactions) or `at-least-once`.
-    #[arg(long, env = "GUARANTEE", value_enum, default_value_t = Guarantee::ExactlyOnce)]
+    #[arg(long, env = "MEDECINEPUBSUB_GUARANTEE", value_enum, default_value_t = Guarantee::ExactlyOnce,
+          help_heading = "Making")]
     pub guarantee: Guarantee,
 
-    /// Largest `tabs_count` accepted; larger orders go to the DLQ.
-    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = tabs::config::MAX_TABS_COUNT,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub max_tabs_count: u32,
+    #[command(flatten, next_help_heading = "Making")]
+    pub tabs_count: TabsCountArgs,
 
-    /// Time to make one tab (all tabs of an order are made at once); 0 for benchmarks.
-    #[arg(long, env = "TAB_MAKING_TIME", default_value = "2s", value_parser = parse_duration)]
-    pub tab_making_time: Duration,
+    #[command(flatten, next_help_heading = "Making")]
+    pub making: MakingTimeArgs,
 
     /// Most orders fetched and not yet committed; at the bound the maker pauses fetching.
-    #[arg(long, env = "MAX_IN_FLIGHT_ORDERS", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Making")]
     pub max_in_flight_orders: u32,
 
     /// Most time finished orders wait to be committed together in one transaction (exactly-once) or one offset
     /// commit (at-least-once).
-    #[arg(long, env = "COMMIT_INTERVAL", default_value = "20ms", value_parser = parse_positive_duration)]
+    #[arg(long, env = "MEDECINEPUBSUB_COMMIT_INTERVAL", default_value = "20ms",
+          value_parser = parse_positive_duration, help_heading = "Making")]
     pub commit_interval: Duration,
 
     /// Kafka transaction timeout: how long a killed maker's open transaction can hold back readers.
-    #[arg(long, env = "TRANSACTION_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "MEDECINEPUBSUB_TRANSACTION_TIMEOUT", default_value = "10s",
+          value_parser = parse_positive_duration, help_heading = "Making")]
     pub transaction_timeout: Duration,
+
+    /// Records the consumer may prefetch, in KiB; bounds memory whatever the lag.
+    #[arg(long, env = "MEDECINEPUBSUB_FETCH_QUEUE_KBYTES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576), help_heading = "Making")]
+    pub fetch_queue_kbytes: u32,
 
     /// Name of this maker in logs, dead letters and its transactional id (Kubernetes: the pod name).
     /// Default: `medicine-<random>`.
-    #[arg(long, env = "MAKER_ID")]
+    #[arg(long, env = "MEDECINEPUBSUB_MAKER_ID", help_heading = "Lifecycle")]
     pub maker_id: Option<String>,
 
     /// Exit 0 after this long with nothing in flight and nothing fetched; 0 runs until signalled.
-    #[arg(long, env = "IDLE_EXIT_AFTER", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MEDECINEPUBSUB_IDLE_EXIT_AFTER", default_value = "10s", value_parser = parse_duration,
+          help_heading = "Lifecycle")]
     pub idle_exit_after: Duration,
 
     /// Exit 0 after this many records (orders and rejected ones) are done; 0 is unlimited.
-    #[arg(long, env = "MAX_ORDERS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "MEDECINEPUBSUB_MAX_ORDERS",
+        default_value_t = 0,
+        help_heading = "Lifecycle"
+    )]
     pub max_orders: u64,
 
     /// On SIGTERM (or at --max-orders), how long in-flight orders get to finish before they are abandoned
     /// (and redelivered to the next maker).
-    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, env = "MEDECINEPUBSUB_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration,
+          help_heading = "Lifecycle")]
     pub drain_timeout: Duration,
 
-    /// Give up (exit 1) when Kafka or the topics cannot be reached within this time.
-    #[arg(long, env = "STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    /// Give up (exit 1) when Kafka or the topics cannot be reached, or the group gives no assignment, within
+    /// this time.
+    #[arg(long, env = "MEDECINEPUBSUB_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration,
+          help_heading = "Lifecycle")]
     pub startup_timeout: Duration,
-
-    /// Records the consumer may prefetch, in KiB; bounds memory whatever the lag.
-    #[arg(long, env = "FETCH_QUEUE_KBYTES", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
-    pub fetch_queue_kbytes: u32,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -139,22 +144,9 @@ impl Config {
     /// Checks what the parser cannot, before any network call.
     pub fn validate(&self) -> Result<(), String> {
         self.kafka.validate()?;
-        for (flag, topic) in [
-            ("--orders-topic", &self.topics.orders_topic),
-            ("--deliveries-topic", &self.deliveries_topic),
-            ("--dlq-topic", &self.dlq_topic),
-            ("--group", &self.group),
-        ] {
-            if topic.trim().is_empty() {
-                return Err(format!("{flag} is empty"));
-            }
-        }
-        if self.deliveries_topic == self.topics.orders_topic
-            || self.dlq_topic == self.topics.orders_topic
-        {
-            return Err(
-                "--deliveries-topic and --dlq-topic must differ from --orders-topic".into(),
-            );
+        self.topics.validate()?;
+        if self.group.trim().is_empty() {
+            return Err("--group is empty".into());
         }
         if self.transaction_timeout < Duration::from_secs(1) {
             return Err(
@@ -163,7 +155,10 @@ impl Config {
         }
         if let Some(id) = &self.maker_id {
             if id.trim().is_empty() {
-                return Err("--maker-id (MAKER_ID) is empty; unset it for a random id".into());
+                return Err(
+                    "--maker-id (MEDECINEPUBSUB_MAKER_ID) is empty; unset it for a random id"
+                        .into(),
+                );
             }
         }
         Ok(())
@@ -175,6 +170,25 @@ impl Config {
             let random = uuid::Uuid::new_v4().simple().to_string();
             format!("medicine-{}", &random[..8])
         })
+    }
+
+    /// What the loop decides with.
+    fn settings(&self, maker_id: String) -> worker::Settings {
+        worker::Settings {
+            maker_id,
+            group: self.group.clone(),
+            orders_topic: self.topics.orders().to_owned(),
+            deliveries_topic: self.topics.deliveries_topic.clone(),
+            dlq_topic: self.topics.dlq_topic.clone(),
+            max_tabs_count: self.tabs_count.max_tabs_count,
+            tab_making_time: self.making.tab_making_time,
+            max_in_flight_orders: self.max_in_flight_orders as usize,
+            commit_interval: self.commit_interval,
+            idle_exit_after: self.idle_exit_after,
+            max_orders: self.max_orders,
+            drain_timeout: self.drain_timeout,
+            startup_timeout: self.startup_timeout,
+        }
     }
 }
 
@@ -190,13 +204,38 @@ where
     if let Err(message) = config.validate() {
         tabs::config::usage_exit(message);
     }
-    tabs::telemetry::init(config.telemetry.log_format);
-    tabs::shutdown::run_service("maker", |shutdown| run(config, shutdown))
+    let telemetry = config.telemetry.clone();
+    tabs::shutdown::run_service("maker", &telemetry, |service| run(config, service))
 }
 
-/// Runs the maker until it is idle, has done `--max-orders`, or `shutdown` is cancelled and it has drained.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    worker::Worker::start(config, shutdown).await?.run().await
+/// Runs the maker until it is idle, has done `--max-orders`, or is shut down and has drained.
+pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
+    let maker_id = config.maker_id();
+    let mut registry = Registry::default();
+    let stats = Arc::new(stats::Stats::register(&mut registry));
+    service.serve_metrics(registry).await?;
+    info!(
+        maker = %maker_id,
+        servers = %config.kafka.bootstrap_servers,
+        topic = %config.topics.orders(),
+        group = %config.group,
+        protocol = ?config.group_protocol,
+        guarantee = config.guarantee.as_str(),
+        max_in_flight_orders = config.max_in_flight_orders,
+        tab_making_time = ?config.making.tab_making_time,
+        "maker starting"
+    );
+    let broker = live::Live::connect(&config, &maker_id, &service.shutdown).await?;
+    service.health.set_ready(true);
+    worker::Worker::new(
+        config.settings(maker_id),
+        broker,
+        stats,
+        Arc::clone(&service.health),
+        service.shutdown,
+    )
+    .run()
+    .await
 }
 
 #[cfg(test)]
@@ -210,19 +249,20 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let config = config(&[]).unwrap();
-        assert_eq!(config.topics.orders_topic, "tabs.orders");
-        assert_eq!(config.deliveries_topic, "tabs.deliveries");
-        assert_eq!(config.dlq_topic, "tabs.dlq");
+        assert_eq!(config.topics.orders(), "tabs.orders");
+        assert_eq!(config.topics.deliveries_topic, "tabs.deliveries");
+        assert_eq!(config.topics.dlq_topic, "tabs.dlq");
         assert_eq!(config.group, "tabs_makers");
         assert_eq!(config.guarantee, Guarantee::ExactlyOnce);
-        assert_eq!(config.tab_making_time, Duration::from_secs(2));
+        assert_eq!(config.making.tab_making_time, Duration::from_secs(2));
+        assert_eq!(config.tabs_count.max_tabs_count, 30);
         assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]
     fn accepts_zero_making_time_and_no_idle_exit() {
         let config = config(&["--tab-making-time", "0", "--idle-exit-after", "0"]).unwrap();
-        assert_eq!(config.tab_making_time, Duration::ZERO);
+        assert_eq!(config.making.tab_making_time, Duration::ZERO);
         assert_eq!(config.idle_exit_after, Duration::ZERO);
     }
 
@@ -247,5 +287,21 @@ mod tests {
         let config = config(&[]).unwrap();
         assert_ne!(config.maker_id(), config.maker_id());
         assert!(config.maker_id().starts_with("medicine-"));
+    }
+
+    #[test]
+    fn help_is_grouped_under_headings() {
+        let help = <Config as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        for heading in [
+            "Kafka connection:",
+            "Topics:",
+            "Making:",
+            "Lifecycle:",
+            "Telemetry:",
+        ] {
+            assert!(help.contains(heading), "{heading} missing in:\n{help}");
+        }
     }
 }

@@ -24,10 +24,13 @@ use prometheus_client::registry::Registry;
 use rand::Rng as _;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
-use tabs::config::{parse_duration, parse_positive_duration, TelemetryArgs, TopicArgs};
+use tabs::config::{
+    parse_duration, parse_positive_duration, OrdersTopic, TabsCountArgs, TelemetryArgs,
+};
 use tabs::kafka::{self, KafkaArgs, ProducerKind, TabsContext};
 use tabs::messages::{to_json, Order};
-use tabs::metrics::{self, Health};
+use tabs::metrics;
+use tabs::shutdown::Service;
 use tabs::time::MonotonicStamp;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::MissedTickBehavior;
@@ -47,42 +50,49 @@ pub struct Config {
     pub kafka: KafkaArgs,
 
     #[command(flatten)]
-    pub topics: TopicArgs,
+    pub topics: OrdersTopic,
 
     /// Patient id (default: a new UUID). With --patients N > 1, the patients are `<id>-1` … `<id>-N`.
-    #[arg(long, env = "ORBITAL_PATIENT_ID")]
+    #[arg(long, env = "ORBITAL_PATIENT_ID", help_heading = "Ordering")]
     pub patient_id: Option<String>,
 
-    /// Largest `tabs_count` of an order; each order asks for a uniform 1 ..= this.
-    #[arg(long, env = "ORBITAL_MAX_TABS_COUNT", default_value_t = tabs::config::MAX_TABS_COUNT,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_tabs_count: u32,
+    #[command(flatten, next_help_heading = "Ordering")]
+    pub tabs_count: TabsCountArgs,
 
     /// Time between two orders of one patient: seconds (fractions allowed) or a duration such as 500ms.
-    #[arg(long, env = "ORBITAL_ORDER_PERIOD_SECONDS", default_value = "1", value_parser = parse_positive_duration)]
+    #[arg(long, env = "ORBITAL_ORDER_PERIOD_SECONDS", default_value = "1", value_parser = parse_positive_duration,
+          help_heading = "Ordering")]
     pub order_period: Duration,
 
     /// Simulated patients in this process, each with its own id and schedule.
-    #[arg(long, env = "PATIENTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "MEDECINEPUBSUB_PATIENTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Ordering")]
     pub patients: u32,
 
     /// Stop after this many orders per patient; 0 orders until stopped.
-    #[arg(long, env = "ORDERS_PER_PATIENT", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "MEDECINEPUBSUB_ORDERS_PER_PATIENT",
+        default_value_t = 0,
+        help_heading = "Ordering"
+    )]
     pub orders: u64,
-
-    /// Give up (exit 1) when Kafka or the orders topic cannot be reached within this time.
-    #[arg(long, env = "STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub startup_timeout: Duration,
-
-    /// On shutdown, wait at most this long for orders not yet acknowledged.
-    #[arg(long, env = "FLUSH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub flush_timeout: Duration,
 
     /// Most orders awaiting acknowledgement at once; patients wait while it is reached (the broker is slow or
     /// down), so memory stays bounded.
-    #[arg(long, env = "MAX_PENDING_ORDERS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MEDECINEPUBSUB_MAX_PENDING_ORDERS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Ordering")]
     pub max_pending_orders: u32,
+
+    /// Give up (exit 1) when Kafka or the orders topic cannot be reached within this time.
+    #[arg(long, env = "MEDECINEPUBSUB_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration,
+          help_heading = "Lifecycle")]
+    pub startup_timeout: Duration,
+
+    /// On shutdown, wait at most this long for orders not yet acknowledged.
+    #[arg(long, env = "MEDECINEPUBSUB_FLUSH_TIMEOUT", default_value = "10s", value_parser = parse_duration,
+          help_heading = "Lifecycle")]
+    pub flush_timeout: Duration,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -189,12 +199,13 @@ where
     if let Err(message) = config.validate() {
         tabs::config::usage_exit(message);
     }
-    tabs::telemetry::init(config.telemetry.log_format);
-    tabs::shutdown::run_service("patient", |shutdown| run(config, shutdown))
+    let telemetry = config.telemetry.clone();
+    tabs::shutdown::run_service("patient", &telemetry, |service| run(config, service))
 }
 
-/// Runs the patients until `shutdown` is cancelled or each has placed `--orders` orders.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+/// Runs the patients until shut down or each has placed `--orders` orders.
+pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
+    let shutdown = service.shutdown.clone();
     let context = TabsContext::default();
     let errors = Arc::clone(&context.errors);
     let producer: FutureProducer<TabsContext> =
@@ -202,16 +213,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let health = Arc::new(Health::default());
-    if let Some(addr) = config.telemetry.metrics_addr {
-        metrics::serve(
-            addr,
-            Arc::new(registry),
-            Arc::clone(&health),
-            shutdown.clone(),
-        )
-        .await?;
-    }
+    service.serve_metrics(registry).await?;
+    let health = &service.health;
 
     let topic = config.topics.orders_topic.clone();
     info!(servers = %config.kafka.bootstrap_servers, topic, "connecting to Kafka");
@@ -238,7 +241,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         patients = ids.len(),
         first_patient = %ids[0],
         period = ?config.order_period,
-        max_tabs_count = config.max_tabs_count,
+        max_tabs_count = config.tabs_count.max_tabs_count,
         orders_per_patient = config.orders,
         topic,
         "patients ordering"
@@ -346,7 +349,7 @@ async fn patient(
         let order = Order {
             patient_id: id.clone(),
             order_timestamp_ns: stamp.stamp(),
-            tabs_count: rand::rng().random_range(1..=config.max_tabs_count),
+            tabs_count: rand::rng().random_range(1..=config.tabs_count.max_tabs_count),
         };
         if !send(&shared, order, permit, &shutdown).await {
             break;

@@ -19,13 +19,9 @@ use std::time::Duration;
 /// Errors of the shared library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// librdkafka refused the configuration.
-    #[error("could not create the Kafka {what}: {source}")]
-    ClientCreation {
-        what: &'static str,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
+    /// librdkafka refused the configuration (the reason names the property, never its value).
+    #[error("could not create the Kafka {what}: {reason}")]
+    ClientCreation { what: &'static str, reason: String },
 
     /// No broker answered within the start-up timeout.
     #[error("Kafka is unreachable at {servers} (tried for {waited:?}); check the address and that the brokers run")]

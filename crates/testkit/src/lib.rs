@@ -17,12 +17,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 pub use serde_json;
+use tabs::kafka::{
+    admin_config, producer_config, reader_config, KafkaArgs, ProducerKind, ReaderOptions,
+};
 
 /// The broker integration tests use, or `None` (after saying so) when none is configured outside CI.
 ///
@@ -60,10 +62,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-fn client_config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    config
+/// The connection to the test broker: the project's own client settings, no key of the tests' own.
+fn kafka(bootstrap: &str) -> KafkaArgs {
+    KafkaArgs::plaintext(bootstrap)
 }
 
 /// Creates `name` with `partitions` partitions and waits until the broker serves it.
@@ -78,8 +79,9 @@ pub async fn create_topic_with_config(
     partitions: i32,
     config: &[(&str, &str)],
 ) {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = admin_config(&kafka(bootstrap))
+        .create()
+        .expect("admin client");
     let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     for (key, value) in config {
         topic = topic.set(key, value);
@@ -96,7 +98,9 @@ pub async fn create_topic_with_config(
     }
     // Metadata propagates asynchronously; wait until every partition has a leader.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let consumer: BaseConsumer = client_config(bootstrap).create().expect("consumer");
+    let consumer: BaseConsumer = reader_config(&kafka(bootstrap), &ReaderOptions::plain(false))
+        .create()
+        .expect("consumer");
     loop {
         let ready = consumer
             .fetch_metadata(Some(name), Duration::from_secs(5))
@@ -134,8 +138,7 @@ pub type RawRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// Produces raw records to `topic` in order and waits for each acknowledgement.
 pub async fn produce(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
-    let producer: FutureProducer = client_config(bootstrap)
-        .set("enable.idempotence", "true")
+    let producer: FutureProducer = producer_config(&kafka(bootstrap), &ProducerKind::Idempotent)
         .create()
         .expect("producer");
     for (key, value) in records {
@@ -155,9 +158,7 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
 
 /// Produces many raw records to `topic` as fast as the client goes, then waits for every acknowledgement.
 pub async fn produce_many(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
-    let producer: FutureProducer = client_config(bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
+    let producer: FutureProducer = producer_config(&kafka(bootstrap), &ProducerKind::Idempotent)
         .create()
         .expect("producer");
     let mut deliveries = Vec::with_capacity(records.len());
@@ -227,19 +228,10 @@ pub async fn read_topic(
     let bootstrap = bootstrap.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client_config(&bootstrap)
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .set(
-                "isolation.level",
-                if read_committed {
-                    "read_committed"
-                } else {
-                    "read_uncommitted"
-                },
-            )
-            .create()
-            .expect("consumer");
+        let consumer: BaseConsumer =
+            reader_config(&kafka(&bootstrap), &ReaderOptions::plain(read_committed))
+                .create()
+                .expect("consumer");
         let metadata = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
             .expect("metadata");
@@ -281,19 +273,13 @@ pub async fn read_topic(
 /// `GET path` on a plain HTTP endpoint (the binaries' metrics server); returns the body, or `None` if the
 /// server did not answer.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(&format!("http://{addr}{path}")).call().ok()?;
+    response.body_mut().read_to_string().ok()
 }
 
 /// The value of an unlabelled sample `name` in a Prometheus text exposition.
@@ -342,7 +328,7 @@ impl Proc {
         let mut command = Command::new(program);
         command
             .args(args)
-            .env("LOG_FORMAT", "json")
+            .env("MEDECINEPUBSUB_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(if capture_stdout {
                 Stdio::piped()

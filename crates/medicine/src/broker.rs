@@ -1,0 +1,105 @@
+//! The seam between the maker's loop and Kafka: everything the loop asks of the consumer and the producer. The
+//! loop's decisions (what to fetch, when to pause, what to commit, when to stop) are made against this trait;
+//! [`crate::live::Live`] is the rdkafka implementation, and the loop's unit tests drive a fake one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::completion::Outcome;
+
+/// A record fetched from the orders topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// What the consumer side reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A record of an assigned partition.
+    Record(Fetched),
+    /// Partitions now assigned to this maker.
+    Assigned(Vec<i32>),
+    /// Partitions taken away (their work must not be committed by this maker any more).
+    Revoked(Vec<i32>),
+    /// Consuming cannot go on (a deleted topic, refused authorization, a fatal client error).
+    Failed(anyhow::Error),
+}
+
+/// Finished work to commit: per partition the offset to commit (the next one to read), and the outcomes it
+/// covers, in offset order per partition.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub offsets: BTreeMap<i32, i64>,
+    pub results: Vec<Outcome>,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug)]
+pub enum CommitError {
+    /// Aborted: nothing of it is visible; the orders must be made again from the committed offsets.
+    Aborted(String),
+    /// The producer cannot go on (fenced, or a fatal client error): a new one must take over.
+    Fatal(String),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Aborted(reason) | Self::Fatal(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// A commit's outcome, with the results it carried (what was committed, or what must be made again).
+pub type Committed = (Result<(), CommitError>, Vec<Outcome>);
+
+/// A commit running beside the loop.
+pub type CommitFuture = Pin<Box<dyn Future<Output = Committed> + Send>>;
+
+/// A record to publish: (key, value).
+pub type OutRecord = (Option<Vec<u8>>, Vec<u8>);
+
+/// Hands records to the producer for at-least-once delivery. Cheap to clone into each order's task.
+pub trait Deliver: Clone + Send + Sync + 'static {
+    /// Writes `records` to `topic`; resolves once Kafka acknowledged every one, or with the reason it refused
+    /// one for good.
+    fn deliver(
+        &self,
+        topic: &str,
+        records: Vec<OutRecord>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// What the maker's loop asks of Kafka.
+pub trait Broker {
+    /// The at-least-once publisher.
+    type Deliverer: Deliver;
+
+    /// The next event: group events first, then a record when `fetch` (else only group events are awaited).
+    fn next(&mut self, fetch: bool) -> impl Future<Output = Event>;
+
+    /// Stops fetching from `partitions`.
+    fn pause(&mut self, partitions: &[i32]) -> anyhow::Result<()>;
+
+    /// Fetches from `partitions` again, at once.
+    fn resume(&mut self, partitions: &[i32]) -> anyhow::Result<()>;
+
+    /// Starts committing `batch`: exactly-once, one transaction with its tabs, dead letters and offsets;
+    /// at-least-once, its offsets. The returned future runs beside the loop.
+    fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture>;
+
+    /// The at-least-once publisher (`None` when exactly-once).
+    fn deliverer(&self) -> Option<Self::Deliverer>;
+
+    /// After a commit that did not happen: the positions go back to the committed offsets; `replace_producer`
+    /// when the producer cannot go on.
+    fn rewind(&mut self, replace_producer: bool) -> impl Future<Output = anyhow::Result<()>>;
+
+    /// Leaves the group and lets the producer finish; bounded.
+    fn close(self) -> impl Future<Output = ()>;
+}

@@ -1,0 +1,35 @@
+//! What becomes of one fetched record, as its task reports it back to the loop.
+
+use tabs::messages::{DeadLetter, Order, Tab};
+
+use crate::ledger::Epoch;
+
+/// The result of one fetched record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Exactly-once: an order made; its tabs wait for the transaction.
+    Made { order: Order, tabs: Vec<Tab> },
+    /// Exactly-once: a rejected record; its dead letter waits for the transaction.
+    Rejected {
+        key: Option<Vec<u8>>,
+        letter: DeadLetter,
+    },
+    /// At-least-once: tabs or dead letter already written and acknowledged.
+    Delivered {
+        order_timestamp_ns: u64,
+        tabs: u32,
+        rejected: Option<String>,
+    },
+    /// At-least-once: Kafka refused a record for good; the maker stops without committing the order.
+    Failed(String),
+}
+
+/// A finished record, reported by its task.
+#[derive(Debug)]
+pub struct Completion {
+    pub partition: i32,
+    /// The assignment the work was started under: a result of an earlier one is stale.
+    pub epoch: Epoch,
+    pub offset: i64,
+    pub outcome: Outcome,
+}

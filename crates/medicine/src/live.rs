@@ -1,0 +1,324 @@
+//! The real [`Broker`]: rdkafka's consumer in the makers' group, and the transactional (exactly-once) or
+//! idempotent (at-least-once) producer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tabs::kafka::{self, ConsumerOptions, KafkaArgs, ProducerKind};
+use tracing::{info, warn};
+
+use crate::at_least_once::Publisher;
+use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched};
+use crate::consumer::{
+    partition_list, restart_fetching, seek_to_committed, MakerContext, Rebalanced,
+};
+use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
+use crate::{Config, Guarantee};
+
+/// Bound on closing the consumer (leaving the group) at exit.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the at-least-once producer's last flush at exit (acknowledged tabs are durable already).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where tabs go.
+enum Output {
+    Transactional {
+        producer: TransactionalProducer,
+        /// `init_transactions`, running since start-up until the first transaction awaits it.
+        ready: Option<InitTask>,
+        /// How the producer was made, to make a new one if it becomes unusable.
+        kind: ProducerKind,
+    },
+    AtLeastOnce(Publisher),
+}
+
+/// Kafka as the maker's loop sees it.
+pub struct Live {
+    consumer: Arc<StreamConsumer<MakerContext>>,
+    output: Output,
+    kafka: KafkaArgs,
+    topic: String,
+    topics: Topics,
+    startup_timeout: Duration,
+    /// A record received together with a group event: handed out after the event.
+    held: Option<Fetched>,
+}
+
+impl Live {
+    /// Creates the consumer and the producer (transactions are initialised in the background), checks that the
+    /// topics exist, and subscribes.
+    pub async fn connect(
+        config: &Config,
+        maker_id: &str,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let context = MakerContext::new(config.topics.orders());
+        let errors = Arc::clone(&context.errors);
+        let consumer: StreamConsumer<MakerContext> = kafka::create_consumer(
+            &config.kafka,
+            &ConsumerOptions {
+                group: config.group.clone(),
+                protocol: config.group_protocol,
+                read_committed: true,
+                prefetch_kbytes: config.fetch_queue_kbytes,
+            },
+            context,
+        )?;
+        let consumer = Arc::new(consumer);
+        // Transactions are initialised (coordinator lookup, producer id) while the topics are checked and the
+        // group is joined; the first commit waits for it. This keeps it off the cold-start path.
+        let output = match config.guarantee {
+            Guarantee::ExactlyOnce => {
+                let kind = ProducerKind::Transactional {
+                    id: format!("{maker_id}.{}", uuid::Uuid::new_v4().simple()),
+                    timeout: config.transaction_timeout,
+                };
+                let (producer, ready) =
+                    transactions::start_producer(&config.kafka, &kind, config.startup_timeout)?;
+                Output::Transactional {
+                    producer,
+                    ready: Some(ready),
+                    kind,
+                }
+            }
+            Guarantee::AtLeastOnce => Output::AtLeastOnce(Publisher::new(&config.kafka)?),
+        };
+
+        // One metadata request checks the three topics.
+        let probe = Arc::clone(&consumer);
+        let topics = [
+            config.topics.orders(),
+            config.topics.deliveries_topic.as_str(),
+            config.topics.dlq_topic.as_str(),
+        ];
+        kafka::wait_for_topics(
+            move |timeout| probe.fetch_metadata(None, timeout),
+            &errors,
+            &config.kafka,
+            &topics,
+            config.startup_timeout,
+            shutdown,
+        )
+        .await
+        .context("the topics are not usable")?;
+        consumer
+            .subscribe(&[config.topics.orders()])
+            .context("subscribing to the orders topic")?;
+        Ok(Self {
+            consumer,
+            output,
+            kafka: config.kafka.clone(),
+            topic: config.topics.orders().to_owned(),
+            topics: Topics {
+                deliveries: config.topics.deliveries_topic.clone(),
+                dlq: config.topics.dlq_topic.clone(),
+            },
+            startup_timeout: config.startup_timeout,
+            held: None,
+        })
+    }
+
+    fn event(rebalanced: Rebalanced) -> Event {
+        match rebalanced {
+            Rebalanced::Assigned(partitions) => Event::Assigned(partitions),
+            Rebalanced::Revoked(partitions) => Event::Revoked(partitions),
+        }
+    }
+
+    fn offsets(&self, batch: &Batch) -> anyhow::Result<TopicPartitionList> {
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in &batch.offsets {
+            list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+                .context("building the offset list")?;
+        }
+        Ok(list)
+    }
+}
+
+impl Broker for Live {
+    type Deliverer = Publisher;
+
+    async fn next(&mut self, fetch: bool) -> Event {
+        loop {
+            // Rebalance callbacks run inside `recv()`: their events come before any record after them.
+            if let Some(event) = self.consumer.context().take() {
+                return Self::event(event);
+            }
+            if !fetch {
+                self.consumer.context().wake.notified().await;
+                continue;
+            }
+            if let Some(record) = self.held.take() {
+                return Event::Record(record);
+            }
+            let consumer = Arc::clone(&self.consumer);
+            let received = tokio::select! {
+                biased;
+                () = consumer.context().wake.notified() => continue,
+                received = consumer.recv() => received,
+            };
+            match received {
+                Ok(message) => {
+                    let record = Fetched {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec),
+                    };
+                    if let Some(event) = self.consumer.context().take() {
+                        self.held = Some(record);
+                        return Self::event(event);
+                    }
+                    return Event::Record(record);
+                }
+                Err(err) => match err.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::GroupAuthorizationFailed
+                        | RDKafkaErrorCode::Fatal,
+                    ) => return Event::Failed(anyhow::Error::new(err).context("consuming orders")),
+                    _ => warn!(error = %err, "consumer error (retrying)"),
+                },
+            }
+        }
+    }
+
+    fn pause(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        self.consumer
+            .pause(&partition_list(&self.topic, partitions))
+            .context("pausing partitions")
+    }
+
+    fn resume(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        self.consumer
+            .resume(&partition_list(&self.topic, partitions))
+            .context("resuming partitions")?;
+        restart_fetching(&self.consumer);
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture> {
+        let offsets = self.offsets(&batch)?;
+        match &mut self.output {
+            Output::AtLeastOnce(_) => {
+                self.consumer
+                    .commit(&offsets, CommitMode::Async)
+                    .context("committing offsets")?;
+                Ok(Box::pin(std::future::ready((Ok(()), batch.results))))
+            }
+            Output::Transactional {
+                producer, ready, ..
+            } => {
+                let Some(group) = self.consumer.group_metadata() else {
+                    bail!("the consumer has no group metadata; cannot commit offsets in a transaction");
+                };
+                let producer = Arc::clone(producer);
+                let ready = ready.take();
+                let topics = self.topics.clone();
+                Ok(Box::pin(async move {
+                    if let Some(init) = ready {
+                        match init.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => {
+                                let reason = format!("initialising Kafka transactions: {err}");
+                                return (
+                                    Err(crate::broker::CommitError::Fatal(reason)),
+                                    batch.results,
+                                );
+                            }
+                            Err(err) => {
+                                let reason = format!("transactions init task: {err}");
+                                return (
+                                    Err(crate::broker::CommitError::Fatal(reason)),
+                                    batch.results,
+                                );
+                            }
+                        }
+                    }
+                    let results = batch.results;
+                    let joined = tokio::task::spawn_blocking(move || {
+                        let outcome =
+                            transactions::transact(&producer, &topics, &results, &offsets, &group);
+                        (outcome, results)
+                    })
+                    .await;
+                    match joined {
+                        Ok(done) => done,
+                        Err(err) => (
+                            Err(crate::broker::CommitError::Fatal(format!(
+                                "transaction task: {err}"
+                            ))),
+                            Vec::new(),
+                        ),
+                    }
+                }))
+            }
+        }
+    }
+
+    fn deliverer(&self) -> Option<Publisher> {
+        match &self.output {
+            Output::AtLeastOnce(publisher) => Some(publisher.clone()),
+            Output::Transactional { .. } => None,
+        }
+    }
+
+    async fn rewind(&mut self, replace_producer: bool) -> anyhow::Result<()> {
+        if replace_producer {
+            // The producer instance is unusable: fenced because its transaction timed out on the broker
+            // (typically while the broker was away). Its transactional id is this process's alone, so no other
+            // maker can have fenced it: a new instance with the same id takes over.
+            if let Output::Transactional {
+                producer,
+                ready,
+                kind,
+            } = &mut self.output
+            {
+                let (fresh, init) =
+                    transactions::start_producer(&self.kafka, kind, self.startup_timeout)?;
+                let old = std::mem::replace(producer, fresh);
+                *ready = Some(init);
+                // Destroying a librdkafka client blocks until its threads end.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+        }
+        self.held = None;
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || seek_to_committed(&consumer, BROKER_CALL_TIMEOUT))
+            .await
+            .context("rewind task")?
+            .context("rewinding to the committed offsets")
+    }
+
+    async fn close(self) {
+        if let Output::AtLeastOnce(publisher) = &self.output {
+            let publisher = publisher.clone();
+            let _ = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await;
+        }
+        let consumer = self.consumer;
+        let close = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            warn!("leaving the group took longer than {CLOSE_TIMEOUT:?}; exiting anyway");
+        } else {
+            info!("left the group");
+        }
+        // The producers are dropped on the blocking pool: destroying a librdkafka client waits for its threads.
+        let output = self.output;
+        let _ = tokio::task::spawn_blocking(move || drop(output)).await;
+    }
+}

@@ -1,0 +1,222 @@
+//! Committing: the finished prefix of each partition in one transaction (or one offset commit), its end, the
+//! rewind after a commit that did not happen, and the last commits at exit.
+
+use anyhow::{bail, Context as _};
+use tabs::time::now_ns;
+use tokio::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+use super::{InFlightCommit, Worker};
+use crate::broker::Broker;
+use crate::broker::{Batch, CommitError, Committed};
+use crate::completion::Outcome;
+use crate::lifecycle::{Phase, StopReason};
+use crate::stats::Summary;
+
+/// Consecutive commits that did not happen after which the maker gives up (exit 1) instead of redoing the same
+/// work forever: something outside it is broken (a deleted topic, a full disk) and needs a person.
+const MAX_CONSECUTIVE_ABORTS: u32 = 5;
+/// Past the drain deadline, how long the last commits may still take before the maker exits without them.
+const FINAL_COMMIT_GRACE: Duration = Duration::from_secs(2);
+/// How long the order tasks get to notice their cancellation at exit.
+const TASKS_GRACE: Duration = Duration::from_secs(1);
+
+impl<B: Broker> Worker<B> {
+    /// Commits every partition's finished prefix; the commit runs beside the loop and its end arrives as
+    /// [`Wake::CommitDone`].
+    pub(super) fn commit(&mut self) -> anyhow::Result<()> {
+        let ready = self.ledger.take_ready();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let records = ready.results.len();
+        let batch = Batch {
+            offsets: ready.offsets,
+            results: ready.results,
+        };
+        let future = self.broker.commit(batch)?;
+        self.committing = Some(InFlightCommit {
+            handle: tokio::spawn(future),
+            began: Instant::now(),
+            records,
+        });
+        Ok(())
+    }
+
+    /// Handles the end of the commit in flight.
+    pub(super) async fn on_commit_done(
+        &mut self,
+        result: Result<Committed, tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        let Some(commit) = self.committing.take() else {
+            return Ok(());
+        };
+        // The interval runs from the end of a commit: while one takes long, more orders finish, and the next
+        // commit carries them all.
+        self.commit_window_from = Instant::now();
+        let (outcome, results) = result.context("commit task")?;
+        match outcome {
+            Ok(()) => {
+                debug!(
+                    records = results.len(),
+                    duration_ms = commit.began.elapsed().as_millis() as u64,
+                    "committed"
+                );
+                self.consecutive_aborts = 0;
+                self.stats.commits.inc();
+                let committed_at = now_ns();
+                for outcome in &results {
+                    self.record_done(outcome, committed_at);
+                }
+                self.note_committed();
+                Ok(())
+            }
+            Err(CommitError::Aborted(reason)) => {
+                self.count_lost_commit(&reason, results.len(), "transaction aborted; rewinding to the committed offsets to make the orders again")?;
+                self.rewind(false).await
+            }
+            Err(CommitError::Fatal(reason)) => {
+                self.count_lost_commit(&reason, results.len(), "the transactional producer cannot continue; replacing it and making the orders again")?;
+                self.rewind(true).await
+            }
+        }
+    }
+
+    /// Counts a commit that did not happen, and gives up after [`MAX_CONSECUTIVE_ABORTS`] in a row: a broker
+    /// that refuses every transaction is not waited out here but reported (the job fails, the orders stay in the
+    /// topic for the next maker).
+    fn count_lost_commit(&mut self, reason: &str, orders: usize, what: &str) -> anyhow::Result<()> {
+        self.stats.aborts.inc();
+        self.consecutive_aborts += 1;
+        warn!(error = %reason, orders, consecutive = self.consecutive_aborts, "{what}");
+        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+            bail!("{MAX_CONSECUTIVE_ABORTS} transactions in a row did not commit; last error: {reason}");
+        }
+        Ok(())
+    }
+
+    /// After a commit that did not happen: forget everything in flight and fetch again from the committed offsets.
+    async fn rewind(&mut self, replace_producer: bool) -> anyhow::Result<()> {
+        let dropped = self.ledger.reset();
+        self.stash = None;
+        self.broker.rewind(replace_producer).await?;
+        info!(dropped_orders = dropped, "rewound to the committed offsets");
+        Ok(())
+    }
+
+    /// Notes a successful commit: the first is logged (cold start), the last goes in the summary (the end of the
+    /// work, before leaving the group).
+    fn note_committed(&mut self) {
+        if self.last_success.is_none() {
+            info!(
+                since_start_ms = self.started.elapsed().as_millis() as u64,
+                "first orders committed"
+            );
+        }
+        self.last_success = Some(Instant::now());
+    }
+
+    fn record_done(&self, outcome: &Outcome, committed_at_ns: u64) {
+        let latency = |order_ts: u64| {
+            std::time::Duration::from_nanos(committed_at_ns.saturating_sub(order_ts))
+        };
+        match outcome {
+            Outcome::Made { order, tabs } => {
+                let latency = latency(order.order_timestamp_ns);
+                self.stats.order_done(order.tabs_count, latency);
+                debug!(
+                    patient_id = %order.patient_id,
+                    tabs = tabs.len(),
+                    latency_ms = latency.as_millis() as u64,
+                    "order done"
+                );
+            }
+            Outcome::Rejected { letter, .. } => self.stats.dead_letter(&letter.reason),
+            Outcome::Delivered {
+                rejected: Some(reason),
+                ..
+            } => self.stats.dead_letter(reason),
+            Outcome::Delivered {
+                order_timestamp_ns,
+                tabs,
+                rejected: None,
+            } => {
+                let latency = latency(*order_timestamp_ns);
+                self.stats.order_done(*tabs, latency);
+                debug!(tabs, latency_ms = latency.as_millis() as u64, "order done");
+            }
+            // Failed orders stop the maker before they reach the ledger.
+            Outcome::Failed(_) => {}
+        }
+    }
+
+    /// Waits for the commit in flight, if any, and handles its end; with a `bound`, gives up after it (returns
+    /// false, the commit left running).
+    async fn settle_commit_within(&mut self, bound: Option<Duration>) -> anyhow::Result<bool> {
+        let Some(commit) = self.committing.as_mut() else {
+            return Ok(true);
+        };
+        let result = match bound {
+            None => (&mut commit.handle).await,
+            Some(bound) => match tokio::time::timeout(bound, &mut commit.handle).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(
+                        orders = commit.records,
+                        "a transaction is still in flight at the drain deadline; leaving it to Kafka to abort"
+                    );
+                    return Ok(false);
+                }
+            },
+        };
+        self.on_commit_done(result).await?;
+        Ok(true)
+    }
+
+    /// Commits what is finished, waits for the order tasks, leaves the group, and logs the summary.
+    pub(super) async fn finish(mut self, reason: StopReason) -> anyhow::Result<Summary> {
+        self.health.set_ready(false);
+        // The commit in flight, then whatever finished meanwhile. Past the drain deadline each gets a short bound:
+        // a transaction still stuck then (a broker away, a rebalance) is left to Kafka, which aborts it; its orders
+        // are made again by the next maker, and this one exits within its grace period.
+        let bound = matches!(self.phase, Phase::DrainExpired { .. }).then_some(FINAL_COMMIT_GRACE);
+        if self.settle_commit_within(bound).await? {
+            self.commit()?;
+            self.settle_commit_within(bound).await?;
+        }
+        // Every order task has finished, or was cancelled (by a revocation or the drain deadline).
+        self.tasks.close();
+        if tokio::time::timeout(TASKS_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = self.tasks.len(),
+                "order tasks still running at exit"
+            );
+        }
+        let Self {
+            broker,
+            stats,
+            started,
+            last_success,
+            ..
+        } = self;
+        broker.close().await;
+        let summary = stats.summary();
+        info!(
+            reason = reason.as_str(),
+            orders = summary.orders,
+            tabs = summary.tabs,
+            dead_letters = summary.dead_letters,
+            latency_p50_ms = summary.latency_p50_ms,
+            latency_p99_ms = summary.latency_p99_ms,
+            commits = summary.commits,
+            aborts = summary.aborts,
+            last_commit_s = last_success.map_or(0.0, |at| at.duration_since(started).as_secs_f64()),
+            uptime_s = started.elapsed().as_secs_f64(),
+            "maker stopped"
+        );
+        Ok(summary)
+    }
+}

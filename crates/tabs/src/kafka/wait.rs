@@ -1,0 +1,91 @@
+//! Start-up: waiting until the brokers answer and the topics exist, with the address in every report.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaResult;
+use rdkafka::metadata::Metadata;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::args::KafkaArgs;
+use super::errors::ErrorTracker;
+use crate::{Error, Result};
+
+/// Waits until the cluster at `kafka.bootstrap_servers` answers and every one of `topics` exists, retrying with
+/// backoff. `fetch_metadata` is one blocking metadata request covering them, with a timeout (for example
+/// `move |t| producer.client().fetch_metadata(Some(&topic), t)`, or `None` for all topics); it runs on the
+/// blocking pool.
+///
+/// Logs each failed attempt with the address tried. Fails fast when the brokers refuse the credentials, and with
+/// [`Error::Unreachable`] or [`Error::TopicMissing`] once `timeout` has passed.
+pub async fn wait_for_topics<F>(
+    fetch_metadata: F,
+    errors: &ErrorTracker,
+    kafka: &KafkaArgs,
+    topics: &[&str],
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<()>
+where
+    F: Fn(Duration) -> KafkaResult<Metadata> + Clone + Send + 'static,
+{
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let attempt = remaining.clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let fetch = fetch_metadata.clone();
+        let outcome = tokio::task::spawn_blocking(move || fetch(attempt))
+            .await
+            .map_err(|e| Error::Internal(format!("metadata task failed: {e}")))?;
+        if let Some(client_error) = errors.authentication_failure() {
+            return Err(Error::Authentication {
+                servers: kafka.bootstrap_servers.clone(),
+                user: kafka.sasl_username.clone().unwrap_or_default(),
+                reason: client_error.reason,
+            });
+        }
+        let mut missing_topic = None;
+        let topic_missing = match outcome {
+            Ok(metadata) => {
+                let missing = topics.iter().find(|&&topic| {
+                    !metadata.topics().iter().any(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                });
+                match missing {
+                    None => return Ok(()),
+                    Some(topic) => {
+                        warn!(servers = %kafka.bootstrap_servers, topic, "topic does not exist yet; waiting for it");
+                        missing_topic = Some(*topic);
+                        true
+                    }
+                }
+            }
+            Err(err) => {
+                warn!(servers = %kafka.bootstrap_servers, error = %err, "Kafka is not reachable yet; retrying");
+                false
+            }
+        };
+        if started.elapsed() >= timeout {
+            return Err(if topic_missing {
+                Error::TopicMissing {
+                    servers: kafka.bootstrap_servers.clone(),
+                    topic: missing_topic.unwrap_or_default().to_owned(),
+                    waited: timeout,
+                }
+            } else {
+                Error::Unreachable {
+                    servers: kafka.bootstrap_servers.clone(),
+                    waited: timeout,
+                }
+            });
+        }
+        let pause = backoff.min(timeout.saturating_sub(started.elapsed()));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return Err(Error::Cancelled),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(4));
+    }
+}
