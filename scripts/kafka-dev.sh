@@ -17,7 +17,8 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 : "${KAFKA_DEV_DIR:=${repo_root}/target/kafka-dev}"
-: "${KAFKA_DEV_PORT:=39092}"
+# Below the kernel's ephemeral port range (32768-60999), where an outgoing connection may already hold a port.
+: "${KAFKA_DEV_PORT:=29092}"
 # The host name clients are told to connect to (the Kubernetes end-to-end test advertises the bootstrap Service's
 # name, which its private /etc/hosts maps to 127.0.0.1).
 : "${KAFKA_DEV_ADVERTISED_HOST:=127.0.0.1}"

@@ -240,8 +240,8 @@ fn the_maker_job_runs_the_maker_with_a_valid_configuration() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "MAKER_ID")
-        .expect("MAKER_ID is set");
+        .find(|v| v["name"] == "MEDECINEPUBSUB_MAKER_ID")
+        .expect("MEDECINEPUBSUB_MAKER_ID is set");
     assert_eq!(
         maker_id["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.name"

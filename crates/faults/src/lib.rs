@@ -174,12 +174,12 @@ pub struct SecondBroker {
 }
 
 impl SecondBroker {
-    /// Starts it on port 39192 (and the two after), store under target/kafka-dev-faults.
+    /// Starts it on port 29192 (and the two after), store under target/kafka-dev-faults.
     pub async fn start(repo_root: &Path) -> anyhow::Result<Self> {
         let broker = Self {
-            bootstrap: "127.0.0.1:39192".to_owned(),
+            bootstrap: "127.0.0.1:29192".to_owned(),
             script: repo_root.join("scripts/kafka-dev.sh"),
-            port: 39192,
+            port: 29192,
             dir: repo_root.join("target/kafka-dev-faults"),
         };
         broker.run("start").await?;

@@ -22,7 +22,7 @@ struct Cli {
     #[arg(
         long,
         env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:39092"
+        default_value = "127.0.0.1:29092"
     )]
     bootstrap_servers: String,
 
