@@ -361,7 +361,7 @@ mod tests {
                 audit_passed: true,
             },
             &auditing::Auditing {
-                small: run.clone(),
+                small: run,
                 large: run,
                 consumer_records_per_s: 2e5,
             },
