@@ -35,6 +35,9 @@ cleanup() {
   if [[ "${started_control_plane}" == true ]]; then
     scripts/kube-dev.sh down || true
   fi
+  if [[ -n "${kube_build_pid:-}" ]] && kill -0 "${kube_build_pid}" 2>/dev/null; then
+    kill "${kube_build_pid}" 2>/dev/null || true
+  fi
   print_summary
   exit "${status}"
 }
@@ -74,6 +77,22 @@ start_kafka() {
   eval "$(scripts/kafka-dev.sh env)"
 }
 
+# The control plane takes long to compile the first time (it is cached by version after): it builds beside the
+# Rust steps, and the step that needs it waits for it.
+mkdir -p target
+kube_build_log=target/kube-dev-build.log
+scripts/kube-dev.sh build >"${kube_build_log}" 2>&1 &
+kube_build_pid=$!
+
+wait_for_control_plane_build() {
+  if wait "${kube_build_pid}"; then
+    tail -n 2 "${kube_build_log}"
+  else
+    tail -n 40 "${kube_build_log}" >&2
+    return 1
+  fi
+}
+
 start_control_plane() {
   started_control_plane=true
   scripts/kube-dev.sh up
@@ -91,7 +110,7 @@ step "cargo clippy (all targets, warnings denied)" cargo clippy --workspace --al
 step "build release binaries" cargo build --workspace --release --locked
 step "start Kafka (KRaft, single node)" start_kafka
 step "cargo test --workspace" cargo test --workspace --locked
-step "build the Kubernetes control plane and KEDA (Go module proxy; cached by version)" scripts/kube-dev.sh build
+step "build the Kubernetes control plane and KEDA (Go module proxy; cached by version)" wait_for_control_plane_build
 # kubectl v1.35.4 from here on (check-manifests renders deploy/ with it).
 PATH="$(scripts/kube-dev/build.sh --print):${PATH}"
 export PATH

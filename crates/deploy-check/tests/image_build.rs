@@ -2,8 +2,9 @@
 //! it (the `.dockerignore` applied by moby/patternmatcher, Docker's own matcher: `scripts/docker-context`) and the
 //! Dockerfile's planner and builder stages are played in it: their `WORKDIR`, `COPY` and `RUN` instructions, with
 //! the cargo-chef version the Dockerfile pins. What is not rehearsed: the Alpine/musl toolchain of the image (the
-//! host's is used) and the distroless runtime stages. The target directory is cached outside the work tree, so a
-//! second run takes seconds.
+//! host's is used) and the distroless runtime stages. The stages build into the repository's own `target/` (the
+//! context never holds one, as Docker's would not), so the dependencies a release build of the workspace already
+//! compiled are not compiled again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -146,24 +147,13 @@ fn docker_context(source: &Path, destination: &Path) {
     );
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("MEDICINE_PUBSUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/medicine-pubsub"))
-        })
-        .expect("HOME")
-        .join("image-rehearsal")
-}
-
 /// Plays the planner and builder stages in `context` (Docker's view of the repository). Returns the failing
 /// instruction and its output, if one fails.
 fn rehearse(context: &Path, work: &Path) -> Result<(), String> {
     let dockerfile = std::fs::read_to_string(context.join("docker/Dockerfile"))
         .map_err(|e| format!("docker/Dockerfile is not in the context: {e}"))?;
     let stages = stages(&dockerfile);
-    let target = cache_dir().join("target");
-    std::fs::create_dir_all(&target).unwrap();
+    let target = repo_root().join("target");
     for stage in ["planner", "builder"] {
         let (_, base, instructions) = stages
             .iter()
@@ -173,7 +163,7 @@ fn rehearse(context: &Path, work: &Path) -> Result<(), String> {
             base, "chef",
             "{stage} builds on the chef stage (WORKDIR /src)"
         );
-        // The stage's /src: empty at first, with a cached target/ (the context never holds one).
+        // The stage's /src: empty at first, building into the repository's target/.
         let dir = work.join(stage);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

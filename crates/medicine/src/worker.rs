@@ -5,7 +5,7 @@
 //! decision is made against the [`Broker`] seam, on tokio's clock, so unit tests step the loop with a fake broker
 //! and paused time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -88,6 +88,9 @@ pub struct Worker<B: Broker> {
     /// The commit interval runs from here: the end of the last commit.
     commit_window_from: Instant,
     consecutive_aborts: u32,
+    /// Dead letters (by source partition and offset) that went down with a commit, and why: written again
+    /// without their payload. At most the rejected records of the last commits that did not happen.
+    unwritable_letters: HashMap<(i32, i64), String>,
     stats: Arc<Stats>,
     health: Arc<Health>,
     started: Instant,
@@ -121,6 +124,7 @@ impl<B: Broker> Worker<B> {
             last_activity: now,
             commit_window_from: now,
             consecutive_aborts: 0,
+            unwritable_letters: HashMap::new(),
             stats,
             health,
             started: now,

@@ -110,7 +110,7 @@ proptest! {
     }
 
     #[test]
-    fn valid_orders_round_trip(id in "\\PC{1,64}", ts in any::<u64>(), count in 1u32..=MAX) {
+    fn valid_orders_round_trip(id in "\\PC{1,64}", ts in 0..=tabs::messages::MAX_ORDER_TIMESTAMP_NS, count in 1u32..=MAX) {
         prop_assume!(id.len() <= MAX_PATIENT_ID_BYTES);
         let order = Order { patient_id: id, order_timestamp_ns: ts, tabs_count: count };
         prop_assert_eq!(parse_order(Some(&to_json(&order)), MAX), Ok(order));
@@ -128,6 +128,20 @@ proptest! {
         let letter = DeadLetter::new("validate", &Rejection::Empty, "t", 0, 0, None, Some(&payload), "m", 1);
         let encoded = to_json(&letter);
         let decoded: DeadLetter = serde_json::from_slice(&encoded).unwrap();
-        prop_assert_eq!(decoded.payload_bytes().unwrap(), payload);
+        prop_assert_eq!(decoded.payload_bytes().unwrap(), Some(payload));
+    }
+
+    #[test]
+    fn timestamps_are_accepted_exactly_up_to_the_largest_signed_64_bit_value(ts in any::<u64>()) {
+        let bytes = serde_json::to_vec(&json!({"patient_id": "p", "order_timestamp_ns": ts, "tabs_count": 1})).unwrap();
+        prop_assert_eq!(parse_order(Some(&bytes), MAX).is_ok(), ts <= tabs::messages::MAX_ORDER_TIMESTAMP_NS);
+    }
+
+    #[test]
+    fn dead_letters_keep_any_key_exactly(key in prop::collection::vec(any::<u8>(), 0..512)) {
+        let letter = DeadLetter::new("validate", &Rejection::Empty, "t", 0, 0, Some(&key), None, "m", 1);
+        let decoded: DeadLetter = serde_json::from_slice(&to_json(&letter)).unwrap();
+        prop_assert_eq!(decoded.record_key(), Some(key));
+        prop_assert_eq!(decoded.payload, None);
     }
 }

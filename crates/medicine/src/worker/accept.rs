@@ -121,7 +121,18 @@ impl<B: Broker> Worker<B> {
             &self.settings.maker_id,
             now_ns(),
         );
-        let key = record.key.clone();
+        // A dead letter that could not be written once (it went down with a transaction) is written again without
+        // its payload: the record is at its source offset, and the valid orders beside it are not held back.
+        let letter = match self.unwritable_letters.remove(&(partition, offset)) {
+            Some(why) => {
+                warn!(partition, offset, error = %why, "writing the dead letter again without its payload");
+                letter.without_payload(format!(
+                    "the dead letter with its payload could not be written: {why}"
+                ))
+            }
+            None => letter,
+        };
+        let key = letter.record_key();
         let Some(deliverer) = self.broker.deliverer() else {
             self.ledger
                 .complete(partition, epoch, offset, Outcome::Rejected { key, letter });
@@ -131,10 +142,18 @@ impl<B: Broker> Worker<B> {
         let topic = self.settings.dlq_topic.clone();
         self.tasks.spawn(async move {
             let reason = letter.reason.clone();
-            let outcome = match deliverer
-                .deliver(&topic, vec![(key, to_json(&letter))])
-                .await
-            {
+            let mut delivered = deliverer
+                .deliver(&topic, vec![(key.clone(), to_json(&letter))])
+                .await;
+            if let Err(why) = &delivered {
+                // Refused with its payload: once more without it (the record stays at its source offset).
+                warn!(partition, offset, error = %why, "writing the dead letter again without its payload");
+                let bare = letter.without_payload(format!(
+                    "the dead letter with its payload could not be written: {why}"
+                ));
+                delivered = deliverer.deliver(&topic, vec![(key, to_json(&bare))]).await;
+            }
+            let outcome = match delivered {
                 Ok(()) => Outcome::Delivered {
                     order_timestamp_ns: 0,
                     tabs: 0,

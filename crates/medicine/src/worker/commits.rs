@@ -72,12 +72,27 @@ impl<B: Broker> Worker<B> {
                 Ok(())
             }
             Err(CommitError::Aborted(reason)) => {
+                self.note_unwritable_letters(&results, &reason);
                 self.count_lost_commit(&reason, results.len(), "transaction aborted; rewinding to the committed offsets to make the orders again")?;
                 self.rewind(false).await
             }
             Err(CommitError::Fatal(reason)) => {
+                self.note_unwritable_letters(&results, &reason);
                 self.count_lost_commit(&reason, results.len(), "the transactional producer cannot continue; replacing it and making the orders again")?;
                 self.rewind(true).await
+            }
+        }
+    }
+
+    /// Remembers the dead letters of a commit that did not happen: made again, they go without their payload (a
+    /// letter may be what the broker refused).
+    fn note_unwritable_letters(&mut self, results: &[Outcome], reason: &str) {
+        for outcome in results {
+            if let Outcome::Rejected { letter, .. } = outcome {
+                self.unwritable_letters.insert(
+                    (letter.source_partition, letter.source_offset),
+                    reason.to_owned(),
+                );
             }
         }
     }

@@ -32,6 +32,8 @@ struct State {
     commit_outcomes: VecDeque<Result<(), CommitError>>,
     /// How many times each (partition, offset) was committed.
     commits_of: BTreeMap<(i32, i64), u32>,
+    /// The dead letters committed.
+    letters: Vec<tabs::messages::DeadLetter>,
     /// Most records handed out and not committed at once.
     max_outstanding: i64,
     pauses: usize,
@@ -158,6 +160,11 @@ impl Broker for Fake {
         let mut state = self.state.lock().unwrap();
         let outcome = state.commit_outcomes.pop_front().unwrap_or(Ok(()));
         if outcome.is_ok() {
+            for result in &batch.results {
+                if let crate::completion::Outcome::Rejected { letter, .. } = result {
+                    state.letters.push(letter.clone());
+                }
+            }
             for (&partition, &next) in &batch.offsets {
                 let from = state.committed.get(&partition).copied().unwrap_or(0);
                 for offset in from..next {
@@ -521,4 +528,48 @@ async fn a_record_that_is_not_an_order_is_committed_as_a_dead_letter_between_val
     assert_eq!((summary.orders, summary.dead_letters), (2, 1));
     assert_eq!(harness.committed(0), 3);
     assert_eq!(harness.stats.summary().dead_letters, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_that_went_down_with_a_transaction_is_written_again_without_its_payload() {
+    // The broker refused the transaction (a dead letter too large, say): the valid orders beside the bad record
+    // must not be held back by it on the next attempt.
+    let mut harness = Harness::new(settings(), &[0], 2);
+    harness
+        .state
+        .lock()
+        .unwrap()
+        .logs
+        .get_mut(&0)
+        .unwrap()
+        .insert(1, b"{not json".to_vec());
+    harness
+        .state
+        .lock()
+        .unwrap()
+        .commit_outcomes
+        .push_back(Err(CommitError::Aborted(
+            "Broker: Message size too large".into(),
+        )));
+    let summary = harness.start().await.unwrap().unwrap();
+    assert_eq!(
+        (summary.orders, summary.dead_letters, summary.aborts),
+        (2, 1, 1)
+    );
+    assert_eq!(harness.committed(0), 3);
+    let state = harness.state.lock().unwrap();
+    let letter = &state.letters[0];
+    assert_eq!((letter.source_offset, letter.payload.as_deref()), (1, None));
+    assert!(
+        letter
+            .payload_dropped
+            .as_deref()
+            .unwrap()
+            .contains("Message size too large"),
+        "{letter:?}"
+    );
+    assert_eq!(
+        letter.payload_size, 9,
+        "what the record held is still described"
+    );
 }
