@@ -12,7 +12,7 @@ pub enum Outcome {
     /// Exactly-once: a rejected record; its dead letter waits for the transaction.
     Rejected {
         key: Option<Vec<u8>>,
-        letter: DeadLetter,
+        letter: Box<DeadLetter>,
     },
     /// At-least-once: tabs or dead letter already written and acknowledged.
     Delivered {

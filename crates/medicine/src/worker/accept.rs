@@ -134,8 +134,15 @@ impl<B: Broker> Worker<B> {
         };
         let key = letter.record_key();
         let Some(deliverer) = self.broker.deliverer() else {
-            self.ledger
-                .complete(partition, epoch, offset, Outcome::Rejected { key, letter });
+            self.ledger.complete(
+                partition,
+                epoch,
+                offset,
+                Outcome::Rejected {
+                    key,
+                    letter: Box::new(letter),
+                },
+            );
             return;
         };
         let sender = self.completions.0.clone();

@@ -162,7 +162,7 @@ impl Broker for Fake {
         if outcome.is_ok() {
             for result in &batch.results {
                 if let crate::completion::Outcome::Rejected { letter, .. } = result {
-                    state.letters.push(letter.clone());
+                    state.letters.push((**letter).clone());
                 }
             }
             for (&partition, &next) in &batch.offsets {
