@@ -203,8 +203,7 @@ fn audit_config(bootstrap: &str, topics: &Topics, from_ms: u64, to_ms: u64) -> a
         wait: Duration::from_secs(15),
         ..audit::Config::for_topics(
             bootstrap,
-            &topics.orders,
-            &topics.deliveries,
+            tabs::config::TopicArgs::new(&topics.orders, &topics.deliveries, &topics.dlq),
             Duration::from_secs(2),
         )
     }

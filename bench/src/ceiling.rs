@@ -183,7 +183,11 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
 
     let audit = audit::audit(&audit::Config {
         wait: Duration::from_secs(10),
-        ..audit::Config::for_topics(bootstrap, &eos.orders, &eos.deliveries, Duration::ZERO)
+        ..audit::Config::for_topics(
+            bootstrap,
+            tabs::config::TopicArgs::new(&eos.orders, &eos.deliveries, &eos.dlq),
+            Duration::ZERO,
+        )
     })?;
 
     let alo = Topics {

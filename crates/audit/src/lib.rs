@@ -14,17 +14,16 @@
 pub mod ledger;
 pub mod reader;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::Parser;
 use rdkafka::message::Message;
 use serde::Serialize;
-use tabs::config::{
-    parse_duration, MakingTimeArgs, TabsCountArgs, TelemetryArgs, TopicArgs, DLQ_TOPIC,
-};
+use tabs::config::{parse_duration, MakingTimeArgs, TabsCountArgs, TelemetryArgs, TopicArgs};
 use tabs::kafka::KafkaArgs;
-use tabs::messages::{parse_order, Tab};
+use tabs::messages::{parse_order, DeadLetter, Tab};
 
 pub use ledger::{Audit, Percentiles, Report};
 pub use reader::{Start, TopicReader};
@@ -78,18 +77,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// An audit of every order in `orders_topic` and its tabs in `deliveries_topic` on a plaintext broker, with
-    /// the contract's maximum `tabs_count`, no waiting, JSON logs: where the tests, benchmarks and fault
-    /// campaign that audit their own runs start (they set the window and the wait with struct update syntax).
+    /// An audit of every order of `topics` (its tabs, its dead letters) on a plaintext broker, with the
+    /// contract's maximum `tabs_count`, no waiting, JSON logs: where the tests, benchmarks and fault campaign that
+    /// audit their own runs start (they set the window and the wait with struct update syntax).
     pub fn for_topics(
         bootstrap: impl Into<String>,
-        orders_topic: &str,
-        deliveries_topic: &str,
+        topics: TopicArgs,
         making_time: Duration,
     ) -> Self {
         Self {
             kafka: KafkaArgs::plaintext(bootstrap),
-            topics: TopicArgs::new(orders_topic, deliveries_topic, DLQ_TOPIC),
+            topics,
             from: None,
             to: None,
             tabs_count: TabsCountArgs::default(),
@@ -128,6 +126,13 @@ pub struct Outcome {
     pub report: Report,
     /// Records of the orders topic that are not valid orders (the makers send them to the DLQ).
     pub invalid_orders: u64,
+    /// Of those, the ones whose dead letter is on the DLQ topic (by source partition and offset).
+    pub dead_lettered: u64,
+    /// Invalid records with no dead letter yet: each fails the audit. The first few, as (partition, offset).
+    pub missing_dead_letters: u64,
+    pub missing_dead_letter_offsets: Vec<(i32, i64)>,
+    /// Valid orders placed outside the window (`--from`, `--to`): not audited.
+    pub orders_outside_window: u64,
     /// Tabs of orders placed outside the window.
     pub tabs_outside_window: u64,
     /// Records read from both topics.
@@ -156,8 +161,14 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
     let start = config
         .from
         .map_or(Start::Beginning, |from| Start::Time(from - CLOCK_MARGIN_MS));
+    let record_in_window = |ms: Option<i64>| {
+        ms.is_none_or(|ms| config.from.is_none_or(|from| ms >= from) && ms < to_ms)
+    };
     let mut audit = Audit::new(config.making.tab_making_time);
+    // Invalid records (by partition and offset) waiting for their dead letter.
+    let mut invalid: BTreeSet<(i32, i64)> = BTreeSet::new();
     let mut invalid_orders = 0;
+    let mut orders_outside_window = 0;
     let mut records_read = 0u64;
 
     let mut orders = TopicReader::open(&config.kafka, config.topics.orders(), start, true)
@@ -175,8 +186,13 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
         records_read += 1;
         match parse_order(message.payload(), config.tabs_count.max_tabs_count) {
             Ok(order) if window(order.order_timestamp_ns) => audit.add_order(&order),
-            Ok(_) => {}
-            Err(_) => invalid_orders += 1,
+            Ok(_) => orders_outside_window += 1,
+            // An invalid record has no order timestamp: its record time places it in the window.
+            Err(_) if record_in_window(message.timestamp().to_millis()) => {
+                invalid_orders += 1;
+                invalid.insert((message.partition(), message.offset()));
+            }
+            Err(_) => {}
         }
     }
 
@@ -211,20 +227,68 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
         }
     }
 
+    drop(deliveries);
+
+    let dead_lettered = invalid.len() as u64;
+    if !invalid.is_empty() {
+        records_read += find_dead_letters(config, start, &mut invalid)?;
+    }
+    let dead_lettered = dead_lettered - invalid.len() as u64;
+
     let report = audit.report();
-    let passed = if config.allow_duplicates {
-        report.is_at_least_once()
-    } else {
-        report.is_clean()
-    };
+    let passed = invalid.is_empty()
+        && if config.allow_duplicates {
+            report.is_at_least_once()
+        } else {
+            report.is_clean()
+        };
     Ok(Outcome {
         report,
         invalid_orders,
+        dead_lettered,
+        missing_dead_letters: invalid.len() as u64,
+        missing_dead_letter_offsets: invalid.iter().take(10).copied().collect(),
+        orders_outside_window,
         tabs_outside_window,
         records_read,
         elapsed_s: started.elapsed().as_secs_f64(),
         passed,
     })
+}
+
+/// Reads the DLQ topic and takes out of `invalid` every record of the orders topic that has its dead letter,
+/// waiting up to `--wait` for letters still to come. Returns the records read.
+fn find_dead_letters(
+    config: &Config,
+    start: Start,
+    invalid: &mut BTreeSet<(i32, i64)>,
+) -> anyhow::Result<u64> {
+    let mut dlq = TopicReader::open(&config.kafka, &config.topics.dlq_topic, start, true)
+        .with_context(|| {
+            format!(
+                "reading {} at {}",
+                config.topics.dlq_topic, config.kafka.bootstrap_servers
+            )
+        })?;
+    let mut read = 0;
+    let mut caught_up_at: Option<Instant> = None;
+    loop {
+        if dlq.caught_up() {
+            let since = *caught_up_at.get_or_insert_with(Instant::now);
+            if invalid.is_empty() || since.elapsed() >= config.wait {
+                return Ok(read);
+            }
+        }
+        let Some(message) = dlq.next(Duration::from_millis(200))? else {
+            continue;
+        };
+        read += 1;
+        if let Some(Ok(letter)) = message.payload().map(serde_json::from_slice::<DeadLetter>) {
+            if letter.source_topic == config.topics.orders() {
+                invalid.remove(&(letter.source_partition, letter.source_offset));
+            }
+        }
+    }
 }
 
 /// The outcome as a table for people.
@@ -249,7 +313,27 @@ pub fn render(outcome: &Outcome) -> String {
     text += &line("wrong tab_pow", r.wrong_pow.to_string());
     text += &line("wrong fields", r.wrong_fields.to_string());
     text += &line("tabs of unknown orders", r.unknown_order_tabs.to_string());
-    text += &line("invalid orders (DLQ)", outcome.invalid_orders.to_string());
+    text += &line(
+        "invalid orders",
+        format!(
+            "{} ({} in the DLQ, {} missing there{})",
+            outcome.invalid_orders,
+            outcome.dead_lettered,
+            outcome.missing_dead_letters,
+            if outcome.missing_dead_letter_offsets.is_empty() {
+                String::new()
+            } else {
+                format!(": {:?}", outcome.missing_dead_letter_offsets)
+            }
+        ),
+    );
+    text += &line(
+        "outside the window",
+        format!(
+            "{} orders, {} tabs (not audited)",
+            outcome.orders_outside_window, outcome.tabs_outside_window
+        ),
+    );
     text += &line("latency", pct(&r.latency));
     text += &line("overhead", pct(&r.overhead));
     text += &line(

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -40,17 +39,16 @@ impl TopicReader {
         topic: &str,
         start: Start,
         read_committed: bool,
-    ) -> Result<Self, KafkaError> {
+    ) -> anyhow::Result<Self> {
         // The end of each partition is reported, so the reader knows when it has caught up.
-        let config: ClientConfig = tabs::kafka::reader_config(
+        let consumer: BaseConsumer<TabsContext> = tabs::kafka::create_reader(
             kafka,
             &tabs::kafka::ReaderOptions {
                 report_partition_end: true,
                 ..tabs::kafka::ReaderOptions::plain(read_committed)
             },
-        );
-        let consumer: BaseConsumer<TabsContext> =
-            config.create_with_context(TabsContext::default())?;
+            TabsContext::default(),
+        )?;
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = metadata
             .topics()
@@ -59,9 +57,9 @@ impl TopicReader {
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
             .unwrap_or_default();
         if partitions.is_empty() {
-            return Err(KafkaError::MetadataFetch(
-                rdkafka::types::RDKafkaErrorCode::UnknownTopic,
-            ));
+            return Err(
+                KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopic).into(),
+            );
         }
         let mut assignment = TopicPartitionList::new();
         for &partition in &partitions {

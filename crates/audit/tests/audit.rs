@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tabs::messages::{to_json, Order, Tab};
+use tabs::messages::{to_json, DeadLetter, Order, Tab};
 use tabs::time::now_ns;
 use testkit::{create_topics, produce, require_broker, unique, Proc, RawRecord};
 
@@ -128,6 +128,74 @@ async fn a_complete_delivery_passes_and_each_fault_fails() {
 }
 
 #[tokio::test]
+async fn every_invalid_order_must_be_in_the_dlq() {
+    let bootstrap = require_broker!();
+    let (orders_topic, deliveries_topic, dlq_topic) = create_topics(&bootstrap, 1).await;
+    let order = Order {
+        patient_id: unique("p"),
+        order_timestamp_ns: now_ns(),
+        tabs_count: 2,
+    };
+    let records: Vec<RawRecord<'_>> = vec![(Some(b"k"), Some(b"{not json")), (None, Some(b"\xff"))];
+    produce(&bootstrap, &orders_topic, &records).await;
+    publish(
+        &bootstrap,
+        &orders_topic,
+        &[(order.patient_id.clone(), to_json(&order))],
+    )
+    .await;
+    publish(&bootstrap, &deliveries_topic, &tabs_of(&order)).await;
+    let dlq = ["--dlq-topic", dlq_topic.as_str()];
+
+    // Only the first invalid record reached the DLQ.
+    let letter = DeadLetter::new(
+        "validate",
+        &tabs::messages::Rejection::NotJson { detail: "x".into() },
+        &orders_topic,
+        0,
+        0,
+        Some(b"k"),
+        Some(b"{not json"),
+        "m",
+        now_ns(),
+    );
+    produce(
+        &bootstrap,
+        &dlq_topic,
+        &[(Some(b"k"), Some(to_json(&letter).as_slice()))],
+    )
+    .await;
+    let (code, report) = run_audit(&bootstrap, &orders_topic, &deliveries_topic, &dlq).await;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        (
+            report["invalid_orders"].as_u64(),
+            report["dead_lettered"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(report["missing_dead_letters"], 1);
+    assert_eq!(
+        report["missing_dead_letter_offsets"][0],
+        testkit::serde_json::json!([0, 1])
+    );
+
+    let second = DeadLetter {
+        source_offset: 1,
+        ..letter
+    };
+    produce(
+        &bootstrap,
+        &dlq_topic,
+        &[(None, Some(to_json(&second).as_slice()))],
+    )
+    .await;
+    let (code, report) = run_audit(&bootstrap, &orders_topic, &deliveries_topic, &dlq).await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["dead_lettered"], 2);
+}
+
+#[tokio::test]
 async fn an_unreachable_broker_exits_3_with_the_address() {
     let mut audit = Proc::spawn(
         AUDIT,
@@ -145,4 +213,33 @@ async fn an_unreachable_broker_exits_3_with_the_address() {
         "{}",
         audit.stderr_text()
     );
+}
+
+#[tokio::test]
+async fn a_misspelt_secret_property_is_refused_without_showing_its_value() {
+    for property in [
+        "ssl.key.pasword=TYPO-SeCrEt-5678",
+        "sasl.pasword=TYPO-SeCrEt-1234",
+    ] {
+        let (key, secret) = property.split_once('=').unwrap();
+        let (code, output) = testkit::run_verbose(
+            AUDIT,
+            &[
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--kafka-property",
+                property,
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_ne!(code, 0, "{output}");
+        if key.ends_with("pasword") {
+            assert!(output.contains(key), "the refusal names `{key}`: {output}");
+        }
+        assert!(
+            !output.contains(secret),
+            "the value of `{key}` shows:\n{output}"
+        );
+    }
 }

@@ -153,8 +153,7 @@ impl Harness {
             wait,
             ..audit::Config::for_topics(
                 self.bootstrap.clone(),
-                &topics.orders,
-                &topics.deliveries,
+                tabs::config::TopicArgs::new(&topics.orders, &topics.deliveries, &topics.dlq),
                 making_time,
             )
         };

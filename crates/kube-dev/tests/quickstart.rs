@@ -367,9 +367,7 @@ fn overlay() -> PathBuf {
         .expect("the maker's env");
     let bound = env
         .iter()
-        .position(|v| {
-            v["name"] == "MEDICINE_MAX_IN_FLIGHT_ORDERS" || v["name"] == "MAX_IN_FLIGHT_ORDERS"
-        })
+        .position(|v| v["name"] == "MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS")
         .expect("the maker's in-flight bound in deploy/app");
     let name = env[bound]["name"].as_str().unwrap();
     let dir = repo_root().join("target/kube-dev/overlay");

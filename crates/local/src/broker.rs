@@ -66,8 +66,12 @@ impl Broker {
 
 async fn create_missing_topics(servers: &str, topics: &[(String, i32)]) -> anyhow::Result<()> {
     let kafka = KafkaArgs::plaintext(servers);
-    let config = tabs::kafka::reader_config(&kafka, &tabs::kafka::ReaderOptions::plain(false));
-    let probe: BaseConsumer = config.create().context("creating a Kafka client")?;
+    let probe: BaseConsumer<tabs::kafka::TabsContext> = tabs::kafka::create_reader(
+        &kafka,
+        &tabs::kafka::ReaderOptions::plain(false),
+        tabs::kafka::TabsContext::default(),
+    )
+    .context("creating a Kafka client")?;
     let brokers =
         tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(10)))
             .await?
@@ -77,7 +81,8 @@ async fn create_missing_topics(servers: &str, topics: &[(String, i32)]) -> anyho
     // Three replicas as on the cluster, or as many as there are brokers.
     let replication = i32::try_from(brokers.clamp(1, 3)).unwrap_or(1);
     let admin: AdminClient<DefaultClientContext> =
-        config.create().context("creating a Kafka admin client")?;
+        tabs::kafka::create_admin(&kafka, DefaultClientContext)
+            .context("creating a Kafka admin client")?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions)| {

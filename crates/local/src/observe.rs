@@ -246,16 +246,15 @@ pub struct LagProbe {
 impl LagProbe {
     /// A client that reads `group`'s committed offsets; it never joins the group.
     pub fn open(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<Self> {
-        let config = tabs::kafka::reader_config(
+        let consumer: BaseConsumer<TabsContext> = tabs::kafka::create_reader(
             kafka,
             &tabs::kafka::ReaderOptions {
                 group: group.to_owned(),
                 ..tabs::kafka::ReaderOptions::plain(true)
             },
-        );
-        let consumer: BaseConsumer<TabsContext> = config
-            .create_with_context(TabsContext::default())
-            .context("creating the lag probe")?;
+            TabsContext::default(),
+        )
+        .context("creating the lag probe")?;
         let partitions = partitions(&consumer, topic)?;
         Ok(Self {
             consumer,

@@ -793,3 +793,137 @@ async fn a_maker_exits_1_without_committing_when_kafka_refuses_its_tabs_for_good
         assert_exactly_once(&fixed.committed_tabs(total_tabs(&orders)).await, &orders);
     }
 }
+
+#[tokio::test]
+async fn a_misspelt_secret_property_is_refused_without_showing_its_value() {
+    for property in [
+        "sasl.pasword=TYPO-SeCrEt-1234",
+        "sasl.oauthbearer.client.secret=OAUTH-SeCrEt-9012",
+    ] {
+        let (key, secret) = property.split_once('=').unwrap();
+        let (code, output) = testkit::run_verbose(
+            MEDICINE,
+            &[
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--startup-timeout",
+                "2s",
+                "--kafka-property",
+                property,
+            ],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_ne!(code, 0, "{output}");
+        if key.ends_with("pasword") {
+            assert!(output.contains(key), "the refusal names `{key}`: {output}");
+        }
+        assert!(
+            !output.contains(secret),
+            "the value of `{key}` shows:\n{output}"
+        );
+    }
+}
+
+/// The partitions in a maker's log events with `message` (`partitions assigned`, `partitions revoked`).
+fn partitions_in(maker: &Proc, message: &str) -> Vec<Vec<i64>> {
+    maker
+        .log_events(message)
+        .iter()
+        .map(|e| {
+            e["partitions"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect()
+        })
+        .collect()
+}
+
+/// The sequence that froze partitions: a maker saturated at its in-flight bound (fetching paused) loses the
+/// partition its orders in flight came from to a second maker, so it resumes fetching with nothing in flight; the
+/// second maker makes one order and leaves, and the partition comes back. Every order on it must still be made:
+/// the pause of the earlier assignment must not outlive it. Which partition moves is the group's choice, so the
+/// second maker comes and goes until the first has lost its busy partition.
+async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back(protocol: &str) {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 2).await;
+    // One patient: every order on one partition, the other partition empty.
+    let orders = orders(60, 1);
+    setup.produce_orders(&orders).await;
+    let making = ["--group-protocol", protocol, "--tab-making-time", "500ms"];
+    let mut first = setup.maker(
+        &[
+            &making[..],
+            &[
+                "--max-in-flight-orders",
+                "2",
+                "--idle-exit-after",
+                "0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+        ]
+        .concat(),
+    );
+    let addr = metrics_addr(&first).await;
+    let lost_busy_partition = |maker: &Proc| {
+        maker
+            .log_events("partitions revoked")
+            .iter()
+            .any(|e| e["dropped_orders"].as_u64() > Some(0))
+    };
+    for _ in 0..10 {
+        // Saturated: fetching paused.
+        wait_in_flight(&first, &addr, 2.0).await;
+        // The second maker takes a partition and leaves after one order, or after 2 s with nothing to do.
+        let mut second = setup.maker(
+            &[
+                &making[..],
+                &["--max-orders", "1", "--idle-exit-after", "2s"],
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            second.exit_code(Duration::from_secs(60)).await,
+            0,
+            "{}",
+            second.stderr_text()
+        );
+        if lost_busy_partition(&first) {
+            break;
+        }
+    }
+    assert!(
+        lost_busy_partition(&first),
+        "in ten rounds the first maker never lost the partition of its orders in flight: {}",
+        first.stderr_text()
+    );
+
+    let tabs = setup.committed_tabs(total_tabs(&orders)).await;
+    assert_exactly_once(&tabs, &orders);
+    let revoked: Vec<i64> = partitions_in(&first, "partitions revoked").concat();
+    assert!(
+        partitions_in(&first, "partitions assigned")
+            .iter()
+            .skip(1)
+            .flatten()
+            .any(|p| revoked.contains(p)),
+        "the revoked partition never came back: {}",
+        first.stderr_text()
+    );
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.exit_code(Duration::from_secs(30)).await, 0);
+}
+
+#[tokio::test]
+async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back_classic() {
+    a_partition_revoked_while_saturated_moves_again_when_it_comes_back("classic").await;
+}
+
+#[tokio::test]
+async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back_consumer() {
+    a_partition_revoked_while_saturated_moves_again_when_it_comes_back("consumer").await;
+}

@@ -293,6 +293,18 @@ pub fn metric(exposition: &str, name: &str) -> Option<f64> {
         })
 }
 
+/// Runs `program` with `args` at the most verbose log level until it exits (failing the test after `timeout`),
+/// and returns its exit code and everything it wrote, both streams: to assert that a secret shows nowhere.
+pub async fn run_verbose(program: &str, args: &[&str], timeout: Duration) -> (i32, String) {
+    let mut child =
+        Proc::spawn_with_stdout(program, args, &[("RUST_LOG", "trace,librdkafka=trace")]);
+    let code = child.exit_code(timeout).await;
+    (
+        code,
+        format!("{}\n{}", child.stdout_text(), child.stderr_text()),
+    )
+}
+
 /// A child process whose stderr lines are collected, killed (SIGKILL) if still running when dropped.
 pub struct Proc {
     child: Child,

@@ -217,3 +217,31 @@ pub fn admin_config(kafka: &KafkaArgs) -> ClientConfig {
     kafka.apply_overrides(&mut config);
     config
 }
+
+/// Creates a reader (see [`reader_config`]) with the given context.
+pub fn create_reader<T, C>(kafka: &KafkaArgs, options: &ReaderOptions, context: C) -> Result<T>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    reader_config(kafka, options)
+        .create_with_context(context)
+        .map_err(|source| Error::ClientCreation {
+            what: "reader",
+            reason: describe(&source, &kafka.secret_values()),
+        })
+}
+
+/// Creates an admin client (see [`admin_config`]).
+pub fn create_admin<T, C>(kafka: &KafkaArgs, context: C) -> Result<T>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    admin_config(kafka)
+        .create_with_context(context)
+        .map_err(|source| Error::ClientCreation {
+            what: "admin client",
+            reason: describe(&source, &kafka.secret_values()),
+        })
+}

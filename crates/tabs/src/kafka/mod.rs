@@ -8,8 +8,8 @@ mod wait;
 
 pub use args::{KafkaArgs, Property, SaslMechanism, SecurityProtocol, DEFAULT_BOOTSTRAP_SERVERS};
 pub use clients::{
-    admin_config, consumer_config, create_consumer, create_producer, producer_config,
-    reader_config, ConsumerOptions, GroupProtocol, ProducerKind, ReaderOptions,
+    admin_config, consumer_config, create_admin, create_consumer, create_producer, create_reader,
+    producer_config, reader_config, ConsumerOptions, GroupProtocol, ProducerKind, ReaderOptions,
 };
 pub use errors::{describe, ClientError, ErrorTracker, TabsContext};
 pub use wait::wait_for_topics;
