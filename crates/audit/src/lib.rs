@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ledger;
+pub mod liveness;
 pub mod reader;
 
 use std::collections::BTreeSet;

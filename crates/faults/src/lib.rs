@@ -1,9 +1,13 @@
-//! The fault campaign: the system under steady load while something goes wrong, judged by the auditor.
+//! The fault campaign: the system under steady load while something goes wrong, judged by the auditor (nothing
+//! lost, nothing duplicated, every bad record dead-lettered) and by a liveness verdict (while a maker holds a
+//! partition with backlog, its committed offset advances within a bound).
 //!
-//! - makers killed with SIGKILL at random ([`kill_makers`]);
-//! - the broker stopped and restarted ([`restart_broker`]);
-//! - a flood of random and mutated records among valid orders ([`hostile_flood`]);
-//! - makers sent SIGTERM while busy ([`sigterm_storm`]).
+//! - makers killed with SIGKILL at random, and sent SIGTERM while busy ([`kill_makers`], [`sigterm_storm`]);
+//! - partitions moving while their maker is saturated at its in-flight bound ([`saturated_churn`]);
+//! - the broker stopped and restarted ([`restart_broker`]), or run with Kafka's default group settings
+//!   ([`SecondBroker::start_with_defaults`]);
+//! - a flood of random and mutated records, and records at the broker's size limit ([`hostile_flood`],
+//!   [`oversized_records`]).
 //!
 //! Short versions run in `./make_test.sh` (this crate's tests); `fault-campaign --long` runs the long ones and
 //! prints the figures of documentation/RELIABILITY.md. Patients and makers are child processes of a multi-call
@@ -11,16 +15,33 @@
 
 #![forbid(unsafe_code)]
 
+mod broker;
+mod crew;
+mod hostile;
+mod kill;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _};
-use rand::seq::IndexedRandom as _;
-use rand::Rng as _;
-use tabs::messages::{parse_order, to_json, DeadLetter, Order};
+use anyhow::ensure;
+use audit::liveness::{Stall, Watch};
+use tabs::kafka::KafkaArgs;
+use tabs::messages::parse_order;
 use testkit::nix::sys::signal::Signal;
 use testkit::Proc;
+
+pub use broker::{restart_broker, SecondBroker};
+pub use crew::Crew;
+pub use hostile::{hostile_flood, oversized_records};
+pub use kill::{kill_makers, saturated_churn, sigterm_storm};
+
+/// The makers' commit interval (their default): part of the liveness bound.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What the liveness bound allows beyond the contract's three making times and one commit interval: the
+/// watch's sampling (every 500 ms) and the group's round trips after an assignment.
+const LIVENESS_SLACK: Duration = Duration::from_secs(2);
 
 /// How to start the programs and where Kafka is.
 #[derive(Debug, Clone)]
@@ -28,6 +49,12 @@ pub struct Harness {
     /// A multi-call binary: `<exe> patient …` and `<exe> medicine …`.
     pub exe: PathBuf,
     pub bootstrap: String,
+    /// The makers' `--group-protocol` (`None`: their default, `consumer`).
+    pub protocol: Option<&'static str>,
+    /// How often the broker aborts transactions that timed out (its
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`): 1 s on the test brokers, 10 s with Kafka's
+    /// defaults. Part of how long a killed maker's partitions can wait.
+    pub transaction_cleanup: Duration,
 }
 
 /// The topics and group of one scenario.
@@ -53,44 +80,93 @@ impl Topics {
 /// What a scenario observed.
 #[derive(Debug, Clone, Default)]
 pub struct Findings {
-    pub scenario: &'static str,
+    pub scenario: String,
     pub duration: Duration,
     pub orders: u64,
     pub tabs: u64,
     pub missing: u64,
     pub duplicated: u64,
     pub wrong: u64,
+    /// Invalid records of the orders topic with no dead letter.
+    pub missing_dead_letters: u64,
     pub faults_injected: u64,
     pub makers_started: u64,
     pub dead_letters: u64,
+    /// Partitions that stood still with backlog under one maker for longer than `liveness_bound`.
+    pub frozen: Vec<Stall>,
+    pub liveness_bound: Duration,
+    /// The longest time any held partition with backlog stood still.
+    pub longest_stall: Duration,
+    pub latency_p50_ms: f64,
     pub notes: Vec<String>,
 }
 
 impl Findings {
+    /// Nothing lost, duplicated, wrong or left out of the DLQ, and no partition frozen.
+    pub fn passed(&self) -> bool {
+        self.missing == 0
+            && self.duplicated == 0
+            && self.wrong == 0
+            && self.missing_dead_letters == 0
+            && self.frozen.is_empty()
+    }
+
     /// One line for people.
     pub fn summary(&self) -> String {
+        let frozen: Vec<String> = self
+            .frozen
+            .iter()
+            .map(|s| {
+                format!(
+                    "partition {} held by {} stood {:.0} s at offset {} with lag {}",
+                    s.partition,
+                    s.maker,
+                    s.lasted_ms as f64 / 1000.0,
+                    s.committed,
+                    s.lag
+                )
+            })
+            .collect();
+        let notes: Vec<String> = frozen.into_iter().chain(self.notes.clone()).collect();
         format!(
-            "{}: {:.0} s, {} faults, {} makers started, {} orders, {} tabs, missing {}, duplicated {}, wrong {}, dead letters {}{}",
+            "{}: {:.0} s, {} faults, {} makers started, {} orders, {} tabs, latency p50 {:.1} s, missing {}, \
+             duplicated {}, wrong {}, dead letters {} (missing {}), frozen partitions {} (longest stall {:.1} s, \
+             bound {:.1} s){}",
             self.scenario,
             self.duration.as_secs_f64(),
             self.faults_injected,
             self.makers_started,
             self.orders,
             self.tabs,
+            self.latency_p50_ms / 1000.0,
             self.missing,
             self.duplicated,
             self.wrong,
             self.dead_letters,
-            if self.notes.is_empty() {
+            self.missing_dead_letters,
+            self.frozen.len(),
+            self.longest_stall.as_secs_f64(),
+            self.liveness_bound.as_secs_f64(),
+            if notes.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", self.notes.join("; "))
+                format!(" ({})", notes.join("; "))
             }
         )
     }
 }
 
 impl Harness {
+    /// The harness on `bootstrap` with the makers' default group protocol.
+    pub fn new(exe: PathBuf, bootstrap: impl Into<String>) -> Self {
+        Self {
+            exe,
+            bootstrap: bootstrap.into(),
+            protocol: None,
+            transaction_cleanup: Duration::from_secs(1),
+        }
+    }
+
     fn spawn(&self, program: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut all: Vec<&str> = vec![program];
         all.extend(args.iter().map(String::as_str));
@@ -138,17 +214,30 @@ impl Harness {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        if let Some(protocol) = self.protocol {
+            args.extend(["--group-protocol".to_owned(), protocol.to_owned()]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         self.spawn("medicine", &args, &[("RUST_LOG", "info")])
     }
 
-    /// Audits the scenario's topics, waiting up to `wait` for tabs still being made.
+    /// Starts sampling the scenario group's lag, for the liveness verdict.
+    pub fn watch(&self, topics: &Topics) -> anyhow::Result<Watch> {
+        Watch::start(
+            &KafkaArgs::plaintext(&self.bootstrap),
+            &topics.group,
+            &topics.orders,
+            Duration::from_millis(500),
+        )
+    }
+
+    /// Audits the scenario's topics, waiting up to `wait` for tabs and dead letters still to come.
     pub async fn audit(
         &self,
         topics: &Topics,
         making_time: Duration,
         wait: Duration,
-    ) -> anyhow::Result<audit::Report> {
+    ) -> anyhow::Result<audit::Outcome> {
         let config = audit::Config {
             wait,
             ..audit::Config::for_topics(
@@ -157,74 +246,45 @@ impl Harness {
                 making_time,
             )
         };
-        Ok(tokio::task::spawn_blocking(move || audit::audit(&config))
-            .await??
-            .report)
+        tokio::task::spawn_blocking(move || audit::audit(&config)).await?
     }
 }
 
-/// A second test broker (scripts/kafka-dev.sh on other ports and another store), for the scenario that stops
-/// and restarts its broker. Stopped when dropped.
-pub struct SecondBroker {
-    pub bootstrap: String,
-    script: PathBuf,
-    port: u16,
-    dir: PathBuf,
+/// The liveness bound of a scenario: three making times and one commit interval (the contract's), the slack of
+/// the sampling and the group's round trips, and `waits` where the scenario itself makes a holder wait (a killed
+/// maker's open transaction, a broker that is down).
+pub fn liveness_bound(making: Duration, waits: Duration) -> Duration {
+    making * 3 + COMMIT_INTERVAL + LIVENESS_SLACK + waits
 }
 
-impl SecondBroker {
-    /// Starts it on port 29192 (and the two after), store under target/kafka-dev-faults.
-    pub async fn start(repo_root: &Path) -> anyhow::Result<Self> {
-        let broker = Self {
-            bootstrap: "127.0.0.1:29192".to_owned(),
-            script: repo_root.join("scripts/kafka-dev.sh"),
-            port: 29192,
-            dir: repo_root.join("target/kafka-dev-faults"),
-        };
-        broker.run("start").await?;
-        Ok(broker)
-    }
-
-    fn command(&self, action: &str) -> std::process::Command {
-        let mut command = std::process::Command::new(&self.script);
-        command
-            .arg(action)
-            .env("KAFKA_DEV_PORT", self.port.to_string())
-            .env("KAFKA_DEV_DIR", &self.dir);
-        command
-    }
-
-    /// Runs `scripts/kafka-dev.sh <action>` for this broker.
-    pub async fn run(&self, action: &str) -> anyhow::Result<()> {
-        let status = tokio::process::Command::from(self.command(action))
-            .status()
-            .await
-            .with_context(|| format!("running kafka-dev.sh {action}"))?;
-        ensure!(
-            status.success(),
-            "kafka-dev.sh {action} failed for the second broker"
-        );
-        Ok(())
-    }
-}
-
-impl Drop for SecondBroker {
-    fn drop(&mut self) {
-        let _ = self.command("stop").status();
-    }
-}
-
-fn findings(scenario: &'static str, started: Instant, report: &audit::Report) -> Findings {
-    Findings {
-        scenario,
+/// The findings of a scenario from its audit and its liveness watch.
+fn findings(
+    scenario: impl Into<String>,
+    started: Instant,
+    outcome: &audit::Outcome,
+    watch: Watch,
+    crew: &Crew,
+    bound: Duration,
+) -> anyhow::Result<Findings> {
+    let report = &outcome.report;
+    let samples = watch.finish()?;
+    let (frozen, longest_stall) = audit::liveness::stalls(&samples, &crew.holdings(), bound);
+    Ok(Findings {
+        scenario: scenario.into(),
         duration: started.elapsed(),
         orders: report.orders,
         tabs: report.delivered_tabs,
         missing: report.missing_tabs,
         duplicated: report.duplicated_tabs,
         wrong: report.wrong_pow + report.wrong_fields + report.unknown_order_tabs,
+        missing_dead_letters: outcome.missing_dead_letters,
+        makers_started: crew.started(),
+        frozen,
+        liveness_bound: bound,
+        longest_stall,
+        latency_p50_ms: report.latency.p50_ms,
         ..Findings::default()
-    }
+    })
 }
 
 /// Stops patients with SIGTERM and returns the orders they logged as acknowledged.
@@ -275,337 +335,4 @@ async fn acknowledged_orders_are_in_the_topic(
         topics.orders
     );
     Ok(())
-}
-
-/// Makers killed with SIGKILL at random every few seconds under steady load, each replaced (as KEDA would start
-/// another Job). Then one maker finishes the lag and the audit must find every tab exactly once.
-pub async fn kill_makers(harness: &Harness, duration: Duration) -> anyhow::Result<Findings> {
-    let started = Instant::now();
-    let topics = Topics::create(&harness.bootstrap).await;
-    let making = [
-        "--tab-making-time",
-        "200ms",
-        "--max-in-flight-orders",
-        "64",
-        "--idle-exit-after",
-        "0",
-    ];
-    let mut patients = harness.patients(&topics, 30, "200ms");
-    let mut makers: Vec<Proc> = (0..3).map(|_| harness.maker(&topics, &making)).collect();
-    let mut result = Findings {
-        makers_started: 3,
-        ..Findings::default()
-    };
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
-        let pause = Duration::from_millis(rand::rng().random_range(1_000..3_000));
-        tokio::time::sleep(pause).await;
-        let victim = rand::rng().random_range(0..makers.len());
-        makers[victim].signal(Signal::SIGKILL);
-        makers[victim].wait_timeout(Duration::from_secs(5)).await;
-        makers[victim] = harness.maker(&topics, &making);
-        result.faults_injected += 1;
-        result.makers_started += 1;
-    }
-    let acknowledged = stop_patients(&mut patients).await?;
-    // A killed maker's open transaction holds its partitions until it times out (10 s): the survivors finish.
-    let report = harness
-        .audit(&topics, Duration::from_millis(200), Duration::from_secs(90))
-        .await?;
-    for maker in &mut makers {
-        maker.signal(Signal::SIGTERM);
-        maker.exit_code(Duration::from_secs(60)).await;
-    }
-    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
-    Ok(Findings {
-        faults_injected: result.faults_injected,
-        makers_started: result.makers_started,
-        ..findings("makers killed with SIGKILL", started, &report)
-    })
-}
-
-/// Makers sent SIGTERM while busy, every couple of seconds, each replaced. Every exit must be 0 and within the
-/// drain timeout; the audit must find every tab exactly once.
-pub async fn sigterm_storm(harness: &Harness, duration: Duration) -> anyhow::Result<Findings> {
-    let started = Instant::now();
-    let topics = Topics::create(&harness.bootstrap).await;
-    let drain = Duration::from_secs(5);
-    let making = [
-        "--tab-making-time",
-        "1s",
-        "--max-in-flight-orders",
-        "64",
-        "--idle-exit-after",
-        "0",
-        "--drain-timeout",
-        "5s",
-    ];
-    let mut patients = harness.patients(&topics, 30, "200ms");
-    let mut makers: Vec<Proc> = (0..3).map(|_| harness.maker(&topics, &making)).collect();
-    let (mut faults, mut started_makers, mut slowest) = (0u64, 3u64, Duration::ZERO);
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(
-            rand::rng().random_range(1_500..2_500),
-        ))
-        .await;
-        let victim = rand::rng().random_range(0..makers.len());
-        let signalled = Instant::now();
-        makers[victim].signal(Signal::SIGTERM);
-        let code = makers[victim]
-            .exit_code(drain + Duration::from_secs(20))
-            .await;
-        let took = signalled.elapsed();
-        ensure!(
-            code == 0,
-            "a maker exited {code} on SIGTERM: {}",
-            makers[victim].stderr_text()
-        );
-        ensure!(
-            took <= drain + Duration::from_secs(5),
-            "a maker took {took:?} to drain (timeout {drain:?})"
-        );
-        slowest = slowest.max(took);
-        makers[victim] = harness.maker(&topics, &making);
-        faults += 1;
-        started_makers += 1;
-    }
-    let acknowledged = stop_patients(&mut patients).await?;
-    let report = harness
-        .audit(&topics, Duration::from_secs(1), Duration::from_secs(90))
-        .await?;
-    for maker in &mut makers {
-        maker.signal(Signal::SIGTERM);
-        maker.exit_code(Duration::from_secs(60)).await;
-    }
-    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
-    let mut result = findings("makers sent SIGTERM while busy", started, &report);
-    result.faults_injected = faults;
-    result.makers_started = started_makers;
-    result.notes.push(format!(
-        "slowest exit {:.1} s after SIGTERM",
-        slowest.as_secs_f64()
-    ));
-    Ok(result)
-}
-
-/// The broker stopped (cleanly) and restarted on the same store mid-run: a broker of the scenario's own (see
-/// [`SecondBroker`]), so other tests are not disturbed. Patients and makers must recover by
-/// themselves: every acknowledged order in the topic and made exactly once.
-pub async fn restart_broker(
-    harness: &Harness,
-    broker: &SecondBroker,
-    down: Duration,
-    run: Duration,
-) -> anyhow::Result<Findings> {
-    let started = Instant::now();
-    let topics = Topics::create(&harness.bootstrap).await;
-    // The maker's start-up timeout (60 s) outlasts the broker's downtime.
-    let making = ["--tab-making-time", "200ms", "--idle-exit-after", "0"];
-    let mut patients = harness.patients(&topics, 20, "200ms");
-    let mut maker = harness.maker(&topics, &making);
-    tokio::time::sleep(run / 2).await;
-
-    broker.run("stop").await?;
-    tokio::time::sleep(down).await;
-    broker.run("restart").await?;
-    tokio::time::sleep(run / 2).await;
-
-    let acknowledged = stop_patients(&mut patients).await?;
-    let report = harness
-        .audit(&topics, Duration::from_millis(200), Duration::from_secs(90))
-        .await?;
-    maker.signal(Signal::SIGTERM);
-    let code = maker.exit_code(Duration::from_secs(60)).await;
-    ensure!(
-        code == 0,
-        "the maker did not survive the restart: {}",
-        maker.stderr_text()
-    );
-    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
-    let aborts = maker
-        .log_events("maker stopped")
-        .first()
-        .and_then(|e| e.get("aborts").and_then(serde_json::Value::as_u64))
-        .unwrap_or(0);
-    let mut result = findings("broker stopped and restarted", started, &report);
-    if !report.is_clean() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
-        // What the maker saw is the first thing to read when this fails.
-        eprintln!("maker log:\n{}", maker.stderr_text());
-    }
-    result.faults_injected = 1;
-    result.makers_started = 1;
-    result.notes.push(format!(
-        "broker down {:.0} s; {} orders acknowledged; {aborts} transactions aborted and redone",
-        down.as_secs_f64(),
-        acknowledged.len()
-    ));
-    Ok(result)
-}
-
-/// A bad record: random bytes, or a valid order mutated.
-fn hostile_record(rng: &mut impl rand::Rng, order: &Order) -> Vec<u8> {
-    let template = to_json(order);
-    match rng.random_range(0..6) {
-        // Random bytes, often not UTF-8.
-        0 => (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
-        // Truncated JSON.
-        1 => template[..rng.random_range(0..template.len())].to_vec(),
-        // A flipped byte somewhere.
-        2 => {
-            let mut bytes = template.to_vec();
-            let at = rng.random_range(0..bytes.len());
-            bytes[at] ^= 1 << rng.random_range(0..8);
-            bytes
-        }
-        // A field replaced by a value of another type or out of range.
-        3 => {
-            let field = ["patient_id", "order_timestamp_ns", "tabs_count"]
-                .choose(rng)
-                .copied()
-                .unwrap_or("tabs_count");
-            let value = [
-                "null",
-                "\"x\"",
-                "-1",
-                "0",
-                "1e12",
-                "[]",
-                "{}",
-                "1000000000000",
-                "2.5",
-                "true",
-            ]
-            .choose(rng)
-            .copied()
-            .unwrap_or("null");
-            format!(
-                r#"{{"patient_id":"{}","order_timestamp_ns":{},"tabs_count":1,"{field}":{value}}}"#,
-                order.patient_id, order.order_timestamp_ns
-            )
-            .into_bytes()
-        }
-        // JSON that is not an object, or empty.
-        4 => ["[]", "42", "\"order\"", "null", ""]
-            .choose(rng)
-            .copied()
-            .unwrap_or("")
-            .as_bytes()
-            .to_vec(),
-        // A very long patient id.
-        _ => format!(
-            r#"{{"patient_id":"{}","order_timestamp_ns":1,"tabs_count":1}}"#,
-            "x".repeat(rng.random_range(257..2_000))
-        )
-        .into_bytes(),
-    }
-}
-
-/// A flood of random and mutated records into the orders topic while valid orders keep coming. Nothing may
-/// crash; every bad record must be in the DLQ with a reason; every good order must be made exactly once.
-pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<Findings> {
-    let started = Instant::now();
-    let topics = Topics::create(&harness.bootstrap).await;
-    let mut maker = harness.maker(
-        &topics,
-        &[
-            "--tab-making-time",
-            "0",
-            "--max-in-flight-orders",
-            "4096",
-            "--idle-exit-after",
-            "0",
-        ],
-    );
-    let mut patients = harness.patients(&topics, 20, "100ms");
-
-    let mut rng = rand::rng();
-    // Each mutated record starts from its own order (own patient id, own timestamp): a mutation that is still a
-    // valid order then changes one field only, so it never takes the identity of another order.
-    let flood_id = testkit::unique("flood");
-    let base = tabs::time::now_ns();
-    let flood: Vec<Vec<u8>> = (0..records)
-        .map(|i| {
-            let order = Order {
-                patient_id: format!("{flood_id}-{i}"),
-                order_timestamp_ns: base + i as u64,
-                tabs_count: 5,
-            };
-            hostile_record(&mut rng, &order)
-        })
-        .collect();
-    // The validator decides which mutations still are valid orders (a flipped byte in an id, say).
-    let bad = flood
-        .iter()
-        .filter(|r| parse_order(Some(r.as_slice()), 30).is_err())
-        .count() as u64;
-    let keyed: Vec<testkit::RawRecord<'_>> = flood
-        .iter()
-        .map(|value| {
-            (
-                None,
-                if value.is_empty() {
-                    None
-                } else {
-                    Some(value.as_slice())
-                },
-            )
-        })
-        .collect();
-    testkit::produce_many(&harness.bootstrap, &topics.orders, &keyed).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_patients(&mut patients).await?;
-
-    let letters = testkit::read_topic(
-        &harness.bootstrap,
-        &topics.dlq,
-        true,
-        usize::try_from(bad)?,
-        Duration::from_secs(2),
-        Duration::from_secs(180),
-    )
-    .await;
-    let report = harness
-        .audit(&topics, Duration::ZERO, Duration::from_secs(60))
-        .await?;
-    ensure!(
-        maker.wait_timeout(Duration::ZERO).await.is_none(),
-        "the maker stopped: {}",
-        maker.stderr_text()
-    );
-    maker.signal(Signal::SIGTERM);
-    ensure!(
-        maker.exit_code(Duration::from_secs(60)).await == 0,
-        "the maker failed: {}",
-        maker.stderr_text()
-    );
-
-    let mut without_reason = 0;
-    for letter in &letters {
-        let letter: DeadLetter =
-            serde_json::from_slice(letter.value.as_deref().unwrap_or_default())
-                .context("a DLQ record that is not a dead letter")?;
-        if letter.reason.is_empty() || letter.error.is_empty() {
-            without_reason += 1;
-        }
-    }
-    if letters.len() as u64 != bad {
-        bail!(
-            "{bad} bad records were sent, {} dead letters arrived",
-            letters.len()
-        );
-    }
-    ensure!(
-        without_reason == 0,
-        "{without_reason} dead letters without a reason"
-    );
-    let mut result = findings("hostile input flood", started, &report);
-    result.faults_injected = records as u64;
-    result.makers_started = 1;
-    result.dead_letters = letters.len() as u64;
-    result.notes.push(format!(
-        "{} of the {records} flooded records were still valid orders",
-        records as u64 - bad
-    ));
-    Ok(result)
 }

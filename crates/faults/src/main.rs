@@ -64,36 +64,49 @@ fn main() -> ExitCode {
 
 async fn campaign(cli: Cli) -> anyhow::Result<bool> {
     let exe = std::env::current_exe()?;
-    let harness = Harness {
-        exe: exe.clone(),
-        bootstrap: cli.bootstrap_servers.clone(),
-    };
+    let harness = Harness::new(exe.clone(), cli.bootstrap_servers.clone());
     let duration = if cli.long {
         Duration::from_secs(120)
     } else {
         Duration::from_secs(20)
     };
     let mut all = Vec::new();
-    all.push(faults::kill_makers(&harness, duration).await?);
-    all.push(faults::sigterm_storm(&harness, duration).await?);
-    all.push(faults::hostile_flood(&harness, 100_000).await?);
-    let second = faults::SecondBroker::start(&repo_root()).await?;
-    let restart = Harness {
-        exe,
-        bootstrap: second.bootstrap.clone(),
+    let mut report = |findings: faults::Findings| {
+        // Printed as each ends: a long campaign shows its progress.
+        println!("{}", findings.summary());
+        all.push(findings);
     };
+    report(faults::kill_makers(&harness, duration).await?);
+    report(faults::sigterm_storm(&harness, duration).await?);
+    report(faults::saturated_churn(&harness, duration).await?);
+    report(faults::hostile_flood(&harness, 100_000).await?);
+    report(faults::oversized_records(&harness, if cli.long { 20 } else { 4 }).await?);
+
+    let second = faults::SecondBroker::start(&repo_root()).await?;
+    let restart = Harness::new(exe.clone(), second.bootstrap.clone());
     let down = if cli.long {
         Duration::from_secs(15)
     } else {
         Duration::from_secs(3)
     };
-    all.push(faults::restart_broker(&restart, &second, down, duration).await?);
+    report(faults::restart_broker(&restart, &second, down, duration).await?);
     drop(second);
-    let mut clean = true;
-    for findings in &all {
-        println!("{}", findings.summary());
-        clean &= findings.missing == 0 && findings.duplicated == 0 && findings.wrong == 0;
+
+    // Where a user's own Kafka is: the group settings as Kafka ships them, both group protocols.
+    let defaults = faults::SecondBroker::start_with_defaults(&repo_root()).await?;
+    for protocol in ["classic", "consumer"] {
+        let on_defaults = Harness {
+            protocol: Some(protocol),
+            transaction_cleanup: Duration::from_secs(10),
+            ..Harness::new(exe.clone(), defaults.bootstrap.clone())
+        };
+        let mut findings = faults::kill_makers(&on_defaults, duration).await?;
+        findings.scenario += " on a broker with Kafka's default group settings";
+        report(findings);
     }
+    drop(defaults);
+
+    let clean = all.iter().all(faults::Findings::passed);
     println!("verdict: {}", if clean { "PASS" } else { "FAIL" });
     Ok(clean)
 }

@@ -42,7 +42,9 @@ use tracing::{info, warn};
 
 use crate::broker::Broker;
 pub use crate::cli::{parse_schedule, Config, Schedule, ViewMode};
-use crate::observe::{LagProbe, Observer};
+use audit::liveness::LagProbe;
+
+use crate::observe::Observer;
 use crate::report::{RunInfo, RunReport};
 use crate::run::{Phase, Run};
 

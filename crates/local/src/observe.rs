@@ -1,5 +1,5 @@
 //! Watching a run from outside, as a user would: the orders and tabs topics read (read_committed) into an
-//! audit and per-second figures, the group's lag as KEDA computes it, and the dead letters.
+//! audit and per-second figures, and the dead letters (the group's lag: `audit::liveness::LagProbe`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,10 +9,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use audit::{Audit, Report, Start, TopicReader};
 use hdrhistogram::Histogram;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use tabs::kafka::{KafkaArgs, TabsContext};
+use tabs::kafka::KafkaArgs;
 use tabs::messages::{parse_order, Tab};
 
 /// Latency percentiles of one second, in milliseconds.
@@ -234,72 +232,4 @@ fn fail(state: &Mutex<State>, err: rdkafka::error::KafkaError) {
     if let Ok(mut state) = state.lock() {
         state.error = Some(err.to_string());
     }
-}
-
-/// The group's lag on a topic, as KEDA's Kafka scaler reads it: log end and committed offset per partition.
-pub struct LagProbe {
-    consumer: BaseConsumer<TabsContext>,
-    topic: String,
-    partitions: Vec<i32>,
-}
-
-impl LagProbe {
-    /// A client that reads `group`'s committed offsets; it never joins the group.
-    pub fn open(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer<TabsContext> = tabs::kafka::create_reader(
-            kafka,
-            &tabs::kafka::ReaderOptions {
-                group: group.to_owned(),
-                ..tabs::kafka::ReaderOptions::plain(true)
-            },
-            TabsContext::default(),
-        )
-        .context("creating the lag probe")?;
-        let partitions = partitions(&consumer, topic)?;
-        Ok(Self {
-            consumer,
-            topic: topic.to_owned(),
-            partitions,
-        })
-    }
-
-    /// Per partition: (log end offset, committed offset if any). Blocking.
-    pub fn sample(&self) -> anyhow::Result<Vec<(i64, Option<i64>)>> {
-        let mut list = TopicPartitionList::new();
-        for &partition in &self.partitions {
-            list.add_partition(&self.topic, partition);
-        }
-        let committed = self
-            .consumer
-            .committed_offsets(list, Duration::from_secs(5))
-            .context("reading the group's committed offsets")?;
-        self.partitions
-            .iter()
-            .map(|&partition| {
-                let (_, high) = self
-                    .consumer
-                    .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
-                    .context("reading the log end offsets")?;
-                let committed = committed
-                    .find_partition(&self.topic, partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                Ok((high, committed))
-            })
-            .collect()
-    }
-}
-
-fn partitions(consumer: &BaseConsumer<TabsContext>, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("reading the metadata of {topic}"))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default())
 }

@@ -14,7 +14,9 @@ use crate::children::{Child, Kind};
 use crate::children_env;
 use crate::cli::{Config, Settings, ViewMode};
 use crate::defaults::DeployDefaults;
-use crate::observe::{LagProbe, Observer};
+use audit::liveness::LagProbe;
+
+use crate::observe::Observer;
 use crate::report::{RunInfo, Sample};
 use crate::{scaling, view};
 
@@ -348,6 +350,6 @@ async fn read_lags(probe: &Arc<LagProbe>) -> anyhow::Result<Vec<u64>> {
     let offsets = tokio::task::spawn_blocking(move || probe.sample()).await??;
     Ok(offsets
         .into_iter()
-        .map(|(end, committed)| scaling::partition_lag(end, committed))
+        .map(|p| scaling::partition_lag(p.end, p.committed))
         .collect())
 }

@@ -80,8 +80,8 @@ pub trait Broker {
     /// The at-least-once publisher.
     type Deliverer: Deliver;
 
-    /// The next event: group events first, then a record when `fetch` (else only group events are awaited).
-    fn next(&mut self, fetch: bool) -> impl Future<Output = Event>;
+    /// The next event: group events first, then a record of a partition that is not paused.
+    fn next(&mut self) -> impl Future<Output = Event>;
 
     /// Stops fetching from `partitions`.
     fn pause(&mut self, partitions: &[i32]) -> anyhow::Result<()>;

@@ -166,6 +166,11 @@ impl<T> Ledger<T> {
         ready
     }
 
+    /// Records of `partition` fetched and not yet taken for commit.
+    pub fn in_flight_of(&self, partition: i32) -> usize {
+        self.partitions.get(&partition).map_or(0, |p| p.slots.len())
+    }
+
     /// Records fetched and not yet taken for commit: what `--max-in-flight-orders` bounds.
     pub fn in_flight(&self) -> usize {
         self.in_flight

@@ -143,15 +143,11 @@ impl Live {
 impl Broker for Live {
     type Deliverer = Publisher;
 
-    async fn next(&mut self, fetch: bool) -> Event {
+    async fn next(&mut self) -> Event {
         loop {
             // Rebalance callbacks run inside `recv()`: their events come before any record after them.
             if let Some(event) = self.consumer.context().take() {
                 return Self::event(event);
-            }
-            if !fetch {
-                self.consumer.context().wake.notified().await;
-                continue;
             }
             if let Some(record) = self.held.take() {
                 return Event::Record(record);

@@ -5,7 +5,7 @@
 //! decision is made against the [`Broker`] seam, on tokio's clock, so unit tests step the loop with a fake broker
 //! and paused time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -77,10 +77,13 @@ pub struct Worker<B: Broker> {
     committing: Option<InFlightCommit>,
     /// The partitions the group gave this maker.
     assigned: BTreeSet<i32>,
-    /// Whether the assigned partitions are paused (at the in-flight bound, or draining).
-    paused: bool,
-    /// A record received while paused (it raced the pause): processed first once there is room.
-    stash: Option<Fetched>,
+    /// The partitions paused in the client (see [`sharing`]).
+    paused: BTreeSet<i32>,
+    /// Records fetched and not yet taken, per partition in offset order: the least-served partition's go first
+    /// when a slot is free (see [`sharing`]).
+    waiting: BTreeMap<i32, VecDeque<Fetched>>,
+    /// The partition whose waiting record was taken last (turns among equally served partitions).
+    last_served: i32,
     /// Records accepted, for `--max-orders`.
     accepted: u64,
     /// Last record fetched or partition assigned: the idle countdown starts here.
@@ -118,8 +121,9 @@ impl<B: Broker> Worker<B> {
             tasks: TaskTracker::new(),
             committing: None,
             assigned: BTreeSet::new(),
-            paused: false,
-            stash: None,
+            paused: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            last_served: -1,
             accepted: 0,
             last_activity: now,
             commit_window_from: now,
@@ -139,7 +143,7 @@ impl<B: Broker> Worker<B> {
                 break reason;
             }
             if self.can_accept() {
-                if let Some(record) = self.stash.take() {
+                if let Some(record) = self.next_waiting() {
                     self.accept(record);
                     continue;
                 }
@@ -201,9 +205,8 @@ impl<B: Broker> Worker<B> {
         let idle_watch = !idle.is_zero()
             && self.phase == Phase::Consuming
             && self.in_flight() == 0
-            && self.stash.is_none();
+            && self.waiting.is_empty();
         let idle_at = self.last_activity + idle;
-        let fetch = self.stash.is_none();
         let accepts_work = self.phase.accepts_work();
         let committing = self.committing.as_mut().map(|c| &mut c.handle);
         let commit_done = async {
@@ -226,7 +229,7 @@ impl<B: Broker> Worker<B> {
             () = tokio::time::sleep_until(commit_at), if commit_due => Wake::CommitDue,
             () = tokio::time::sleep_until(drain_at.unwrap_or(never)), if drain_at.is_some() => Wake::DrainExpired,
             () = tokio::time::sleep_until(join_at.unwrap_or(never)), if join_at.is_some() => Wake::JoinTimedOut,
-            event = self.broker.next(fetch) => Wake::Broker(event),
+            event = self.broker.next() => Wake::Broker(event),
             () = tokio::time::sleep_until(idle_at), if idle_watch => Wake::IdleCheck,
         }
     }
@@ -235,11 +238,7 @@ impl<B: Broker> Worker<B> {
         match event {
             Event::Record(record) => {
                 self.last_activity = Instant::now();
-                if self.can_accept() {
-                    self.accept(record);
-                } else {
-                    self.stash = Some(record);
-                }
+                self.wait(record);
             }
             Event::Assigned(partitions) => self.on_assigned(partitions)?,
             Event::Revoked(partitions) => self.on_revoked(&partitions),
@@ -250,7 +249,8 @@ impl<B: Broker> Worker<B> {
 
     fn idle_check(&mut self) {
         let idle = self.settings.idle_exit_after;
-        if self.in_flight() == 0 && self.stash.is_none() && self.last_activity.elapsed() >= idle {
+        if self.in_flight() == 0 && self.waiting.is_empty() && self.last_activity.elapsed() >= idle
+        {
             info!(idle = ?idle, "nothing to do; exiting");
             self.stop(StopReason::Idle);
         }
@@ -287,5 +287,6 @@ impl<B: Broker> Worker<B> {
 mod accept;
 mod assignment;
 mod commits;
+mod sharing;
 #[cfg(test)]
 mod tests;

@@ -842,16 +842,16 @@ fn partitions_in(maker: &Proc, message: &str) -> Vec<Vec<i64>> {
         .collect()
 }
 
-/// The sequence that froze partitions: a maker saturated at its in-flight bound (fetching paused) loses the
-/// partition its orders in flight came from to a second maker, so it resumes fetching with nothing in flight; the
-/// second maker makes one order and leaves, and the partition comes back. Every order on it must still be made:
-/// the pause of the earlier assignment must not outlive it. Which partition moves is the group's choice, so the
-/// second maker comes and goes until the first has lost its busy partition.
+/// The sequence that froze partitions: a maker saturated at its in-flight bound (fetching paused) loses a
+/// partition with orders in flight to a second maker, so it resumes fetching the others; the second maker makes
+/// one order and leaves, and the partition comes back. Every order on it must still be made: the pause of the
+/// earlier assignment must not outlive it. Which partition moves is the group's choice, so the second maker
+/// comes and goes until the first has lost one with orders in flight.
 async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back(protocol: &str) {
     let bootstrap = require_broker!();
     let setup = Setup::new(bootstrap, 2).await;
-    // One patient: every order on one partition, the other partition empty.
-    let orders = orders(60, 1);
+    // Orders on both partitions: whichever moves has orders in flight (the bound is shared between them).
+    let orders = orders(80, 8);
     setup.produce_orders(&orders).await;
     let making = ["--group-protocol", protocol, "--tab-making-time", "500ms"];
     let mut first = setup.maker(

@@ -1,7 +1,7 @@
-//! The maker's side of the group: partitions assigned and revoked, fetching paused and resumed.
+//! The maker's side of the group: partitions assigned and revoked (and their pause state cleared).
 
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::Worker;
 use crate::broker::Broker;
@@ -17,12 +17,11 @@ impl<B: Broker> Worker<B> {
             self.ledger.assign(partition);
             self.assigned.insert(partition);
         }
-        // Said explicitly for each new partition: a partition paused under an earlier assignment stays paused
-        // inside the client until resumed, and would never be fetched again.
-        if self.paused {
-            self.broker.pause(&partitions)?;
-        } else {
-            self.broker.resume(&partitions)?;
+        // Resumed explicitly: a partition paused under an earlier assignment stays paused inside the client
+        // until resumed, and would never be fetched again. The next pause update pauses it if it must.
+        self.broker.resume(&partitions)?;
+        for partition in &partitions {
+            self.paused.remove(partition);
         }
         info!(
             ?partitions,
@@ -37,16 +36,17 @@ impl<B: Broker> Worker<B> {
         for partition in partitions {
             self.assigned.remove(partition);
         }
-        if self
-            .stash
-            .as_ref()
-            .is_some_and(|r| partitions.contains(&r.partition))
-        {
-            self.stash = None;
+        for partition in partitions {
+            self.waiting.remove(partition);
         }
         // The pause state of a partition must not outlive this maker's hold on it.
-        if self.paused {
-            if let Err(err) = self.broker.resume(partitions) {
+        let paused: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| self.paused.remove(p))
+            .collect();
+        if !paused.is_empty() {
+            if let Err(err) = self.broker.resume(&paused) {
                 warn!(
                     error = format!("{err:#}"),
                     ?partitions,
@@ -55,23 +55,5 @@ impl<B: Broker> Worker<B> {
             }
         }
         info!(?partitions, dropped_orders = dropped, "partitions revoked");
-    }
-
-    /// Pauses fetching at the in-flight bound or while draining, resumes when there is room again.
-    pub(super) fn update_pause(&mut self) -> anyhow::Result<()> {
-        let want_paused = !self.can_accept();
-        if want_paused == self.paused {
-            return Ok(());
-        }
-        let partitions: Vec<i32> = self.assigned.iter().copied().collect();
-        if want_paused {
-            self.broker.pause(&partitions)?;
-            debug!(in_flight = self.in_flight(), "paused fetching");
-        } else {
-            self.broker.resume(&partitions)?;
-            debug!(in_flight = self.in_flight(), "resumed fetching");
-        }
-        self.paused = want_paused;
-        Ok(())
     }
 }

@@ -113,7 +113,7 @@ impl<B: Broker> Worker<B> {
     /// After a commit that did not happen: forget everything in flight and fetch again from the committed offsets.
     async fn rewind(&mut self, replace_producer: bool) -> anyhow::Result<()> {
         let dropped = self.ledger.reset();
-        self.stash = None;
+        self.waiting.clear();
         self.broker.rewind(replace_producer).await?;
         info!(dropped_orders = dropped, "rewound to the committed offsets");
         Ok(())

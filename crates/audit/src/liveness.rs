@@ -1,0 +1,324 @@
+//! Liveness: while a maker holds a partition with backlog, the group's committed offset on it advances. A
+//! [`Watch`] samples the group's lag (as KEDA reads it) during a run; [`stalls`] finds the partitions that stood
+//! still with backlog, for longer than a bound, under one holder.
+//!
+//! Who holds a partition is not in the broker's answer to a reader (KIP-848 groups describe their members only
+//! through the admin API), so the caller says it as [`Holding`]s: the fault campaign reads them from the makers'
+//! `partitions assigned` and `partitions revoked` log events.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tabs::kafka::{KafkaArgs, TabsContext};
+
+/// The group's lag on a topic, as KEDA's Kafka scaler reads it: log end and committed offset per partition.
+pub struct LagProbe {
+    consumer: BaseConsumer<TabsContext>,
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+/// One partition at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    /// The log end offset.
+    pub end: i64,
+    /// The group's committed offset, if it has one.
+    pub committed: Option<i64>,
+}
+
+impl PartitionLag {
+    /// Records after the committed offset (all of them when nothing is committed yet), as KEDA counts them.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed.unwrap_or(0)).max(0)
+    }
+}
+
+impl LagProbe {
+    /// A client that reads `group`'s committed offsets; it never joins the group. It asks for the last stable
+    /// offsets and does not wait for open transactions (their offsets count once committed).
+    pub fn open(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer<TabsContext> = tabs::kafka::create_reader(
+            kafka,
+            &tabs::kafka::ReaderOptions {
+                group: group.to_owned(),
+                ..tabs::kafka::ReaderOptions::plain(false)
+            },
+            TabsContext::default(),
+        )
+        .context("creating the lag probe")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("reading the metadata of {topic}"))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+        })
+    }
+
+    /// Every partition's log end and committed offset. Blocking.
+    pub fn sample(&self) -> anyhow::Result<Vec<PartitionLag>> {
+        let mut list = TopicPartitionList::new();
+        for &partition in &self.partitions {
+            list.add_partition(&self.topic, partition);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(list, Duration::from_secs(5))
+            .context("reading the group's committed offsets")?;
+        self.partitions
+            .iter()
+            .map(|&partition| {
+                let (_, end) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+                    .context("reading the log end offsets")?;
+                let committed = committed
+                    .find_partition(&self.topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                Ok(PartitionLag {
+                    partition,
+                    end,
+                    committed,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The lag of every partition at one moment.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: SystemTime,
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// Samples a group's lag on a thread of its own until finished.
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<anyhow::Result<Vec<Sample>>>,
+}
+
+impl Watch {
+    /// Starts sampling `group` on `topic` every `every`.
+    pub fn start(
+        kafka: &KafkaArgs,
+        group: &str,
+        topic: &str,
+        every: Duration,
+    ) -> anyhow::Result<Self> {
+        let probe = LagProbe::open(kafka, group, topic)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("liveness-watch".to_owned())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                while !stopped.load(Ordering::Relaxed) {
+                    let at = SystemTime::now();
+                    // A failed sample (broker restarting) is a gap, not a verdict.
+                    if let Ok(partitions) = probe.sample() {
+                        samples.push(Sample { at, partitions });
+                    }
+                    std::thread::sleep(every);
+                }
+                Ok(samples)
+            })
+            .context("starting the liveness watch")?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops sampling and returns the samples.
+    pub fn finish(self) -> anyhow::Result<Vec<Sample>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the liveness watch panicked"))?
+    }
+}
+
+/// A maker's hold on a partition: from its assignment to its revocation, or to the maker's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub partition: i32,
+    pub maker: String,
+    pub from: SystemTime,
+    /// `None`: still held when the run ended.
+    pub until: Option<SystemTime>,
+}
+
+/// A partition that stood still with backlog under one holder for longer than the bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stall {
+    pub partition: i32,
+    pub maker: String,
+    /// How long the committed offset stood still while the partition had backlog.
+    pub lasted_ms: u64,
+    /// The committed offset it stood at, and the partition's lag when the stall was last seen.
+    pub committed: i64,
+    pub lag: i64,
+}
+
+/// The holder of `partition` at `at`: the latest hold that covers that moment.
+fn holder(holdings: &[Holding], partition: i32, at: SystemTime) -> Option<&str> {
+    holdings
+        .iter()
+        .filter(|h| h.partition == partition && h.from <= at && h.until.is_none_or(|u| at < u))
+        .max_by_key(|h| h.from)
+        .map(|h| h.maker.as_str())
+}
+
+/// The stalls longer than `bound`: for each partition, each stretch of samples over which one maker held it, it
+/// had backlog, and its committed offset did not move. Also returns the longest such stretch of any length, the
+/// figure reports print.
+pub fn stalls(samples: &[Sample], holdings: &[Holding], bound: Duration) -> (Vec<Stall>, Duration) {
+    // Per partition, the stretch in progress: where it began, the offset it stands at, its holder.
+    let mut open: BTreeMap<i32, (SystemTime, Option<i64>, String)> = BTreeMap::new();
+    let mut found: BTreeMap<(i32, SystemTime), Stall> = BTreeMap::new();
+    let mut longest = Duration::ZERO;
+    for sample in samples {
+        for lag in &sample.partitions {
+            let held = holder(holdings, lag.partition, sample.at).filter(|_| lag.lag() > 0);
+            let Some(maker) = held else {
+                open.remove(&lag.partition);
+                continue;
+            };
+            let continues = open
+                .get(&lag.partition)
+                .is_some_and(|(_, committed, m)| *committed == lag.committed && m == maker);
+            if !continues {
+                open.insert(lag.partition, (sample.at, lag.committed, maker.to_owned()));
+                continue;
+            }
+            let (began, _, _) = &open[&lag.partition];
+            let lasted = sample.at.duration_since(*began).unwrap_or_default();
+            longest = longest.max(lasted);
+            if lasted > bound {
+                found.insert(
+                    (lag.partition, *began),
+                    Stall {
+                        partition: lag.partition,
+                        maker: maker.to_owned(),
+                        lasted_ms: lasted.as_millis() as u64,
+                        committed: lag.committed.unwrap_or(0),
+                        lag: lag.lag(),
+                    },
+                );
+            }
+        }
+    }
+    (found.into_values().collect(), longest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + s)
+    }
+
+    /// One sample per second: partition 0 at the given committed offsets, its end at 100.
+    fn samples(committed: &[i64]) -> Vec<Sample> {
+        committed
+            .iter()
+            .enumerate()
+            .map(|(s, &c)| Sample {
+                at: at(s as u64),
+                partitions: vec![PartitionLag {
+                    partition: 0,
+                    end: 100,
+                    committed: Some(c),
+                }],
+            })
+            .collect()
+    }
+
+    fn held_by(maker: &str, from: u64, until: Option<u64>) -> Holding {
+        Holding {
+            partition: 0,
+            maker: maker.to_owned(),
+            from: at(from),
+            until: until.map(at),
+        }
+    }
+
+    #[test]
+    fn a_held_partition_that_stands_still_with_backlog_is_a_stall() {
+        let (found, longest) = stalls(
+            &samples(&[10, 20, 20, 20, 20, 20, 20]),
+            &[held_by("maker-1", 0, None)],
+            Duration::from_secs(3),
+        );
+        assert_eq!(
+            found,
+            vec![Stall {
+                partition: 0,
+                maker: "maker-1".to_owned(),
+                lasted_ms: 5_000,
+                committed: 20,
+                lag: 80,
+            }]
+        );
+        assert_eq!(longest, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_partition_that_moves_within_the_bound_is_live() {
+        let (found, longest) = stalls(
+            &samples(&[10, 10, 10, 20, 20, 30, 40]),
+            &[held_by("maker-1", 0, None)],
+            Duration::from_secs(3),
+        );
+        assert!(found.is_empty());
+        assert_eq!(longest, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn standing_still_without_a_holder_or_without_backlog_is_no_stall() {
+        // Unheld from 1 s to 9 s (a killed maker's partitions wait for the group).
+        let (found, _) = stalls(
+            &samples(&[10, 10, 10, 10, 10, 10, 10, 10, 10]),
+            &[held_by("maker-1", 0, Some(1))],
+            Duration::from_secs(3),
+        );
+        assert!(found.is_empty());
+        // Held, but nothing to do: committed at the end.
+        let (found, _) = stalls(
+            &samples(&[100; 9]),
+            &[held_by("maker-1", 0, None)],
+            Duration::from_secs(3),
+        );
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn a_new_holder_starts_a_new_stretch() {
+        // maker-1 stands still 3 s and leaves; maker-2 takes over and stands still 3 s: neither over 3 s.
+        let (found, longest) = stalls(
+            &samples(&[10, 10, 10, 10, 10, 10, 10, 10]),
+            &[held_by("maker-1", 0, Some(4)), held_by("maker-2", 4, None)],
+            Duration::from_secs(3),
+        );
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(longest, Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,163 @@
+//! Brokers of a scenario's own: one stopped and restarted mid-run, one with Kafka's default group settings.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _};
+use testkit::nix::sys::signal::Signal;
+
+use crate::{
+    acknowledged_orders_are_in_the_topic, findings, liveness_bound, stop_patients, Crew, Findings,
+    Harness, Topics,
+};
+
+/// The makers' transaction timeout (their default).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker of a scenario's own (scripts/kafka-dev.sh on other ports and another store): for the scenario that
+/// stops and restarts its broker, and for the one on Kafka's default group settings. Stopped when dropped.
+pub struct SecondBroker {
+    pub bootstrap: String,
+    script: PathBuf,
+    port: u16,
+    dir: PathBuf,
+    /// `KAFKA_DEV_GROUP_SETTINGS`: `project` or `kafka-defaults`.
+    group_settings: &'static str,
+}
+
+impl SecondBroker {
+    /// Starts it on port 29192 (and the two after), store under target/kafka-dev-faults, with the project's
+    /// group settings (those of the Strimzi cluster in deploy/).
+    pub async fn start(repo_root: &Path) -> anyhow::Result<Self> {
+        Self::start_on(repo_root, 29192, "target/kafka-dev-faults", "project").await
+    }
+
+    /// Starts one with Kafka's default group and transaction settings (a KIP-848 session of 45 s, 5 s
+    /// heartbeats, 3 s initial rebalance delay), as a user's own Kafka has them: port 29196 (and the two
+    /// after), store under target/kafka-dev-defaults.
+    pub async fn start_with_defaults(repo_root: &Path) -> anyhow::Result<Self> {
+        Self::start_on(
+            repo_root,
+            29196,
+            "target/kafka-dev-defaults",
+            "kafka-defaults",
+        )
+        .await
+    }
+
+    async fn start_on(
+        repo_root: &Path,
+        port: u16,
+        dir: &str,
+        group_settings: &'static str,
+    ) -> anyhow::Result<Self> {
+        let broker = Self {
+            bootstrap: format!("127.0.0.1:{port}"),
+            script: repo_root.join("scripts/kafka-dev.sh"),
+            port,
+            dir: repo_root.join(dir),
+            group_settings,
+        };
+        broker.run("start").await?;
+        Ok(broker)
+    }
+
+    fn command(&self, action: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.script);
+        command
+            .arg(action)
+            .env("KAFKA_DEV_PORT", self.port.to_string())
+            .env("KAFKA_DEV_DIR", &self.dir)
+            .env("KAFKA_DEV_GROUP_SETTINGS", self.group_settings);
+        command
+    }
+
+    /// Runs `scripts/kafka-dev.sh <action>` for this broker.
+    pub async fn run(&self, action: &str) -> anyhow::Result<()> {
+        let status = tokio::process::Command::from(self.command(action))
+            .status()
+            .await
+            .with_context(|| format!("running kafka-dev.sh {action}"))?;
+        ensure!(
+            status.success(),
+            "kafka-dev.sh {action} failed for the second broker"
+        );
+        Ok(())
+    }
+}
+
+impl Drop for SecondBroker {
+    fn drop(&mut self) {
+        let _ = self.command("stop").status();
+    }
+}
+
+/// The broker stopped (cleanly) and restarted on the same store mid-run: a broker of the scenario's own (see
+/// [`SecondBroker`]), so other tests are not disturbed. Patients and makers must recover by
+/// themselves: every acknowledged order in the topic and made exactly once.
+pub async fn restart_broker(
+    harness: &Harness,
+    broker: &SecondBroker,
+    down: Duration,
+    run: Duration,
+) -> anyhow::Result<Findings> {
+    let started = Instant::now();
+    let topics = Topics::create(&harness.bootstrap).await;
+    // The maker's start-up timeout (60 s) outlasts the broker's downtime.
+    let making_time = Duration::from_millis(200);
+    let making = ["--tab-making-time", "200ms", "--idle-exit-after", "0"];
+    let watch = harness.watch(&topics)?;
+    let mut patients = harness.patients(&topics, 20, "200ms");
+    let mut crew = Crew::default();
+    let maker = crew.add(harness.maker(&topics, &making));
+    tokio::time::sleep(run / 2).await;
+
+    broker.run("stop").await?;
+    tokio::time::sleep(down).await;
+    broker.run("restart").await?;
+    tokio::time::sleep(run / 2).await;
+
+    let acknowledged = stop_patients(&mut patients).await?;
+    let outcome = harness
+        .audit(&topics, making_time, Duration::from_secs(90))
+        .await?;
+    // A transaction caught by the stop waits for its timeout after the restart.
+    let bound = liveness_bound(
+        making_time,
+        down + TRANSACTION_TIMEOUT + harness.transaction_cleanup,
+    );
+    let mut result = findings(
+        "broker stopped and restarted",
+        started,
+        &outcome,
+        watch,
+        &crew,
+        bound,
+    )?;
+    let code = crew
+        .stop(maker, Signal::SIGTERM, Duration::from_secs(60))
+        .await;
+    let maker = crew.proc(maker);
+    ensure!(
+        code == Some(0),
+        "the maker did not survive the restart: {}",
+        maker.stderr_text()
+    );
+    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
+    let aborts = maker
+        .log_events("maker stopped")
+        .first()
+        .and_then(|e| e.get("aborts").and_then(serde_json::Value::as_u64))
+        .unwrap_or(0);
+    if !result.passed() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
+        // What the maker saw is the first thing to read when this fails.
+        eprintln!("maker log:\n{}", maker.stderr_text());
+    }
+    result.faults_injected = 1;
+    result.notes.push(format!(
+        "broker down {:.0} s; {} orders acknowledged; {aborts} transactions aborted and redone",
+        down.as_secs_f64(),
+        acknowledged.len()
+    ));
+    Ok(result)
+}

@@ -1,0 +1,140 @@
+//! The makers of a scenario, running and gone, and what the liveness verdict needs from them: which partitions
+//! each held and when, read from their `partitions assigned` and `partitions revoked` log events.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use audit::liveness::Holding;
+use testkit::nix::sys::signal::Signal;
+use testkit::Proc;
+
+/// One maker process and when it ended (`None` while it runs).
+struct Member {
+    name: String,
+    proc: Proc,
+    ended: Option<SystemTime>,
+}
+
+/// The makers a scenario started, in order.
+#[derive(Default)]
+pub struct Crew {
+    members: Vec<Member>,
+}
+
+impl Crew {
+    /// Adds a running maker; returns its index.
+    pub fn add(&mut self, proc: Proc) -> usize {
+        self.members.push(Member {
+            name: format!("maker pid {}", proc.pid()),
+            proc,
+            ended: None,
+        });
+        self.members.len() - 1
+    }
+
+    /// How many makers were started.
+    pub fn started(&self) -> u64 {
+        self.members.len() as u64
+    }
+
+    /// Indices of the makers still running.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|&i| self.members[i].ended.is_none())
+            .collect()
+    }
+
+    pub fn proc(&self, index: usize) -> &Proc {
+        &self.members[index].proc
+    }
+
+    /// Sends `signal` to a maker and waits up to `timeout` for it to exit; returns its exit code (`None`: still
+    /// running, which the caller judges).
+    pub async fn stop(&mut self, index: usize, signal: Signal, timeout: Duration) -> Option<i32> {
+        let member = &mut self.members[index];
+        member.proc.signal(signal);
+        let status = member.proc.wait_timeout(timeout).await?;
+        member.ended = Some(SystemTime::now());
+        Some(status.code().unwrap_or(-1))
+    }
+
+    /// Marks makers that exited by themselves (`--max-orders`, idle) as ended; returns their exit codes.
+    pub async fn reap(&mut self) -> Vec<i32> {
+        let mut codes = Vec::new();
+        for member in self.members.iter_mut().filter(|m| m.ended.is_none()) {
+            if let Some(status) = member.proc.wait_timeout(Duration::ZERO).await {
+                member.ended = Some(SystemTime::now());
+                codes.push(status.code().unwrap_or(-1));
+            }
+        }
+        codes
+    }
+
+    /// Stops every running maker with SIGTERM (each gets `timeout`).
+    pub async fn stop_all(&mut self, timeout: Duration) {
+        for index in self.running() {
+            self.stop(index, Signal::SIGTERM, timeout).await;
+        }
+    }
+
+    /// Which partitions each maker held, and from when to when, by its log.
+    pub fn holdings(&self) -> Vec<Holding> {
+        self.members.iter().flat_map(holdings_of).collect()
+    }
+}
+
+/// The partitions in a `partitions assigned` or `partitions revoked` event (logged as `"[0, 3]"`) and its time.
+fn event(
+    event: &std::collections::HashMap<String, serde_json::Value>,
+) -> Option<(SystemTime, Vec<i32>)> {
+    let at = humantime::parse_rfc3339(event.get("timestamp")?.as_str()?).ok()?;
+    let partitions = event
+        .get("partitions")?
+        .as_str()?
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    Some((at, partitions))
+}
+
+fn holdings_of(member: &Member) -> Vec<Holding> {
+    let mut changes: Vec<(SystemTime, bool, Vec<i32>)> = Vec::new();
+    for (message, assigned) in [("partitions assigned", true), ("partitions revoked", false)] {
+        for e in member.proc.log_events(message) {
+            if let Some((at, partitions)) = event(&e) {
+                changes.push((at, assigned, partitions));
+            }
+        }
+    }
+    changes.sort_by_key(|(at, _, _)| *at);
+    let mut open: BTreeMap<i32, SystemTime> = BTreeMap::new();
+    let mut holdings = Vec::new();
+    let close = |partition: i32, from: SystemTime, until: Option<SystemTime>| Holding {
+        partition,
+        maker: member.name.clone(),
+        from,
+        until,
+    };
+    for (at, assigned, partitions) in changes {
+        for partition in partitions {
+            if assigned {
+                open.entry(partition).or_insert(at);
+            } else if let Some(from) = open.remove(&partition) {
+                holdings.push(close(partition, from, Some(at)));
+            }
+        }
+    }
+    // A maker that left by itself says when; one killed is known to have ended when it was reaped.
+    let left = member
+        .proc
+        .log_events("left the group")
+        .first()
+        .and_then(|e| humantime::parse_rfc3339(e.get("timestamp")?.as_str()?).ok())
+        .or(member.ended);
+    holdings.extend(
+        open.into_iter()
+            .map(|(partition, from)| close(partition, from, left)),
+    );
+    holdings
+}

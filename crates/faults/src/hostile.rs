@@ -1,0 +1,252 @@
+//! Bad input among valid orders: a flood of random and mutated records, and records at the broker's size limit
+//! whose dead letters once did not fit.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use rand::seq::IndexedRandom as _;
+use tabs::messages::{parse_order, to_json, DeadLetter, Order};
+use testkit::nix::sys::signal::Signal;
+
+use crate::{findings, liveness_bound, stop_patients, Crew, Findings, Harness, Topics};
+
+/// A bad record: random bytes, or a valid order mutated.
+fn hostile_record(rng: &mut impl rand::Rng, order: &Order) -> Vec<u8> {
+    let template = to_json(order);
+    match rng.random_range(0..6) {
+        // Random bytes, often not UTF-8.
+        0 => (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
+        // Truncated JSON.
+        1 => template[..rng.random_range(0..template.len())].to_vec(),
+        // A flipped byte somewhere.
+        2 => {
+            let mut bytes = template.to_vec();
+            let at = rng.random_range(0..bytes.len());
+            bytes[at] ^= 1 << rng.random_range(0..8);
+            bytes
+        }
+        // A field replaced by a value of another type or out of range.
+        3 => {
+            let field = ["patient_id", "order_timestamp_ns", "tabs_count"]
+                .choose(rng)
+                .copied()
+                .unwrap_or("tabs_count");
+            let value = [
+                "null",
+                "\"x\"",
+                "-1",
+                "0",
+                "1e12",
+                "[]",
+                "{}",
+                "1000000000000",
+                "2.5",
+                "true",
+            ]
+            .choose(rng)
+            .copied()
+            .unwrap_or("null");
+            format!(
+                r#"{{"patient_id":"{}","order_timestamp_ns":{},"tabs_count":1,"{field}":{value}}}"#,
+                order.patient_id, order.order_timestamp_ns
+            )
+            .into_bytes()
+        }
+        // JSON that is not an object, or empty.
+        4 => ["[]", "42", "\"order\"", "null", ""]
+            .choose(rng)
+            .copied()
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec(),
+        // A very long patient id.
+        _ => format!(
+            r#"{{"patient_id":"{}","order_timestamp_ns":1,"tabs_count":1}}"#,
+            "x".repeat(rng.random_range(257..2_000))
+        )
+        .into_bytes(),
+    }
+}
+
+/// A flood of random and mutated records into the orders topic while valid orders keep coming. Nothing may
+/// crash; every bad record must be in the DLQ with a reason; every good order must be made exactly once.
+pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<Findings> {
+    let started = Instant::now();
+    let topics = Topics::create(&harness.bootstrap).await;
+    let watch = harness.watch(&topics)?;
+    let mut crew = Crew::default();
+    let maker = crew.add(harness.maker(
+        &topics,
+        &[
+            "--tab-making-time",
+            "0",
+            "--max-in-flight-orders",
+            "256",
+            "--idle-exit-after",
+            "0",
+        ],
+    ));
+    let mut patients = harness.patients(&topics, 20, "100ms");
+
+    let mut rng = rand::rng();
+    // Each mutated record starts from its own order (own patient id, own timestamp): a mutation that is still a
+    // valid order then changes one field only, so it never takes the identity of another order.
+    let flood_id = testkit::unique("flood");
+    let base = tabs::time::now_ns();
+    let flood: Vec<Vec<u8>> = (0..records)
+        .map(|i| {
+            let order = Order {
+                patient_id: format!("{flood_id}-{i}"),
+                order_timestamp_ns: base + i as u64,
+                tabs_count: 5,
+            };
+            hostile_record(&mut rng, &order)
+        })
+        .collect();
+    // The validator decides which mutations still are valid orders (a flipped byte in an id, say).
+    let bad = flood
+        .iter()
+        .filter(|r| parse_order(Some(r.as_slice()), 30).is_err())
+        .count() as u64;
+    let keyed: Vec<testkit::RawRecord<'_>> = flood
+        .iter()
+        .map(|value| {
+            (
+                None,
+                if value.is_empty() {
+                    None
+                } else {
+                    Some(value.as_slice())
+                },
+            )
+        })
+        .collect();
+    testkit::produce_many(&harness.bootstrap, &topics.orders, &keyed).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_patients(&mut patients).await?;
+
+    let letters = testkit::read_topic(
+        &harness.bootstrap,
+        &topics.dlq,
+        true,
+        usize::try_from(bad)?,
+        Duration::from_secs(2),
+        Duration::from_secs(180),
+    )
+    .await;
+    let outcome = harness
+        .audit(&topics, Duration::ZERO, Duration::from_secs(60))
+        .await?;
+    let mut result = findings(
+        "hostile input flood",
+        started,
+        &outcome,
+        watch,
+        &crew,
+        liveness_bound(Duration::ZERO, Duration::ZERO),
+    )?;
+    ensure!(
+        crew.reap().await.is_empty(),
+        "the maker stopped: {}",
+        crew.proc(maker).stderr_text()
+    );
+    let code = crew
+        .stop(maker, Signal::SIGTERM, Duration::from_secs(60))
+        .await;
+    ensure!(
+        code == Some(0),
+        "the maker failed: {}",
+        crew.proc(maker).stderr_text()
+    );
+
+    let mut without_reason = 0;
+    for letter in &letters {
+        let letter: DeadLetter =
+            serde_json::from_slice(letter.value.as_deref().unwrap_or_default())
+                .context("a DLQ record that is not a dead letter")?;
+        if letter.reason.is_empty() || letter.error.is_empty() {
+            without_reason += 1;
+        }
+    }
+    if letters.len() as u64 != bad {
+        bail!(
+            "{bad} bad records were sent, {} dead letters arrived",
+            letters.len()
+        );
+    }
+    ensure!(
+        without_reason == 0,
+        "{without_reason} dead letters without a reason"
+    );
+    result.faults_injected = records as u64;
+    result.dead_letters = letters.len() as u64;
+    result.notes.push(format!(
+        "{} of the {records} flooded records were still valid orders",
+        records as u64 - bad
+    ));
+    Ok(result)
+}
+
+/// Records at and above the sizes whose dead letters once outgrew what the broker accepts (binary 760,000 B,
+/// quote-heavy text 510,000 B, plain ASCII 999,898 B, as base64 and escaped text grow them), sent among the
+/// patients' orders every half second. Every one must reach the DLQ, no maker may fail, and every partition must
+/// keep moving.
+pub async fn oversized_records(harness: &Harness, rounds: usize) -> anyhow::Result<Findings> {
+    let started = Instant::now();
+    let topics = Topics::create(&harness.bootstrap).await;
+    let making_time = Duration::from_millis(200);
+    let watch = harness.watch(&topics)?;
+    let mut crew = Crew::default();
+    for _ in 0..2 {
+        crew.add(harness.maker(
+            &topics,
+            &["--tab-making-time", "200ms", "--idle-exit-after", "0"],
+        ));
+    }
+    let mut patients = harness.patients(&topics, 20, "200ms");
+    let binary = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 200) as u8 | 0x80).collect() };
+    let quotes = |n: usize| -> Vec<u8> { "\"\\".repeat(n / 2).into_bytes() };
+    let records = [
+        binary(760_000),
+        binary(990_000),
+        quotes(510_000),
+        quotes(990_000),
+        "a".repeat(999_898).into_bytes(),
+    ];
+    let mut sent = 0u64;
+    for round in 0..rounds {
+        let key = format!("oversized-{round}");
+        let keyed: Vec<testkit::RawRecord<'_>> = records
+            .iter()
+            .map(|r| (Some(key.as_bytes()), Some(r.as_slice())))
+            .collect();
+        testkit::produce(&harness.bootstrap, &topics.orders, &keyed).await;
+        sent += records.len() as u64;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop_patients(&mut patients).await?;
+    let outcome = harness
+        .audit(&topics, making_time, Duration::from_secs(60))
+        .await?;
+    let mut result = findings(
+        "records at the broker's size limit",
+        started,
+        &outcome,
+        watch,
+        &crew,
+        liveness_bound(making_time, Duration::ZERO),
+    )?;
+    ensure!(
+        crew.reap().await.is_empty(),
+        "a maker stopped on an oversized record"
+    );
+    crew.stop_all(Duration::from_secs(60)).await;
+    ensure!(
+        outcome.invalid_orders == sent,
+        "{sent} oversized records sent, {} seen as invalid",
+        outcome.invalid_orders
+    );
+    result.faults_injected = sent;
+    result.dead_letters = outcome.dead_lettered;
+    Ok(result)
+}
