@@ -40,8 +40,10 @@ pub use kill::{kill_makers, saturated_churn, sigterm_storm};
 const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What the liveness bound allows beyond the contract's three making times and one commit interval: the
-/// watch's sampling (every 500 ms) and the group's round trips after an assignment.
-const LIVENESS_SLACK: Duration = Duration::from_secs(2);
+/// watch's sampling (every 500 ms), the group's round trips after an assignment, and one transaction of a maker
+/// at full load on a 2-core machine shared with the broker and the load (up to 3 s measured under the hostile
+/// flood). A frozen partition stands still for good, far beyond it.
+const LIVENESS_SLACK: Duration = Duration::from_secs(5);
 
 /// How to start the programs and where Kafka is.
 #[derive(Debug, Clone)]

@@ -120,6 +120,9 @@ pub struct Schedule(pub Vec<u32>);
 pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     let counts: Result<Vec<u32>, _> = text.split(',').map(|c| c.trim().parse::<u32>()).collect();
     match counts {
+        Ok(counts) if !counts.is_empty() && counts.iter().all(|&c| c == 0) => Err(format!(
+            "`{text}`: no patient would order anything; give at least one (a schedule may pass through 0, e.g. 10,0,10)"
+        )),
         Ok(counts) if !counts.is_empty() && counts.iter().all(|&c| c <= 100_000) => Ok(Schedule(counts)),
         _ => Err(format!("`{text}` is not a patient count or a list of counts (e.g. 3 or 1,10,3; at most 100000)")),
     }
@@ -203,6 +206,9 @@ mod tests {
         assert_eq!(parse_schedule("1, 10,3"), Ok(Schedule(vec![1, 10, 3])));
         assert!(parse_schedule("1,,3").is_err());
         assert!(parse_schedule("many").unwrap_err().contains("1,10,3"));
+        assert!(parse_schedule("0").unwrap_err().contains("at least one"));
+        assert!(parse_schedule("0,0").is_err());
+        assert_eq!(parse_schedule("10,0,10"), Ok(Schedule(vec![10, 0, 10])));
     }
 
     #[test]

@@ -927,3 +927,61 @@ async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back_clas
 async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back_consumer() {
     a_partition_revoked_while_saturated_moves_again_when_it_comes_back("consumer").await;
 }
+
+/// Orders completed per partition over `window`, from the group's committed offsets.
+async fn completed_per_partition(setup: &Setup, window: Duration) -> Vec<i64> {
+    let kafka = tabs::kafka::KafkaArgs::plaintext(&setup.bootstrap);
+    let (group, topic) = (setup.group.clone(), setup.orders.clone());
+    let probe = tokio::task::spawn_blocking(move || {
+        audit::liveness::LagProbe::open(&kafka, &group, &topic).unwrap()
+    })
+    .await
+    .unwrap();
+    let probe = std::sync::Arc::new(probe);
+    let sample = |probe: std::sync::Arc<audit::liveness::LagProbe>| async move {
+        tokio::task::spawn_blocking(move || probe.sample().unwrap())
+            .await
+            .unwrap()
+    };
+    let before = sample(std::sync::Arc::clone(&probe)).await;
+    tokio::time::sleep(window).await;
+    let after = sample(probe).await;
+    before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.committed.unwrap_or(0) - b.committed.unwrap_or(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_saturated_maker_moves_every_backlogged_partition_alike() {
+    // Every partition backlogged, one maker at its bound (12 in flight over 6 partitions, 1 s each: 12 orders/s):
+    // over a 30 s window each partition's completed orders are within 25 % of the mean.
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 6).await;
+    let orders = orders(1_200, 120);
+    setup.produce_orders(&orders).await;
+    let mut maker = setup.maker(&[
+        "--tab-making-time",
+        "1s",
+        "--max-in-flight-orders",
+        "12",
+        "--idle-exit-after",
+        "0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&maker).await;
+    wait_in_flight(&maker, &addr, 12.0).await;
+    let made = completed_per_partition(&setup, Duration::from_secs(30)).await;
+    let mean = made.iter().sum::<i64>() as f64 / made.len() as f64;
+    assert!(mean > 0.0, "nothing made: {}", maker.stderr_text());
+    for (partition, &n) in made.iter().enumerate() {
+        assert!(
+            (n as f64 - mean).abs() <= mean * 0.25,
+            "partition {partition} completed {n} orders in 30 s, the mean is {mean:.1}: {made:?}"
+        );
+    }
+    maker.signal(Signal::SIGTERM);
+    assert_eq!(maker.exit_code(Duration::from_secs(30)).await, 0);
+}
