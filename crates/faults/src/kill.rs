@@ -7,10 +7,7 @@ use anyhow::ensure;
 use rand::Rng as _;
 use testkit::nix::sys::signal::Signal;
 
-use crate::{
-    acknowledged_orders_are_in_the_topic, findings, liveness_bound, stop_patients, Crew, Findings,
-    Harness, Topics,
-};
+use crate::{conclude, liveness_bound, stop_patients, Crew, Ending, Findings, Harness, Topics};
 
 /// The makers' transaction timeout (their default): how long a killed maker's open transaction holds back the
 /// next holder of its partitions.
@@ -50,23 +47,17 @@ pub async fn kill_makers(harness: &Harness, duration: Duration) -> anyhow::Resul
     }
     let acknowledged = stop_patients(&mut patients).await?;
     // A killed maker's open transaction holds its partitions until it times out (10 s): the survivors finish.
-    let outcome = harness
-        .audit(&topics, making_time, Duration::from_secs(90))
-        .await?;
-    let bound = liveness_bound(
-        making_time,
-        TRANSACTION_TIMEOUT + harness.transaction_cleanup,
-    );
-    let mut result = findings(
-        format!("makers killed with SIGKILL{}", protocol_note(harness)),
+    let ending = Ending {
+        scenario: format!("makers killed with SIGKILL{}", protocol_note(harness)),
         started,
-        &outcome,
-        watch,
-        &crew,
-        bound,
-    )?;
-    crew.stop_all(Duration::from_secs(60)).await;
-    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
+        making_time,
+        wait: Duration::from_secs(90),
+        bound: liveness_bound(
+            making_time,
+            TRANSACTION_TIMEOUT + harness.transaction_cleanup,
+        ),
+    };
+    let mut result = conclude(harness, &topics, &acknowledged, crew, watch, ending).await?;
     result.faults_injected = faults;
     Ok(result)
 }
@@ -129,20 +120,14 @@ pub async fn sigterm_storm(harness: &Harness, duration: Duration) -> anyhow::Res
         faults += 1;
     }
     let acknowledged = stop_patients(&mut patients).await?;
-    let outcome = harness
-        .audit(&topics, making_time, Duration::from_secs(90))
-        .await?;
-    let bound = liveness_bound(making_time, Duration::ZERO);
-    let mut result = findings(
-        "makers sent SIGTERM while busy",
+    let ending = Ending {
+        scenario: "makers sent SIGTERM while busy".to_owned(),
         started,
-        &outcome,
-        watch,
-        &crew,
-        bound,
-    )?;
-    crew.stop_all(Duration::from_secs(60)).await;
-    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
+        making_time,
+        wait: Duration::from_secs(90),
+        bound: liveness_bound(making_time, Duration::ZERO),
+    };
+    let mut result = conclude(harness, &topics, &acknowledged, crew, watch, ending).await?;
     result.faults_injected = faults;
     result.notes.push(format!(
         "slowest exit {:.1} s after SIGTERM",
@@ -211,20 +196,14 @@ pub async fn saturated_churn(harness: &Harness, duration: Duration) -> anyhow::R
     for _ in 0..2 {
         crew.add(harness.maker(&topics, &steady));
     }
-    let outcome = harness
-        .audit(&topics, making_time, Duration::from_secs(120))
-        .await?;
-    let bound = liveness_bound(making_time, Duration::ZERO);
-    let mut result = findings(
-        "partitions moving while their maker is saturated",
+    let ending = Ending {
+        scenario: "partitions moving while their maker is saturated".to_owned(),
         started,
-        &outcome,
-        watch,
-        &crew,
-        bound,
-    )?;
-    crew.stop_all(Duration::from_secs(60)).await;
-    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
+        making_time,
+        wait: Duration::from_secs(120),
+        bound: liveness_bound(making_time, Duration::ZERO),
+    };
+    let mut result = conclude(harness, &topics, &acknowledged, crew, watch, ending).await?;
     result.faults_injected = faults;
     Ok(result)
 }

@@ -289,6 +289,43 @@ fn findings(
     })
 }
 
+/// How a scenario under the patients' load is judged once they have stopped.
+struct Ending {
+    scenario: String,
+    started: Instant,
+    making_time: Duration,
+    /// How long the audit waits for tabs still being made.
+    wait: Duration,
+    /// The liveness bound.
+    bound: Duration,
+}
+
+/// The end of a scenario whose patients have stopped: the audit, the liveness verdict, the makers stopped, and
+/// every order the patients logged as acknowledged found in the orders topic.
+async fn conclude(
+    harness: &Harness,
+    topics: &Topics,
+    acknowledged: &HashSet<(String, u64)>,
+    mut crew: Crew,
+    watch: Watch,
+    ending: Ending,
+) -> anyhow::Result<Findings> {
+    let outcome = harness
+        .audit(topics, ending.making_time, ending.wait)
+        .await?;
+    let result = findings(
+        ending.scenario,
+        ending.started,
+        &outcome,
+        watch,
+        &crew,
+        ending.bound,
+    )?;
+    crew.stop_all(Duration::from_secs(60)).await;
+    acknowledged_orders_are_in_the_topic(&harness.bootstrap, topics, acknowledged).await?;
+    Ok(result)
+}
+
 /// Stops patients with SIGTERM and returns the orders they logged as acknowledged.
 async fn stop_patients(patients: &mut Proc) -> anyhow::Result<HashSet<(String, u64)>> {
     patients.signal(Signal::SIGTERM);

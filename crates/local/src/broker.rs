@@ -102,5 +102,25 @@ async fn create_missing_topics(servers: &str, topics: &[(String, i32)]) -> anyho
             Err((topic, code)) => bail!("creating topic {topic} on {servers}: {code}"),
         }
     }
+    // A topic just created reaches the broker's metadata a moment later: wait until every one is there.
+    let reader: std::sync::Arc<BaseConsumer<tabs::kafka::TabsContext>> = std::sync::Arc::new(
+        tabs::kafka::create_reader(
+            &kafka,
+            &tabs::kafka::ReaderOptions::plain(false),
+            tabs::kafka::TabsContext::default(),
+        )
+        .context("creating a Kafka client")?,
+    );
+    let names: Vec<&str> = topics.iter().map(|(name, _)| name.as_str()).collect();
+    tabs::kafka::wait_for_topics(
+        move |timeout| reader.fetch_metadata(None, timeout),
+        &tabs::kafka::ErrorTracker::default(),
+        &kafka,
+        &names,
+        Duration::from_secs(30),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .with_context(|| format!("waiting for the topics on {servers}"))?;
     Ok(())
 }

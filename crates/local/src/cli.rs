@@ -99,6 +99,15 @@ pub struct Config {
     #[arg(long, env = "MEDECINEPUBSUB_CONSUMER_GROUP", default_value = MAKERS_GROUP, help_heading = "Topics")]
     pub group: String,
 
+    /// On a real broker, use the topic and group names as given. By default a run there adds `.<run id>` to
+    /// them (printed at the start), so that no run sees another's orders.
+    #[arg(
+        long,
+        env = "MEDECINEPUBSUB_LOCAL_SHARED_TOPICS",
+        help_heading = "Topics"
+    )]
+    pub shared_topics: bool,
+
     /// Where the report, the chart and the children's logs go. Default: target/local-runs/<run id>.
     #[arg(long, env = "MEDECINEPUBSUB_LOCAL_REPORT_DIR")]
     pub report_dir: Option<PathBuf>,
@@ -140,6 +149,21 @@ pub struct Settings {
 }
 
 impl Config {
+    /// The names a run uses: on a real broker, unless `--shared-topics`, the topics and the group carry the run
+    /// id, so that orders left by another run (or a run beside it) are never this run's.
+    pub fn for_run(mut self, run_id: &str, embedded_broker: bool) -> Self {
+        if !embedded_broker && !self.shared_topics {
+            let own = |name: &str| format!("{name}.{run_id}");
+            self.topics = TopicArgs::new(
+                &own(self.topics.orders()),
+                &own(&self.topics.deliveries_topic),
+                &own(&self.topics.dlq_topic),
+            );
+            self.group = own(&self.group);
+        }
+        self
+    }
+
     /// Checks what the parser cannot, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
         if self.bootstrap_servers.is_none() && self.guarantee == Some(Guarantee::ExactlyOnce) {
@@ -198,6 +222,24 @@ mod tests {
 
     fn config(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("medicine-pubsub-local").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_run_on_a_real_broker_owns_its_topics_and_group_unless_told_to_share() {
+        let own = config(&["--bootstrap-servers", "k:9092"])
+            .unwrap()
+            .for_run("abc123", false);
+        assert_eq!(own.topics.orders(), "tabs.orders.abc123");
+        assert_eq!(own.topics.deliveries_topic, "tabs.deliveries.abc123");
+        assert_eq!(own.topics.dlq_topic, "tabs.dlq.abc123");
+        assert_eq!(own.group, format!("{MAKERS_GROUP}.abc123"));
+        let shared = config(&["--bootstrap-servers", "k:9092", "--shared-topics"])
+            .unwrap()
+            .for_run("abc123", false);
+        assert_eq!(shared.topics.orders(), "tabs.orders");
+        // The embedded broker is the run's own already.
+        let embedded = config(&[]).unwrap().for_run("abc123", true);
+        assert_eq!(embedded.topics.orders(), "tabs.orders");
     }
 
     #[test]

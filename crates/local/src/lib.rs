@@ -85,6 +85,8 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
         Some(servers) => Broker::External(servers.clone()),
         None => Broker::embedded()?,
     };
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let config = config.for_run(&run_id, broker.is_embedded());
     let bootstrap = broker.bootstrap_servers();
     // Each topic gets the partitions its KafkaTopic in deploy/ declares, whatever name it is given here.
     let partitions =
@@ -100,7 +102,6 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
         ])
         .await?;
 
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let report_dir = config
         .report_dir
         .clone()
@@ -141,6 +142,13 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
             }
             (guarantee, _) => guarantee.as_str().to_owned(),
         },
+        topics: format!(
+            "{}, {}, {}; group {}",
+            config.topics.orders(),
+            config.topics.deliveries_topic,
+            config.topics.dlq_topic,
+            config.group
+        ),
         schedule: config.patients.0.clone(),
         step_s: config.step.as_secs_f64(),
         tab_making_time_s: settings.making_time.as_secs_f64(),
@@ -153,6 +161,7 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
         broker = %info.broker,
         bootstrap = %bootstrap,
         guarantee = %info.guarantee,
+        topics = %info.topics,
         schedule = ?config.patients.0,
         report_dir = %report_dir.display(),
         "local run starting"

@@ -36,6 +36,8 @@ pub struct RunInfo {
     pub run_id: String,
     pub broker: String,
     pub guarantee: String,
+    /// The run's topics and group (on a real broker, carrying the run id unless `--shared-topics`).
+    pub topics: String,
     pub schedule: Vec<u32>,
     pub step_s: f64,
     pub tab_making_time_s: f64,
@@ -189,6 +191,7 @@ mod tests {
     fn run() -> RunInfo {
         RunInfo {
             run_id: "abc".into(),
+            topics: "tabs.orders, tabs.deliveries, tabs.dlq; group medicine-makers".into(),
             broker: "embedded <mock> & co".into(),
             guarantee: "at-least-once".into(),
             schedule: vec![1, 10],

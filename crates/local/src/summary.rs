@@ -15,13 +15,14 @@ pub fn summary(
     let schedule: Vec<String> = info.schedule.iter().map(u32::to_string).collect();
     let verdict = if passed { "PASS" } else { "FAIL" };
     format!(
-        "\nmedicine-pubsub local run: {:.0} s on {}\n  guarantee   {}\n  patients    {}\n  orders      {}  tabs {}  dead letters {}\n  \
+        "\nmedicine-pubsub local run: {:.0} s on {}\n  guarantee   {}\n  topics      {}\n  patients    {}\n  orders      {}  tabs {}  dead letters {}\n  \
          makers      {} started, at most {} at once (1 per {} orders of lag, at most {})\n  lag         at most {} orders\n  \
          latency     p50 {:.0} ms  p99 {:.0} ms  (overhead p50 {:.0} ms  p99 {:.0} ms)\n  \
          audit       missing {}  duplicated {}  wrong {} -> {verdict}",
         run.started.elapsed().as_secs_f64(),
         info.broker,
         info.guarantee,
+        info.topics,
         schedule.join(" -> "),
         audit.orders,
         audit.delivered_tabs,

@@ -303,3 +303,91 @@ async fn bad_flags_exit_2_with_one_line() {
         assert!(lines[0].contains(needle), "{lines:?}");
     }
 }
+
+/// A run on the test broker with the default topic and group names.
+fn default_named_run(bootstrap: &str, dir: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--bootstrap-servers",
+        bootstrap,
+        "--order-period",
+        "200ms",
+        "--polling-interval",
+        "1s",
+        "--idle-exit-after",
+        "2s",
+        "--view",
+        "plain",
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn_with_stdout(LOCAL, &args, &[])
+}
+
+#[tokio::test]
+async fn a_run_is_not_judged_on_orders_another_run_left_behind() {
+    // A run killed while its makers are behind leaves orders in its topics; the next run on the same broker,
+    // with the same default names, must not make them nor count them: each run owns its topics and group.
+    let bootstrap = require_broker!();
+    let (first_dir, second_dir) = (report_dir(), report_dir());
+    let mut first = default_named_run(
+        &bootstrap,
+        &first_dir,
+        &[
+            "--patients",
+            "30",
+            "--tab-making-time",
+            "2s",
+            "--max-makers",
+            "1",
+        ],
+    );
+    assert!(
+        first
+            .wait_for_log("local run starting", Duration::from_secs(60))
+            .await,
+        "{}",
+        first.stderr_text()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    first.signal(Signal::SIGKILL);
+    first.wait_timeout(Duration::from_secs(10)).await;
+    wait_until_no_process_of(&run_id(&first), Duration::from_secs(10)).await;
+
+    let mut second = default_named_run(
+        &bootstrap,
+        &second_dir,
+        &[
+            "--patients",
+            "3",
+            "--duration",
+            "5s",
+            "--tab-making-time",
+            "200ms",
+        ],
+    );
+    let code = second.exit_code(Duration::from_secs(180)).await;
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{}\nstderr:\n{}",
+        second.stdout_text(),
+        second.stderr_text()
+    );
+    let report = read_report(&second_dir);
+    assert_eq!(report["audit_passed"], true, "{}", report["audit"]);
+    assert_eq!(
+        report["audit"]["unknown_order_tabs"], 0,
+        "{}",
+        report["audit"]
+    );
+    let named = report["run"]["topics"].as_str().unwrap();
+    assert!(
+        named.contains(&format!("tabs.orders.{}", run_id(&second))),
+        "{named}"
+    );
+    assert!(
+        second.stdout_text().contains(named),
+        "the summary names them"
+    );
+}

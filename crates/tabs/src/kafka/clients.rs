@@ -79,13 +79,7 @@ where
     C: ClientContext,
     T: FromClientConfigAndContext<C>,
 {
-    let config = producer_config(kafka, kind);
-    config
-        .create_with_context(context)
-        .map_err(|source| Error::ClientCreation {
-            what: "producer",
-            reason: describe(&source, &kafka.secret_values()),
-        })
+    create(&producer_config(kafka, kind), kafka, "producer", context)
 }
 
 /// librdkafka keys of a consumer of this project.
@@ -203,12 +197,7 @@ where
     C: ClientContext,
     T: FromClientConfigAndContext<C>,
 {
-    consumer_config(kafka, options)
-        .create_with_context(context)
-        .map_err(|source| Error::ClientCreation {
-            what: "consumer",
-            reason: describe(&source, &kafka.secret_values()),
-        })
+    create(&consumer_config(kafka, options), kafka, "consumer", context)
 }
 
 /// librdkafka keys of an admin client (topics, metadata): the connection's only.
@@ -224,12 +213,7 @@ where
     C: ClientContext,
     T: FromClientConfigAndContext<C>,
 {
-    reader_config(kafka, options)
-        .create_with_context(context)
-        .map_err(|source| Error::ClientCreation {
-            what: "reader",
-            reason: describe(&source, &kafka.secret_values()),
-        })
+    create(&reader_config(kafka, options), kafka, "reader", context)
 }
 
 /// Creates an admin client (see [`admin_config`]).
@@ -238,10 +222,24 @@ where
     C: ClientContext,
     T: FromClientConfigAndContext<C>,
 {
-    admin_config(kafka)
+    create(&admin_config(kafka), kafka, "admin client", context)
+}
+
+/// Creates a client from `config`; an error names `what` and never shows a property's value.
+fn create<T, C>(
+    config: &ClientConfig,
+    kafka: &KafkaArgs,
+    what: &'static str,
+    context: C,
+) -> Result<T>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    config
         .create_with_context(context)
         .map_err(|source| Error::ClientCreation {
-            what: "admin client",
+            what,
             reason: describe(&source, &kafka.secret_values()),
         })
 }

@@ -1,0 +1,304 @@
+//! The fake broker the loop's tests drive: per-partition logs, positions, committed offsets and pause flags, and
+//! a harness that runs the loop over it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::registry::Registry;
+use tabs::messages::{to_json, Order};
+use tokio::sync::mpsc;
+use tokio::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use super::super::{Settings, Worker};
+use crate::broker::{Batch, Broker, CommitError, CommitFuture, Deliver, Event, Fetched, OutRecord};
+use crate::stats::{Stats, Summary};
+
+/// What a test tells the fake broker while the loop runs.
+pub(super) enum Script {
+    Assign(Vec<i32>),
+    Revoke(Vec<i32>),
+}
+
+/// The fake broker's view of Kafka: per-partition logs, positions, committed offsets, and pause flags that,
+/// as librdkafka's, belong to the partition and survive a revocation.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) logs: BTreeMap<i32, Vec<Vec<u8>>>,
+    positions: BTreeMap<i32, i64>,
+    pub(super) committed: BTreeMap<i32, i64>,
+    pub(super) assigned: BTreeSet<i32>,
+    pub(super) paused: BTreeSet<i32>,
+    /// Outcomes of the next commits (then: committed).
+    pub(super) commit_outcomes: VecDeque<Result<(), CommitError>>,
+    /// How many times each (partition, offset) was committed.
+    pub(super) commits_of: BTreeMap<(i32, i64), u32>,
+    /// The dead letters committed.
+    pub(super) letters: Vec<tabs::messages::DeadLetter>,
+    /// Most records handed out and not committed at once.
+    pub(super) max_outstanding: i64,
+    pub(super) pauses: usize,
+    pub(super) resumes: usize,
+    pub(super) rewinds: usize,
+    next_partition: usize,
+    /// Serve the lowest-numbered partition that can be fetched, as a fetch response hands a whole batch of one
+    /// partition before the next, instead of taking partitions in turn.
+    pub(super) greedy: bool,
+}
+
+impl State {
+    fn outstanding(&self) -> i64 {
+        self.assigned
+            .iter()
+            .map(|p| {
+                self.positions.get(p).copied().unwrap_or(0)
+                    - self.committed.get(p).copied().unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+pub(super) struct Fake {
+    state: Arc<Mutex<State>>,
+    script: mpsc::UnboundedReceiver<Script>,
+    events: VecDeque<Event>,
+}
+
+impl Fake {
+    fn apply(&mut self, script: Script) {
+        let mut state = self.state.lock().unwrap();
+        match script {
+            Script::Assign(partitions) => {
+                for &p in &partitions {
+                    state.assigned.insert(p);
+                    let committed = state.committed.get(&p).copied().unwrap_or(0);
+                    state.positions.insert(p, committed);
+                }
+                self.events.push_back(Event::Assigned(partitions));
+            }
+            Script::Revoke(partitions) => {
+                for p in &partitions {
+                    state.assigned.remove(p);
+                }
+                self.events.push_back(Event::Revoked(partitions));
+            }
+        }
+    }
+
+    /// The next record of an assigned partition that is not paused, taking partitions in turn.
+    fn record(&self) -> Option<Fetched> {
+        let mut state = self.state.lock().unwrap();
+        let candidates: Vec<i32> = state
+            .assigned
+            .iter()
+            .copied()
+            .filter(|p| !state.paused.contains(p))
+            .filter(|p| (state.positions[p] as usize) < state.logs.get(p).map_or(0, Vec::len))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let partition = if state.greedy {
+            candidates[0]
+        } else {
+            candidates[state.next_partition % candidates.len()]
+        };
+        state.next_partition += 1;
+        let offset = state.positions[&partition];
+        let payload = state.logs[&partition][offset as usize].clone();
+        state.positions.insert(partition, offset + 1);
+        let outstanding = state.outstanding();
+        state.max_outstanding = state.max_outstanding.max(outstanding);
+        Some(Fetched {
+            partition,
+            offset,
+            key: None,
+            payload: Some(payload),
+        })
+    }
+}
+
+/// The fake never delivers at-least-once: these tests run the loop exactly-once.
+#[derive(Clone)]
+pub(super) struct NoDelivery;
+
+impl Deliver for NoDelivery {
+    async fn deliver(&self, _: &str, _: Vec<OutRecord>) -> Result<(), String> {
+        Err("at-least-once is not faked".into())
+    }
+}
+
+impl Broker for Fake {
+    type Deliverer = NoDelivery;
+
+    async fn next(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return event;
+            }
+            if let Some(record) = self.record() {
+                return Event::Record(record);
+            }
+            match self.script.recv().await {
+                Some(script) => self.apply(script),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn pause(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.pauses += 1;
+        state.paused.extend(partitions);
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.resumes += 1;
+        for p in partitions {
+            state.paused.remove(p);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture> {
+        let mut state = self.state.lock().unwrap();
+        let outcome = state.commit_outcomes.pop_front().unwrap_or(Ok(()));
+        if outcome.is_ok() {
+            for result in &batch.results {
+                if let crate::completion::Outcome::Rejected { letter, .. } = result {
+                    state.letters.push((**letter).clone());
+                }
+            }
+            for (&partition, &next) in &batch.offsets {
+                let from = state.committed.get(&partition).copied().unwrap_or(0);
+                for offset in from..next {
+                    *state.commits_of.entry((partition, offset)).or_default() += 1;
+                }
+                state.committed.insert(partition, next);
+            }
+        }
+        Ok(Box::pin(std::future::ready((outcome, batch.results))))
+    }
+
+    fn deliverer(&self) -> Option<NoDelivery> {
+        None
+    }
+
+    async fn rewind(&mut self, _replace_producer: bool) -> anyhow::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.rewinds += 1;
+        let assigned: Vec<i32> = state.assigned.iter().copied().collect();
+        for p in assigned {
+            let committed = state.committed.get(&p).copied().unwrap_or(0);
+            state.positions.insert(p, committed);
+        }
+        self.events.clear();
+        Ok(())
+    }
+
+    async fn close(self) {}
+}
+
+pub(super) fn settings() -> Settings {
+    Settings {
+        maker_id: "maker-test".into(),
+        group: "makers".into(),
+        orders_topic: "orders".into(),
+        deliveries_topic: "deliveries".into(),
+        dlq_topic: "dlq".into(),
+        max_tabs_count: 30,
+        tab_making_time: Duration::from_secs(2),
+        max_in_flight_orders: 8,
+        commit_interval: Duration::from_millis(20),
+        idle_exit_after: Duration::from_secs(5),
+        max_orders: 0,
+        drain_timeout: Duration::from_secs(20),
+        startup_timeout: Duration::from_secs(60),
+    }
+}
+
+fn order(n: usize) -> Vec<u8> {
+    to_json(&Order {
+        patient_id: format!("patient-{}", n % 7),
+        order_timestamp_ns: 1_000_000 + n as u64,
+        tabs_count: 1 + (n % 5) as u32,
+    })
+}
+
+/// A loop over a fake broker with `records` orders in each of `partitions` (assigned at once).
+pub(super) struct Harness {
+    pub(super) state: Arc<Mutex<State>>,
+    pub(super) script: mpsc::UnboundedSender<Script>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) stats: Arc<Stats>,
+    worker: Option<Worker<Fake>>,
+}
+
+impl Harness {
+    pub(super) fn new(settings: Settings, partitions: &[i32], records: usize) -> Self {
+        let mut state = State::default();
+        let mut n = 0;
+        for &p in partitions {
+            state.logs.insert(
+                p,
+                (0..records)
+                    .map(|_| {
+                        n += 1;
+                        order(n)
+                    })
+                    .collect(),
+            );
+        }
+        let state = Arc::new(Mutex::new(state));
+        let (script, receiver) = mpsc::unbounded_channel();
+        let fake = Fake {
+            state: Arc::clone(&state),
+            script: receiver,
+            events: VecDeque::new(),
+        };
+        let stats = Arc::new(Stats::register(&mut Registry::default()));
+        let shutdown = CancellationToken::new();
+        let worker = Worker::new(
+            settings,
+            fake,
+            Arc::clone(&stats),
+            Arc::default(),
+            shutdown.clone(),
+        );
+        if !partitions.is_empty() {
+            script.send(Script::Assign(partitions.to_vec())).unwrap();
+        }
+        Self {
+            state,
+            script,
+            shutdown,
+            stats,
+            worker: Some(worker),
+        }
+    }
+
+    pub(super) fn start(&mut self) -> tokio::task::JoinHandle<anyhow::Result<Summary>> {
+        tokio::spawn(self.worker.take().unwrap().run())
+    }
+
+    pub(super) fn committed(&self, partition: i32) -> i64 {
+        self.state
+            .lock()
+            .unwrap()
+            .committed
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(super) fn committed_once_each(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .commits_of
+            .values()
+            .all(|&n| n == 1)
+    }
+}
