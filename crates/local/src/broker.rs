@@ -75,7 +75,12 @@ async fn create_missing_topics(servers: &str, topics: &[(String, i32)]) -> anyho
     let brokers =
         tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(10)))
             .await?
-            .with_context(|| format!("Kafka is unreachable at {servers}"))?
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "Kafka is unreachable at {servers} (no answer in 10 s): start it (for a test broker: \
+                     scripts/kafka-dev.sh start), or leave out --bootstrap-servers to run on the embedded one"
+                )
+            })?
             .brokers()
             .len();
     // Three replicas as on the cluster, or as many as there are brokers.

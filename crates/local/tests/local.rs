@@ -391,3 +391,21 @@ async fn a_run_is_not_judged_on_orders_another_run_left_behind() {
         "the summary names them"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_broker_is_one_line_with_the_address_and_what_to_do() {
+    let mut local = Proc::spawn_with_stdout(
+        LOCAL,
+        &["--bootstrap-servers", "127.0.0.1:1", "--view", "plain"],
+        &[],
+    );
+    let code = local.exit_code(Duration::from_secs(30)).await;
+    assert_ne!(code, 0);
+    let failure = local.log_events("local run failed");
+    assert_eq!(failure.len(), 1, "{}", local.stderr_text());
+    let error = failure[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("127.0.0.1:1") && error.contains("--bootstrap-servers"),
+        "{error}"
+    );
+}
