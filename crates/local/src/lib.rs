@@ -215,12 +215,20 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
             samples: &run.samples,
         },
     )?;
-    println!(
-        "{}",
-        summary::summary(&run, &info, &audit, passed, observer.dead_letters())
-    );
-    println!("  report      {}", json.display());
-    println!("  chart       {}", svg.display());
-    println!("  logs        {}", run.logs.display());
+    show(&format!(
+        "{}\n  report      {}\n  chart       {}\n  logs        {}\n",
+        summary::summary(&run, &info, &audit, passed, observer.dead_letters()),
+        json.display(),
+        svg.display(),
+        run.logs.display()
+    ));
     Ok(passed)
+}
+
+/// Writes `text` to stdout. A terminal that is gone (closed: writes fail) is no reason to fail the run: the
+/// report is written either way.
+fn show(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

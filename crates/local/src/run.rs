@@ -76,6 +76,8 @@ impl Run<'_> {
     ) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        // The terminal closed: the run ends as on Ctrl-C (summary, report, children stopped).
+        let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
         let mut second = tokio::time::interval(Duration::from_secs(1));
         let mut poll = tokio::time::interval(self.settings.polling_interval);
         let live = match self.config.view {
@@ -110,9 +112,9 @@ impl Run<'_> {
                         total_dead_letters: observer.dead_letters(),
                     };
                     if live {
-                        print!("{}", view::panel(&sample, &frame));
+                        crate::show(&view::panel(&sample, &frame));
                     } else {
-                        println!("{}", view::line(&sample, &frame));
+                        crate::show(&format!("{}\n", view::line(&sample, &frame)));
                     }
                     self.samples.push(sample);
                     let done = self.makers.is_empty() && (self.lag == 0 || self.phase == Phase::Stopping);
@@ -130,6 +132,7 @@ impl Run<'_> {
                 }
                 _ = interrupt.recv() => self.on_signal("SIGINT").await,
                 _ = terminate.recv() => self.on_signal("SIGTERM").await,
+                _ = hangup.recv() => self.on_signal("SIGHUP").await,
             }
         }
     }

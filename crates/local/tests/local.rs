@@ -409,3 +409,71 @@ async fn an_unreachable_broker_is_one_line_with_the_address_and_what_to_do() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
+    // The run is the controlling process of a pseudo-terminal (`setsid --ctty`); dropping the terminal's master
+    // side is the terminal window closing: the kernel sends SIGHUP. The run must still stop its children, audit
+    // and write its report, and writing to the vanished terminal must not fail it.
+    let dir = report_dir();
+    let pty = testkit::nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    // Only this test holds the terminal's side: the run must not inherit it (it would keep it open).
+    testkit::nix::fcntl::fcntl(
+        &pty.master,
+        testkit::nix::fcntl::FcntlArg::F_SETFD(testkit::nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .unwrap();
+    let mut local = std::process::Command::new("setsid")
+        .arg("--ctty")
+        .arg(LOCAL)
+        .args([
+            "--patients",
+            "5",
+            "--order-period",
+            "200ms",
+            "--tab-making-time",
+            "100ms",
+            "--polling-interval",
+            "1s",
+            "--view",
+            "plain",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ])
+        .env("MEDECINEPUBSUB_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(pty.slave))
+        .spawn()
+        .expect("setsid runs the local mode");
+    // Running, with makers (they log to files in the report directory).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("logs").read_dir().is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains("maker")))
+    }) {
+        assert!(Instant::now() < deadline, "no maker started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    drop(pty.master);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = local.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after the terminal closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let report = read_report(&dir);
+    assert_eq!(
+        report["audit"]["missing_tabs"], 0,
+        "what was ordered was made"
+    );
+    let run = report["run"]["run_id"].as_str().unwrap().to_owned();
+    wait_until_no_process_of(&run, Duration::from_secs(5)).await;
+}

@@ -22,7 +22,10 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (the terminal was closed) is dropped; by default tracing reports it
+        // with eprintln!, which panics when stderr is gone.
+        .log_internal_errors(false);
     // A second init (tests calling `run` twice) keeps the first subscriber; that is fine.
     let _ = if json {
         builder
