@@ -17,6 +17,8 @@ pub enum Broker {
     Embedded(MockCluster<'static, DefaultProducerContext>),
     /// A real cluster.
     External(String),
+    /// Apache Kafka started for this run.
+    Dev(crate::dev_kafka::DevKafka),
 }
 
 impl Broker {
@@ -32,6 +34,7 @@ impl Broker {
         match self {
             Self::Embedded(cluster) => cluster.bootstrap_servers(),
             Self::External(servers) => servers.clone(),
+            Self::Dev(kafka) => kafka.bootstrap_servers(),
         }
     }
 
@@ -45,6 +48,10 @@ impl Broker {
         match self {
             Self::Embedded(_) => "embedded (librdkafka mock cluster)".to_owned(),
             Self::External(servers) => format!("Kafka at {servers}"),
+            Self::Dev(kafka) => format!(
+                "Apache Kafka 4.3.1 at {}, started for this run",
+                kafka.bootstrap_servers()
+            ),
         }
     }
 
@@ -60,6 +67,7 @@ impl Broker {
                 Ok(())
             }
             Self::External(servers) => create_missing_topics(servers, topics).await,
+            Self::Dev(kafka) => create_missing_topics(&kafka.bootstrap_servers(), topics).await,
         }
     }
 }

@@ -44,9 +44,15 @@ pub struct Config {
     #[arg(long, env = "MEDECINEPUBSUB_LOCAL_DURATION", value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
 
-    /// A real Kafka (host:port) instead of the embedded mock cluster; the topics are created if missing.
+    /// A Kafka of yours (host:port); the topics are created if missing. Without it, --broker decides.
     #[arg(long, env = "MEDECINEPUBSUB_LOCAL_BOOTSTRAP_SERVERS")]
     pub bootstrap_servers: Option<String>,
+
+    /// Without --bootstrap-servers: `kafka` starts Apache Kafka 4.3.1 for the run (scripts/kafka-dev.sh: Java
+    /// and Maven), `embedded` runs librdkafka's mock cluster in this process (at-least-once only), `auto` the
+    /// first where Java and Maven are installed.
+    #[arg(long, env = "MEDECINEPUBSUB_LOCAL_BROKER", value_enum, default_value_t = BrokerChoice::Auto)]
+    pub broker: BrokerChoice,
 
     /// The makers' guarantee. Default: exactly-once on a real broker, at-least-once on the embedded one (which
     /// does not keep transactional offsets).
@@ -121,6 +127,14 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Which broker a run without --bootstrap-servers gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BrokerChoice {
+    Auto,
+    Kafka,
+    Embedded,
+}
+
 /// A list of patient counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule(pub Vec<u32>);
@@ -149,10 +163,11 @@ pub struct Settings {
 }
 
 impl Config {
-    /// The names a run uses: on a real broker, unless `--shared-topics`, the topics and the group carry the run
-    /// id, so that orders left by another run (or a run beside it) are never this run's.
-    pub fn for_run(mut self, run_id: &str, embedded_broker: bool) -> Self {
-        if !embedded_broker && !self.shared_topics {
+    /// The names a run uses: on a broker that is not the run's own (`--bootstrap-servers`), unless
+    /// `--shared-topics`, the topics and the group carry the run id, so that orders left by another run (or a run
+    /// beside it) are never this run's.
+    pub fn for_run(mut self, run_id: &str, own_broker: bool) -> Self {
+        if !own_broker && !self.shared_topics {
             let own = |name: &str| format!("{name}.{run_id}");
             self.topics = TopicArgs::new(
                 &own(self.topics.orders()),
@@ -166,9 +181,10 @@ impl Config {
 
     /// Checks what the parser cannot, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
-        if self.bootstrap_servers.is_none() && self.guarantee == Some(Guarantee::ExactlyOnce) {
-            return Err("--guarantee exactly-once needs a real broker (--bootstrap-servers host:port): the embedded \
-                        mock cluster does not keep transactional offset commits"
+        let embedded = self.bootstrap_servers.is_none() && self.broker == BrokerChoice::Embedded;
+        if embedded && self.guarantee == Some(Guarantee::ExactlyOnce) {
+            return Err("--guarantee exactly-once needs a real broker (--broker kafka, or --bootstrap-servers \
+                        host:port): the embedded mock cluster does not keep transactional offset commits"
                 .into());
         }
         if let Some(servers) = &self.bootstrap_servers {
@@ -286,7 +302,7 @@ mod tests {
 
     #[test]
     fn exactly_once_on_the_embedded_broker_is_refused() {
-        let err = config(&["--guarantee", "exactly-once"])
+        let err = config(&["--guarantee", "exactly-once", "--broker", "embedded"])
             .unwrap()
             .validate()
             .unwrap_err();

@@ -23,6 +23,7 @@ pub mod children;
 mod children_env;
 pub mod cli;
 pub mod defaults;
+mod dev_kafka;
 pub mod observe;
 pub mod report;
 mod run;
@@ -77,16 +78,52 @@ where
     }
 }
 
-/// Runs the system; returns whether the final audit passed.
-pub async fn run(config: Config) -> anyhow::Result<bool> {
-    let defaults = defaults::load();
-    let settings = config.settings(&defaults);
-    let broker = match &config.bootstrap_servers {
-        Some(servers) => Broker::External(servers.clone()),
-        None => Broker::embedded()?,
+/// The run's broker: the one `--bootstrap-servers` names, else Apache Kafka started for the run (where Java and
+/// Maven are, unless `--broker embedded`), else the embedded mock cluster.
+async fn choose_broker(config: &Config, report_dir: &std::path::Path) -> anyhow::Result<Broker> {
+    use cli::BrokerChoice;
+    if let Some(servers) = &config.bootstrap_servers {
+        return Ok(Broker::External(servers.clone()));
+    }
+    let kafka = match config.broker {
+        BrokerChoice::Kafka => true,
+        BrokerChoice::Embedded => false,
+        BrokerChoice::Auto => dev_kafka::DevKafka::available(),
     };
+    if kafka {
+        return Ok(Broker::Dev(
+            dev_kafka::DevKafka::start(&report_dir.join("kafka")).await?,
+        ));
+    }
+    anyhow::ensure!(
+        config.guarantee != Some(Guarantee::ExactlyOnce),
+        "--guarantee exactly-once needs a real broker and this machine cannot start one (Java and Maven are \
+         needed): give --bootstrap-servers host:port"
+    );
+    if config.broker == BrokerChoice::Auto {
+        warn!(
+            "Java or Maven is missing: running on librdkafka's embedded mock cluster, at-least-once (duplicates \
+             are possible and the audit tolerates them); install both, or give --bootstrap-servers, for exactly-once"
+        );
+    }
+    Broker::embedded()
+}
+
+/// Runs the system; returns whether the final audit passed.
+pub async fn run(mut config: Config) -> anyhow::Result<bool> {
+    let defaults = defaults::load();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let config = config.for_run(&run_id, broker.is_embedded());
+    let report_dir = config
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/local-runs").join(&run_id));
+    let broker = choose_broker(&config, &report_dir).await?;
+    if !broker.is_embedded() {
+        // The guarantee's default, the topic names and the children's broker follow from here.
+        config.bootstrap_servers = Some(broker.bootstrap_servers());
+    }
+    let settings = config.settings(&defaults);
+    let config = config.for_run(&run_id, !matches!(broker, Broker::External(_)));
     let bootstrap = broker.bootstrap_servers();
     // Each topic gets the partitions its KafkaTopic in deploy/ declares, whatever name it is given here.
     let partitions =

@@ -148,6 +148,8 @@ async fn a_smoke_run_on_the_embedded_broker_delivers_every_order_at_least_once()
     let mut local = Proc::spawn_with_stdout(
         LOCAL,
         &[
+            "--broker",
+            "embedded",
             "--patients",
             "3",
             "--duration",
@@ -216,6 +218,8 @@ async fn ctrl_c_stops_every_child_cleanly_and_still_reports() {
     let mut local = Proc::spawn_with_stdout(
         LOCAL,
         &[
+            "--broker",
+            "embedded",
             "--patients",
             "5",
             "--order-period",
@@ -260,6 +264,8 @@ async fn children_stop_by_themselves_when_the_local_mode_is_killed() {
     let mut local = Proc::spawn_with_stdout(
         LOCAL,
         &[
+            "--broker",
+            "embedded",
             "--patients",
             "3",
             "--tab-making-time",
@@ -289,7 +295,10 @@ async fn children_stop_by_themselves_when_the_local_mode_is_killed() {
 async fn bad_flags_exit_2_with_one_line() {
     for (args, needle) in [
         (&["--patients", "many"][..], "--patients"),
-        (&["--guarantee", "exactly-once"][..], "--bootstrap-servers"),
+        (
+            &["--guarantee", "exactly-once", "--broker", "embedded"][..],
+            "--broker kafka",
+        ),
         (&["--step", "0s"][..], "--step"),
     ] {
         let mut local = Proc::spawn(LOCAL, args, &[]);
@@ -427,6 +436,8 @@ async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
         .arg("--ctty")
         .arg(LOCAL)
         .args([
+            "--broker",
+            "embedded",
             "--patients",
             "5",
             "--order-period",
@@ -476,4 +487,76 @@ async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
     );
     let run = report["run"]["run_id"].as_str().unwrap().to_owned();
     wait_until_no_process_of(&run, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_first_command_runs_exactly_once_on_a_kafka_of_its_own() {
+    // What a newcomer types (`--patients 3`), bounded in time: where Java and Maven are, the run starts Apache
+    // Kafka for itself, makes every order exactly once, and stops the broker at the end.
+    let has = |program: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(has("java") && has("mvn")) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have Java and Maven (.ci/run installs them)"
+        );
+        eprintln!("skipped: Java or Maven missing");
+        return;
+    }
+    let dir = report_dir();
+    let mut local = Proc::spawn_with_stdout(
+        LOCAL,
+        &[
+            "--patients",
+            "3",
+            "--duration",
+            "4s",
+            "--order-period",
+            "200ms",
+            "--tab-making-time",
+            "200ms",
+            "--polling-interval",
+            "1s",
+            "--idle-exit-after",
+            "2s",
+            "--view",
+            "plain",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let code = local.exit_code(Duration::from_secs(240)).await;
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{}\nstderr:\n{}",
+        local.stdout_text(),
+        local.stderr_text()
+    );
+    let report = read_report(&dir);
+    assert_eq!(report["run"]["guarantee"], "exactly-once");
+    assert!(
+        report["run"]["broker"]
+            .as_str()
+            .unwrap()
+            .contains("Apache Kafka"),
+        "{}",
+        report["run"]
+    );
+    assert_eq!(report["audit_passed"], true, "{}", report["audit"]);
+    assert_eq!(report["audit"]["duplicated_tabs"], 0);
+    let ready = local.log_events("Kafka ready");
+    assert_eq!(ready.len(), 1, "{}", local.stderr_text());
+    // Stopped with the run: its pid file is gone or names no live process.
+    let pid = std::fs::read_to_string(dir.join("kafka/kafka.pid")).unwrap_or_default();
+    assert!(
+        pid.trim().is_empty() || !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the run's Kafka (pid {pid}) outlived it"
+    );
 }
