@@ -2,8 +2,11 @@
 //! kwok keeps alive. It watches the pods bound to that Node; a pod whose image it knows runs as a local process
 //! (see [`pod`]), every other pod is kwok's.
 
+mod api;
 pub mod config;
+mod env;
 pub mod pod;
+mod probe;
 pub mod process;
 pub mod spec;
 pub mod status;

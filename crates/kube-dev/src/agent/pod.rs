@@ -9,18 +9,16 @@ use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-    Preconditions,
-};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Client;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::config::AgentConfig;
+use super::probe::ProbeState;
 use super::process::{rfc3339_nanos, Exit, Process};
-use super::spec::{self, Launch, Objects, Probe, VolumeDirs};
+use super::spec::{self, Launch, VolumeDirs};
 use super::status::{pod_status, ContainerReport, State};
 use super::volumes;
 
@@ -161,9 +159,14 @@ impl Runner {
         )?;
         std::fs::write(dir.join("ports"), ports_text(&launch))?;
         let previous_log = dir.join(format!("{}.previous.log", container.name));
-        if let Err(err) = self
-            .publish_logs(&container.name, &log, &previous_log)
-            .await
+        if let Err(err) = super::api::publish_logs(
+            &self.context.client,
+            &self.pod,
+            &container.name,
+            &log,
+            &previous_log,
+        )
+        .await
         {
             warn!(pod = %self.name(), error = format!("{err:#}"), "`kubectl logs` will not find this pod's output");
         }
@@ -258,7 +261,7 @@ impl Runner {
         image: &super::config::Image,
         dir: &std::path::Path,
     ) -> anyhow::Result<(VolumeDirs, Launch)> {
-        let objects = self.objects().await?;
+        let objects = super::api::objects(&self.context.client, &self.pod).await?;
         let volumes = volumes::prepare(&self.context.client, &self.pod, dir, &objects).await?;
         let launch = spec::plan(
             &self.pod,
@@ -269,79 +272,6 @@ impl Runner {
             &mut free_port,
         )?;
         Ok((volumes, launch))
-    }
-
-    /// Tells kwok, which serves the Node's kubelet API, where this pod's output is: `kubectl logs` then reads it
-    /// through the API server. The Logs resource is owned by the pod, so it goes with it.
-    async fn publish_logs(
-        &self,
-        container: &str,
-        log: &std::path::Path,
-        previous: &std::path::Path,
-    ) -> anyhow::Result<()> {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Logs"),
-            "logs",
-        );
-        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.context.client.clone(), &namespace, &resource);
-        let logs = serde_json::json!({
-            "apiVersion": "kwok.x-k8s.io/v1alpha1",
-            "kind": "Logs",
-            "metadata": {
-                "name": self.name(),
-                "namespace": namespace,
-                "ownerReferences": [{
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": self.name(),
-                    "uid": self.pod.metadata.uid,
-                }],
-            },
-            "spec": {"logs": [{
-                "containers": [container],
-                "logsFile": log,
-                "previousLogsFile": previous,
-                "follow": true,
-            }]},
-        });
-        let object: DynamicObject = serde_json::from_value(logs)?;
-        api.patch(
-            &self.name(),
-            &PatchParams::apply("kube-dev-agent").force(),
-            &Patch::Apply(&object),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Fetches the Secrets and ConfigMaps the pod refers to (those that exist).
-    async fn objects(&self) -> anyhow::Result<Objects> {
-        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
-        let (secret_names, map_names) = spec::referenced(&self.pod);
-        let secrets: Api<Secret> = Api::namespaced(self.context.client.clone(), &namespace);
-        let maps: Api<ConfigMap> = Api::namespaced(self.context.client.clone(), &namespace);
-        let mut objects = Objects::default();
-        for name in secret_names {
-            if let Some(secret) = secrets.get_opt(&name).await? {
-                let data = secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                objects.secrets.insert(name, data);
-            }
-        }
-        for name in map_names {
-            if let Some(map) = maps.get_opt(&name).await? {
-                objects
-                    .config_maps
-                    .insert(name, map.data.unwrap_or_default());
-            }
-        }
-        Ok(objects)
     }
 
     /// Watches the running container: its exit, its probes, deletion, volume refreshes. Returns how it ended
@@ -388,7 +318,7 @@ impl Runner {
                     }
                 }
                 _ = refresh.tick(), if refresh_volumes => {
-                    match self.objects().await {
+                    match super::api::objects(&self.context.client, &self.pod).await {
                         Ok(objects) => {
                             if let Err(err) = volumes::refresh(&self.pod, volumes, &objects) {
                                 warn!(pod = %self.name(), error = format!("{err:#}"), "could not refresh volumes");
@@ -491,58 +421,4 @@ fn ports_text(launch: &Launch) -> String {
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
-}
-
-/// The schedule and the result of one probe.
-struct ProbeState {
-    probe: Option<Probe>,
-    next: tokio::time::Instant,
-    failures: u32,
-}
-
-impl ProbeState {
-    fn new(probe: Option<Probe>) -> Self {
-        let next = tokio::time::Instant::now()
-            + probe.as_ref().map_or(Duration::ZERO, |p| p.initial_delay);
-        Self {
-            probe,
-            next,
-            failures: 0,
-        }
-    }
-
-    /// Resolves when the probe is due; never without a probe.
-    async fn due(&self) {
-        if self.probe.is_some() {
-            tokio::time::sleep_until(self.next).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    }
-
-    async fn check(
-        &mut self,
-        http: &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    ) -> bool {
-        let Some(probe) = &self.probe else {
-            return true;
-        };
-        self.next = tokio::time::Instant::now() + probe.period;
-        let uri = format!("http://127.0.0.1:{}{}", probe.port, probe.path);
-        let ok = match uri.parse() {
-            Ok(uri) => matches!(
-                tokio::time::timeout(probe.timeout, http.get(uri)).await,
-                Ok(Ok(response)) if response.status().is_success() || response.status().is_redirection()
-            ),
-            Err(_) => false,
-        };
-        self.failures = if ok { 0 } else { self.failures + 1 };
-        ok
-    }
-
-    fn failed(&self) -> bool {
-        self.probe
-            .as_ref()
-            .is_some_and(|p| self.failures >= p.failure_threshold)
-    }
 }

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount, Volume};
 use kube::api::{Api, PostParams};
 use kube::Client;
 
-use super::spec::{field_value, Objects, VolumeDirs};
+use super::env::field_value;
+use super::spec::{Objects, VolumeDirs};
 
 /// Where Kubernetes mounts a pod's API credentials.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
