@@ -26,6 +26,9 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${KAFKA_DEV_SCRAM_USER:=medicine-test}"
 : "${KAFKA_DEV_SCRAM_PASSWORD:=medicine-test-secret}"
 : "${KAFKA_DEV_START_TIMEOUT:=120}"
+# A process whose end stops the broker (the local mode sets its own pid, so a run killed with SIGKILL leaves no
+# broker behind); unset, the broker runs until `stop`.
+: "${KAFKA_DEV_STOP_WITH_PID:=}"
 # `project`: the group and transaction settings the Strimzi cluster of deploy/ uses (below); `kafka-defaults`:
 # Kafka's own (a KIP-848 session of 45 s, 5 s heartbeats, 3 s initial rebalance delay), where a user's own Kafka is.
 : "${KAFKA_DEV_GROUP_SETTINGS:=project}"
@@ -204,7 +207,16 @@ launch() {
     -Djava.awt.headless=true -Dlog4j2.configurationFile="${log4j_file}" \
     -cp "$(java_classpath)" kafka.Kafka "${config_file}" >"${console_file}" 2>&1 </dev/null &
   echo "$!" >"${pid_file}"
+  if [[ -n "${KAFKA_DEV_STOP_WITH_PID}" ]]; then
+    stop_with "${KAFKA_DEV_STOP_WITH_PID}" "$!"
+  fi
   wait_ready
+}
+
+# Watches process $1 from a session of its own and sends the broker ($2) SIGTERM when it is gone.
+stop_with() {
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; kill "$2" 2>/dev/null || true' \
+    kafka-dev-watch "$1" "$2" </dev/null >/dev/null 2>&1 &
 }
 
 # Stops the broker and starts it again on the same store: a broker restart as clients see it.

@@ -38,6 +38,16 @@ pub fn exit_with_parent() {
     }
 }
 
+/// The variable that gives a child (patient or maker) its metrics address.
+pub const METRICS_ADDR_VAR: &str = "MEDECINEPUBSUB_METRICS_ADDR";
+
+/// A loopback address with a port free right now, for a child's metrics: each child gets its own, so a
+/// Prometheus can scrape every one (`prometheus-targets.json` in the report directory lists them).
+pub fn free_metrics_addr() -> Option<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    listener.local_addr().ok().map(|addr| addr.to_string())
+}
+
 /// What a child is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -60,6 +70,8 @@ pub struct Child {
     pub kind: Kind,
     pub name: String,
     pub started: Instant,
+    /// Where it serves Prometheus metrics (`/metrics`), when it was given an address.
+    pub metrics_addr: Option<String>,
 }
 
 impl Child {
@@ -92,6 +104,10 @@ impl Child {
             kind,
             name: name.to_owned(),
             started: Instant::now(),
+            metrics_addr: env
+                .iter()
+                .find(|(k, _)| k == METRICS_ADDR_VAR)
+                .map(|(_, v)| v.clone()),
         })
     }
 

@@ -6,7 +6,8 @@ use tabs::config::format_duration;
 use crate::cli::{Config, Settings};
 use crate::defaults::DeployDefaults;
 
-/// Variables of deploy/'s maker container that do not apply to a local child.
+/// Variables of deploy/'s maker container that do not apply to a local child (its metrics address is one of
+/// its own, given by the caller).
 const NOT_LOCAL: [&str; 3] = [
     "MEDECINEPUBSUB_METRICS_ADDR",
     "MEDECINEPUBSUB_LOG_FORMAT",

@@ -88,7 +88,9 @@ impl DevKafka {
         command
             .arg(action)
             .env("KAFKA_DEV_PORT", self.port.to_string())
-            .env("KAFKA_DEV_DIR", &self.dir);
+            .env("KAFKA_DEV_DIR", &self.dir)
+            // Stopped on drop; and if this process is killed (SIGKILL: no drop), by the script's watcher.
+            .env("KAFKA_DEV_STOP_WITH_PID", std::process::id().to_string());
         command
     }
 }

@@ -7,9 +7,9 @@
 //! interval, min(ceil(lag / lagThreshold), maxReplicaCount) − running makers are started, the lag capped at one
 //! threshold per partition. Makers exit by themselves once idle; the autoscaler reaps them.
 //!
-//! A panel (or a line per second) shows patients, orders/s, lag, makers, tabs/s, latency and overhead, dead
-//! letters. At the end it audits every order (read_committed), prints a summary, and writes a JSON time series
-//! and an SVG chart.
+//! A panel (ratatui, on the alternate screen) or a line per second shows patients, orders/s, lag, makers,
+//! tabs/s, latency and overhead, dead letters, and each child's metrics endpoint. At the end it audits every
+//! order (read_committed), prints a summary, and writes a JSON time series, a chart (SVG) and an HTML page.
 //!
 //! On the mock cluster, transactional offset commits are not kept (librdkafka 2.12's mock), so the makers run
 //! at-least-once there and the view says so; exactly-once runs against a real broker.
@@ -24,6 +24,7 @@ mod children_env;
 pub mod cli;
 pub mod defaults;
 mod dev_kafka;
+mod logs;
 pub mod observe;
 pub mod report;
 mod run;
@@ -31,6 +32,7 @@ pub mod scaling;
 mod summary;
 pub mod view;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -60,7 +62,9 @@ where
     if let Err(message) = config.validate() {
         tabs::config::usage_exit(message);
     }
-    tabs::telemetry::init(config.log_format);
+    // While the panel owns the terminal, the local mode's own log lines go to its log file (`logs`).
+    let ansi = std::io::stderr().is_terminal() && !run::live_view(config.view);
+    tabs::telemetry::init_with_writer(config.log_format, ansi, logs::LogWriter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -156,6 +160,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
         ],
         config.tabs_count.max_tabs_count,
         settings.making_time,
+        observe::StepOf {
+            prefix: format!("local-{run_id}-s"),
+        },
     )
     .await?;
     let probe = {
@@ -221,8 +228,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
         interrupted: false,
         started: Instant::now(),
         samples: Vec::new(),
-        metric: 0,
+        metric: None,
         lag: 0,
+        drain_started_s: None,
+        children: Vec::new(),
+        targets_file: report_dir.join("prometheus-targets.json"),
     };
     run.set_patients(config.patients.0[0])?;
     let outcome = run.drive(&observer, &probe, &info).await;
@@ -242,21 +252,31 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
         Guarantee::ExactlyOnce => audit.is_clean(),
         Guarantee::AtLeastOnce => audit.is_at_least_once(),
     };
-    let (json, svg) = report::write(
+    let steps = report::step_rows(
+        &info,
+        &run.samples,
+        &observer.step_reports(),
+        run.drain_started_s,
+    );
+    let written = report::write(
         &report_dir,
         &RunReport {
             run: &info,
             makers_started: run.makers_started,
             audit: &audit,
             audit_passed: passed,
+            drain_started_s: run.drain_started_s,
+            steps: &steps,
+            children: &run.children,
             samples: &run.samples,
         },
     )?;
     show(&format!(
-        "{}\n  report      {}\n  chart       {}\n  logs        {}\n",
+        "{}\n  page        {}\n  report      {}\n  chart       {}\n  logs        {}\n",
         summary::summary(&run, &info, &audit, passed, observer.dead_letters()),
-        json.display(),
-        svg.display(),
+        written.html.display(),
+        written.json.display(),
+        written.svg.display(),
         run.logs.display()
     ));
     Ok(passed)

@@ -1,10 +1,12 @@
 //! Watching a run from outside, as a user would: the orders and tabs topics read (read_committed) into an
-//! audit and per-second figures, and the dead letters (the group's lag: `audit::liveness::LagProbe`).
+//! audit (of the whole run and of each step of the patient schedule) and per-second figures, and the dead
+//! letters (the group's lag: `audit::liveness::LagProbe`).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use audit::{Audit, Report, Start, TopicReader};
@@ -13,20 +15,42 @@ use rdkafka::message::Message;
 use tabs::kafka::KafkaArgs;
 use tabs::messages::{parse_order, Tab};
 
-/// Latency percentiles of one second, in milliseconds.
+/// What was seen since the previous reading: counts over `seconds` of real time, and the latency percentiles
+/// (milliseconds) of the tabs delivered meanwhile, `None` when none was.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Second {
+    /// Real time since the previous reading (a late timer tick makes it longer than 1 s).
+    pub seconds: f64,
     pub orders: u64,
     pub dead_letters: u64,
     pub tabs: u64,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    pub overhead_p50_ms: f64,
-    pub overhead_p99_ms: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub overhead_p50_ms: Option<f64>,
+    pub overhead_p99_ms: Option<f64>,
+}
+
+/// Which step of the patient schedule a patient id belongs to: the local mode names the patients of step `k`
+/// `<prefix><k>-<n>`.
+#[derive(Debug, Clone)]
+pub struct StepOf {
+    pub prefix: String,
+}
+
+impl StepOf {
+    fn step(&self, patient_id: &str) -> Option<usize> {
+        let rest = patient_id.strip_prefix(&self.prefix)?;
+        rest.split('-').next()?.parse().ok()
+    }
 }
 
 struct State {
     audit: Audit,
+    /// The audit of each step's orders, by step number (1-based).
+    steps: BTreeMap<usize, Audit>,
+    step_of: StepOf,
+    making_time: Duration,
+    last_reading: Instant,
     orders: u64,
     tabs: u64,
     dead_letters: u64,
@@ -55,6 +79,7 @@ impl Observer {
         topics: [String; 3],
         max_tabs_count: u32,
         making_time: Duration,
+        step_of: StepOf,
     ) -> anyhow::Result<Self> {
         let readers = tokio::task::spawn_blocking(move || {
             let open = |topic: &String| {
@@ -66,6 +91,10 @@ impl Observer {
         .await??;
         let state = Arc::new(Mutex::new(State {
             audit: Audit::new(making_time),
+            steps: BTreeMap::new(),
+            step_of,
+            making_time,
+            last_reading: Instant::now(),
             orders: 0,
             tabs: 0,
             dead_letters: 0,
@@ -92,13 +121,13 @@ impl Observer {
             return Second::default();
         };
         let ms = |h: &Histogram<u64>, q: f64| {
-            if h.is_empty() {
-                0.0
-            } else {
-                h.value_at_quantile(q) as f64 / 1e3
-            }
+            (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1e3)
         };
+        let now = Instant::now();
+        let seconds = now.duration_since(state.last_reading).as_secs_f64();
+        state.last_reading = now;
         let second = Second {
+            seconds,
             orders: state.orders,
             dead_letters: state.dead_letters,
             tabs: state.tabs,
@@ -121,6 +150,22 @@ impl Observer {
             .lock()
             .map(|s| s.audit.report())
             .unwrap_or_default()
+    }
+
+    /// The audit of each step of the schedule that placed orders: (step number, report).
+    pub fn step_reports(&self) -> Vec<(usize, Report)> {
+        self.state
+            .lock()
+            .map(|s| s.steps.iter().map(|(k, a)| (*k, a.report())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Tabs delivered so far (distinct, of known orders).
+    pub fn delivered_tabs(&self) -> u64 {
+        self.state
+            .lock()
+            .map(|s| s.audit.delivered_tabs())
+            .unwrap_or(0)
     }
 
     /// Tabs of the orders seen that are not delivered yet.
@@ -209,9 +254,18 @@ fn read(
         let Ok(mut state) = state.lock() else { return };
         state.dead_letters += dead_letters;
         state.total_dead_letters += dead_letters;
+        let state = &mut *state;
         for order in new_orders.drain(..) {
             state.orders += 1;
             state.audit.add_order(&order);
+            if let Some(step) = state.step_of.step(&order.patient_id) {
+                let making_time = state.making_time;
+                state
+                    .steps
+                    .entry(step)
+                    .or_insert_with(|| Audit::new(making_time))
+                    .add_order(&order);
+            }
         }
         for tab in new_tabs.drain(..) {
             state.tabs += 1;
@@ -224,6 +278,13 @@ fn read(
                 .overhead
                 .saturating_record(latency_us.saturating_sub(making_us).max(1));
             state.audit.add_tab(&tab);
+            if let Some(audit) = state
+                .step_of
+                .step(&tab.patient_id)
+                .and_then(|step| state.steps.get_mut(&step))
+            {
+                audit.add_tab(&tab);
+            }
         }
     }
 }
@@ -231,5 +292,21 @@ fn read(
 fn fail(state: &Mutex<State>, err: rdkafka::error::KafkaError) {
     if let Ok(mut state) = state.lock() {
         state.error = Some(err.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StepOf;
+
+    #[test]
+    fn a_patient_id_names_its_step() {
+        let step_of = StepOf {
+            prefix: "local-1f3a9c2e-s".into(),
+        };
+        assert_eq!(step_of.step("local-1f3a9c2e-s2-17"), Some(2));
+        assert_eq!(step_of.step("local-1f3a9c2e-s12-1"), Some(12));
+        assert_eq!(step_of.step("local-00000000-s2-17"), None);
+        assert_eq!(step_of.step("patient-3"), None);
     }
 }

@@ -1,11 +1,12 @@
-//! The record of a run: one sample per second, written as JSON, and an SVG chart of patients, lag, makers and
-//! latency over time.
+//! The record of a run: one sample per second and the audit, written as JSON; a chart of patients, lag,
+//! makers and latency over time (SVG, drawn with plotters); and one self-contained HTML page with the chart and
+//! a table per step of the patient schedule.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use audit::Report;
+use plotters::prelude::*;
 use serde::Serialize;
 
 /// The state of the system during one second.
@@ -15,17 +16,25 @@ pub struct Sample {
     pub t_s: f64,
     /// Patients ordering.
     pub patients: u32,
-    pub orders_per_s: u64,
+    /// Orders placed per second of real time since the previous sample.
+    pub orders_per_s: f64,
     /// Lag of the makers' group, as KEDA reads it (before its partition cap).
     pub lag: u64,
+    /// KEDA's metric (the lag capped at one threshold per partition) at the scaler's last poll; `None` before
+    /// the first.
+    pub keda_metric: Option<u64>,
+    /// Seconds since that poll.
+    pub keda_metric_age_s: Option<f64>,
     /// Makers running.
     pub makers: u32,
-    pub tabs_per_s: u64,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    pub overhead_p50_ms: f64,
-    pub overhead_p99_ms: f64,
-    /// Dead letters written during this second.
+    /// Tabs delivered per second of real time since the previous sample.
+    pub tabs_per_s: f64,
+    /// Percentiles of the tabs delivered since the previous sample; `None` when none was.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub overhead_p50_ms: Option<f64>,
+    pub overhead_p99_ms: Option<f64>,
+    /// Dead letters written since the previous sample.
     pub dead_letters: u64,
 }
 
@@ -46,6 +55,91 @@ pub struct RunInfo {
     pub polling_interval_s: f64,
 }
 
+/// A child the run started.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildRecord {
+    pub name: String,
+    /// `patient` or `medicine`.
+    pub program: &'static str,
+    /// Seconds into the run.
+    pub started_s: f64,
+    /// Where it served Prometheus metrics (`/metrics`).
+    pub metrics_addr: Option<String>,
+}
+
+/// One step of the patient schedule, as the report's table shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepRow {
+    /// 1-based.
+    pub step: usize,
+    pub patients: u32,
+    pub from_s: f64,
+    pub to_s: f64,
+    /// Orders the step's patients placed, and per second over the step.
+    pub orders: u64,
+    pub orders_per_s: f64,
+    /// Makers running at most during the step.
+    pub makers: u32,
+    /// Overhead of the step's orders' tabs (latency − making time), whenever they were delivered; `None` for a
+    /// step without orders.
+    pub overhead_p50_ms: Option<f64>,
+    pub overhead_p99_ms: Option<f64>,
+    pub missing_tabs: u64,
+    pub duplicated_tabs: u64,
+}
+
+/// The rows of the table: one per step that ran, from its samples and the audit of its orders.
+pub fn step_rows(
+    run: &RunInfo,
+    samples: &[Sample],
+    audits: &[(usize, Report)],
+    drain_started_s: Option<f64>,
+) -> Vec<StepRow> {
+    let end = drain_started_s
+        .or_else(|| samples.last().map(|s| s.t_s))
+        .unwrap_or(0.0);
+    run.schedule
+        .iter()
+        .enumerate()
+        .map(|(index, &patients)| {
+            let from_s = index as f64 * run.step_s;
+            let to_s = if index + 1 == run.schedule.len() {
+                end
+            } else {
+                ((index + 1) as f64 * run.step_s).min(end)
+            };
+            (index + 1, patients, from_s, to_s)
+        })
+        .filter(|&(_, _, from_s, to_s)| to_s > from_s)
+        .map(|(step, patients, from_s, to_s)| {
+            let audit = audits
+                .iter()
+                .find(|(k, _)| *k == step)
+                .map(|(_, report)| report.clone())
+                .unwrap_or_default();
+            let makers = samples
+                .iter()
+                .filter(|s| s.t_s > from_s && s.t_s <= to_s + 1.0)
+                .map(|s| s.makers)
+                .max()
+                .unwrap_or(0);
+            StepRow {
+                step,
+                patients,
+                from_s,
+                to_s,
+                orders: audit.orders,
+                orders_per_s: (audit.orders as f64 / (to_s - from_s) * 10.0).round() / 10.0,
+                makers,
+                overhead_p50_ms: (audit.delivered_tabs > 0).then_some(audit.overhead.p50_ms),
+                overhead_p99_ms: (audit.delivered_tabs > 0).then_some(audit.overhead.p99_ms),
+                missing_tabs: audit.missing_tabs,
+                duplicated_tabs: audit.duplicated_tabs,
+            }
+        })
+        .collect()
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport<'a> {
@@ -53,107 +147,314 @@ pub struct RunReport<'a> {
     pub makers_started: u32,
     pub audit: &'a Report,
     pub audit_passed: bool,
+    /// Seconds into the run when ordering ended and the makers started to drain the lag.
+    pub drain_started_s: Option<f64>,
+    pub steps: &'a [StepRow],
+    pub children: &'a [ChildRecord],
     pub samples: &'a [Sample],
 }
 
-/// Writes `report.json` and `report.svg` into `dir`; returns their paths.
-pub fn write(dir: &Path, report: &RunReport<'_>) -> anyhow::Result<(PathBuf, PathBuf)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = dir.join("report.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(report)?)
-        .with_context(|| format!("writing {}", json.display()))?;
-    let svg = dir.join("report.svg");
-    std::fs::write(&svg, chart(report.samples, report.run))
-        .with_context(|| format!("writing {}", svg.display()))?;
-    Ok((json, svg))
+/// The files a report is made of.
+pub struct Written {
+    pub json: PathBuf,
+    pub svg: PathBuf,
+    pub html: PathBuf,
 }
 
-const WIDTH: f64 = 900.0;
-const PANEL_HEIGHT: f64 = 140.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
-const GAP: f64 = 30.0;
+/// Writes `report.json`, `report.svg` and `report.html` into `dir`.
+pub fn write(dir: &Path, report: &RunReport<'_>) -> anyhow::Result<Written> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let written = Written {
+        json: dir.join("report.json"),
+        svg: dir.join("report.svg"),
+        html: dir.join("report.html"),
+    };
+    std::fs::write(&written.json, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing {}", written.json.display()))?;
+    let svg = chart(report.samples, report.run, report.drain_started_s)?;
+    std::fs::write(&written.svg, &svg)
+        .with_context(|| format!("writing {}", written.svg.display()))?;
+    std::fs::write(&written.html, page(report, &svg)?)
+        .with_context(|| format!("writing {}", written.html.display()))?;
+    Ok(written)
+}
 
-/// An SVG chart: four stacked panels sharing the time axis.
-pub fn chart(samples: &[Sample], run: &RunInfo) -> String {
-    type Series = fn(&Sample) -> f64;
-    let panels: [(&str, Series, &str); 4] = [
-        ("patients", |s| f64::from(s.patients), "#1f77b4"),
-        ("lag (orders)", |s| s.lag as f64, "#ff7f0e"),
-        ("makers running", |s| f64::from(s.makers), "#2ca02c"),
-        ("tab latency p99 (ms)", |s| s.latency_p99_ms, "#d62728"),
-    ];
-    let height = TOP + panels.len() as f64 * (PANEL_HEIGHT + GAP) + 20.0;
-    let duration = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
-    let plot_width = WIDTH - LEFT - RIGHT;
+const WIDTH: u32 = 960;
+const PANEL_HEIGHT: u32 = 200;
+const TITLE_HEIGHT: u32 = 40;
+const FONT: &str = "sans-serif";
 
+/// The latency panel's scale: most seconds in full, an outlier (a cold start, a rebalance) above it noted
+/// rather than squashing the rest. Twice the median of the per-second p99, at least the making time plus a
+/// second, rounded up to 1, 2 or 5 times a power of ten.
+fn latency_cap(samples: &[Sample], making_time_ms: f64) -> f64 {
+    let mut p99: Vec<f64> = samples.iter().filter_map(|s| s.latency_p99_ms).collect();
+    if p99.is_empty() {
+        return nice_ceiling(making_time_ms + 1000.0);
+    }
+    p99.sort_by(f64::total_cmp);
+    let median = p99[p99.len() / 2];
+    let max = p99[p99.len() - 1];
+    nice_ceiling(max.min((2.0 * median).max(making_time_ms + 1000.0)))
+}
+
+/// Where the schedule changed step (seconds, patients of the new step), before ordering ended.
+fn step_marks(run: &RunInfo, end_s: f64) -> Vec<(f64, u32)> {
+    run.schedule
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(index, &patients)| (index as f64 * run.step_s, patients))
+        .filter(|&(t, _)| t < end_s)
+        .collect()
+}
+
+/// The chart: four panels sharing the time axis (patients on a log scale, lag, makers, latency), the steps and
+/// the drain marked on each.
+pub fn chart(
+    samples: &[Sample],
+    run: &RunInfo,
+    drain_started_s: Option<f64>,
+) -> anyhow::Result<String> {
     let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{LEFT}" y="22" font-size="14" font-weight="bold">{}</text>"#,
-        escape(&format!(
-            "medicine-pubsub local run: {}, {}, makers ≤ {}, 1 per {} orders of lag",
-            run.broker, run.guarantee, run.max_makers, run.lag_threshold
-        ))
-    );
-    for (index, (title, value, color)) in panels.iter().enumerate() {
-        let top = TOP + index as f64 * (PANEL_HEIGHT + GAP);
-        let max = samples.iter().map(value).fold(0.0, f64::max);
-        let scale_max = nice_ceiling(max);
-        let x = |t: f64| LEFT + t / duration * plot_width;
-        let y = |v: f64| top + PANEL_HEIGHT - v / scale_max * PANEL_HEIGHT;
+    let duration = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
+    let marks = step_marks(run, drain_started_s.unwrap_or(duration));
+    let making_ms = run.tab_making_time_s * 1000.0;
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, TITLE_HEIGHT + 4 * PANEL_HEIGHT))
+            .into_drawing_area();
+        root.fill(&WHITE)?;
+        let (title, body) = root.split_vertically(TITLE_HEIGHT);
+        title.draw_text(
+            &format!(
+                "medicine-pubsub local run {}: {}, makers ≤ {}, 1 per {} orders of lag",
+                run.run_id,
+                if run.guarantee.starts_with("exactly-once") {
+                    "exactly-once"
+                } else {
+                    "at-least-once"
+                },
+                run.max_makers,
+                run.lag_threshold
+            ),
+            &(FONT, 18).into_font().color(&BLACK),
+            (12, 12),
+        )?;
+        let panels = body.split_evenly((4, 1));
 
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{LEFT}" y="{top}" width="{plot_width}" height="{PANEL_HEIGHT}" fill="none" stroke="#999"/>"##
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}">{}</text>"#,
-            LEFT + 6.0,
-            top + 14.0,
-            escape(title)
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-            LEFT - 6.0,
-            top + 10.0,
-            format_number(scale_max)
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end">0</text>"#,
-            LEFT - 6.0,
-            top + PANEL_HEIGHT
-        );
-        let points: Vec<String> = samples
+        // Patients: a log scale, so 1 and 10 show beside 1,000. Seconds with no patient are left out.
+        let max_patients = samples.iter().map(|s| s.patients).max().unwrap_or(1).max(1);
+        // Up to a power of ten: plotters' log grid is regular only between powers of ten.
+        let patients_top = 10f64.powf((f64::from(max_patients) * 1.2).log10().ceil());
+        let mut chart = panel(&panels[0], "patients ordering (log scale)")
+            .build_cartesian_2d(0f64..duration, (0.8f64..patients_top).log_scale())?;
+        chart
+            .configure_mesh()
+            .y_desc("patients")
+            .x_desc("seconds")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()?;
+        for run_of_patients in samples.split(|s| s.patients == 0).filter(|r| !r.is_empty()) {
+            chart.draw_series(LineSeries::new(
+                run_of_patients
+                    .iter()
+                    .map(|s| (s.t_s, f64::from(s.patients))),
+                BLUE.stroke_width(2),
+            ))?;
+        }
+        mark(
+            &mut chart,
+            &marks,
+            drain_started_s,
+            (0.8, patients_top),
+            true,
+        )?;
+
+        // Lag.
+        let max_lag = nice_ceiling(samples.iter().map(|s| s.lag).max().unwrap_or(0) as f64);
+        let mut chart = panel(
+            &panels[1],
+            "lag of the makers' group (orders waiting or being made)",
+        )
+        .build_cartesian_2d(0f64..duration, 0f64..max_lag)?;
+        chart
+            .configure_mesh()
+            .y_desc("orders")
+            .x_desc("seconds")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()?;
+        chart.draw_series(LineSeries::new(
+            samples.iter().map(|s| (s.t_s, s.lag as f64)),
+            RGBColor(255, 127, 14).stroke_width(2),
+        ))?;
+        mark(&mut chart, &marks, drain_started_s, (0.0, max_lag), false)?;
+
+        // Makers.
+        let max_makers = samples.iter().map(|s| s.makers).max().unwrap_or(0).max(1);
+        let top = f64::from(max_makers + 1);
+        let mut chart =
+            panel(&panels[2], "makers running").build_cartesian_2d(0f64..duration, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .y_desc("makers")
+            .x_desc("seconds")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_labels(usize::try_from(max_makers + 2).unwrap_or(12).min(12))
+            .draw()?;
+        chart.draw_series(LineSeries::new(
+            samples.iter().map(|s| (s.t_s, f64::from(s.makers))),
+            RGBColor(44, 160, 44).stroke_width(2),
+        ))?;
+        mark(&mut chart, &marks, drain_started_s, (0.0, top), false)?;
+
+        // Latency, capped: the outliers are drawn at the cap and counted in the caption.
+        let cap = latency_cap(samples, making_ms);
+        let above: Vec<&Sample> = samples
             .iter()
-            .map(|s| format!("{:.1},{:.1}", x(s.t_s), y(value(s))))
+            .filter(|s| s.latency_p99_ms.is_some_and(|v| v > cap))
             .collect();
-        if !points.is_empty() {
-            let _ = writeln!(
-                svg,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                points.join(" ")
-            );
+        let caption = match above.iter().copied().max_by(|a, b| {
+            a.latency_p99_ms
+                .unwrap_or(0.0)
+                .total_cmp(&b.latency_p99_ms.unwrap_or(0.0))
+        }) {
+            Some(worst) => format!(
+                "tab latency p50 and p99 (ms); {} s above {} ms drawn at the top (max {:.0} ms at {:.0} s)",
+                above.len(),
+                format_number(cap),
+                worst.latency_p99_ms.unwrap_or(0.0),
+                worst.t_s
+            ),
+            None => "tab latency p50 and p99 (ms)".to_owned(),
+        };
+        let mut chart =
+            panel(&panels[3], &caption).build_cartesian_2d(0f64..duration, 0f64..cap)?;
+        chart
+            .configure_mesh()
+            .y_desc("ms")
+            .x_desc("seconds")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()?;
+        let p99_color = RGBColor(214, 39, 40);
+        let p50_color = RGBColor(148, 103, 189);
+        for (name, value, color) in [
+            (
+                "p99",
+                (|s: &Sample| s.latency_p99_ms) as fn(&Sample) -> Option<f64>,
+                p99_color,
+            ),
+            ("p50", |s: &Sample| s.latency_p50_ms, p50_color),
+        ] {
+            chart
+                .draw_series(LineSeries::new(
+                    samples
+                        .iter()
+                        .filter_map(|s| value(s).map(|v| (s.t_s, v.min(cap)))),
+                    color.stroke_width(2),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart.draw_series(
+            above
+                .iter()
+                .map(|s| TriangleMarker::new((s.t_s, cap), 5, p99_color.filled())),
+        )?;
+        mark(&mut chart, &marks, drain_started_s, (0.0, cap), false)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, (FONT, 14))
+        .margin_left(10)
+        .margin_right(24)
+        .margin_top(4)
+        .x_label_area_size(34)
+        .y_label_area_size(64);
+    builder
+}
+
+/// Dashed vertical lines where a step began and where the drain began, labelled on the panel that asks.
+fn mark<Y>(
+    chart: &mut ChartContext<
+        '_,
+        SVGBackend<'_>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    marks: &[(f64, u32)],
+    drain_started_s: Option<f64>,
+    (low, high): (f64, f64),
+    labelled: bool,
+) -> anyhow::Result<()>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    let grey = RGBColor(90, 90, 90);
+    for &(t, patients) in marks {
+        chart.draw_series(DashedLineSeries::new(
+            [(t, low), (t, high)],
+            4,
+            4,
+            grey.stroke_width(1),
+        ))?;
+        if labelled {
+            chart.draw_series(std::iter::once(Text::new(
+                format!("→ {patients}"),
+                (t, high),
+                (FONT, 12).into_font().color(&grey),
+            )))?;
         }
     }
-    let axis_y = TOP + panels.len() as f64 * (PANEL_HEIGHT + GAP) - GAP + 16.0;
-    let _ = writeln!(svg, r#"<text x="{LEFT}" y="{axis_y}">0 s</text>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{axis_y}" text-anchor="end">{duration:.0} s</text>"#,
-        WIDTH - RIGHT
-    );
-    svg.push_str("</svg>\n");
-    svg
+    if let Some(t) = drain_started_s {
+        chart.draw_series(DashedLineSeries::new(
+            [(t, low), (t, high)],
+            8,
+            3,
+            BLACK.stroke_width(2),
+        ))?;
+        if labelled {
+            chart.draw_series(std::iter::once(Text::new(
+                "drain",
+                (t, high),
+                (FONT, 12).into_font().color(&BLACK),
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+const PAGE: &str = include_str!("../templates/report.html");
+
+/// The HTML page: the run, the audit, the chart inline and the table of steps, nothing fetched from elsewhere.
+pub fn page(report: &RunReport<'_>, svg: &str) -> anyhow::Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.add_template("report.html", PAGE)?;
+    let text = env
+        .get_template("report.html")?
+        .render(minijinja::context! {
+            report => report,
+            chart => minijinja::Value::from_safe_string(svg.to_owned()),
+        })?;
+    Ok(text)
 }
 
 /// 1, 2 or 5 times a power of ten, at least `value` (and at least 1).
@@ -177,13 +478,6 @@ fn format_number(value: f64) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +488,7 @@ mod tests {
             topics: "tabs.orders, tabs.deliveries, tabs.dlq; group medicine-makers".into(),
             broker: "embedded <mock> & co".into(),
             guarantee: "at-least-once".into(),
-            schedule: vec![1, 10],
+            schedule: vec![1, 10, 500],
             step_s: 30.0,
             tab_making_time_s: 2.0,
             lag_threshold: 256,
@@ -203,36 +497,176 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_chart_is_well_formed_svg_with_four_series() {
-        let samples: Vec<Sample> = (0..60)
+    /// 1 → 10 → 500 patients, 30 s each, then a 20 s drain; one 32 s latency spike at 75 s.
+    fn samples() -> Vec<Sample> {
+        (0..110)
             .map(|t| Sample {
                 t_s: f64::from(t),
-                patients: if t < 30 { 1 } else { 10 },
-                lag: u64::from(t as u32 * 7),
+                patients: match t {
+                    0..30 => 1,
+                    30..60 => 10,
+                    60..90 => 500,
+                    _ => 0,
+                },
+                lag: u64::from(t as u32 % 40 * 7),
                 makers: (t / 20) as u32,
-                latency_p99_ms: 2000.0 + f64::from(t),
+                latency_p50_ms: Some(2010.0),
+                latency_p99_ms: Some(if t == 75 {
+                    32_000.0
+                } else {
+                    2050.0 + f64::from(t)
+                }),
                 ..Sample::default()
             })
-            .collect();
-        let svg = chart(&samples, &run());
-        let document = roxmltree::Document::parse(&svg).expect("well-formed XML");
-        let root = document.root_element();
-        assert_eq!(root.tag_name().name(), "svg");
-        let lines = root
-            .children()
-            .filter(|n| n.has_tag_name("polyline"))
-            .count();
-        assert_eq!(lines, 4);
-        assert!(
-            svg.contains("embedded &lt;mock&gt; &amp; co"),
-            "text is escaped"
+            .collect()
+    }
+
+    /// The chart rendered to pixels (shapes only; resvg is built without text).
+    fn pixels(svg: &str) -> resvg::tiny_skia::Pixmap {
+        let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default())
+            .expect("the chart is SVG that resvg reads");
+        let size = tree.size().to_int_size();
+        let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+        resvg::render(
+            &tree,
+            resvg::tiny_skia::Transform::identity(),
+            &mut pixmap.as_mut(),
         );
+        pixmap
+    }
+
+    /// Pixels of about `color`: (x, y).
+    fn of_color(pixmap: &resvg::tiny_skia::Pixmap, (r, g, b): (u8, u8, u8)) -> Vec<(u32, u32)> {
+        let near = |a: u8, b: u8| a.abs_diff(b) < 40;
+        pixmap
+            .pixels()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.alpha() > 200 && near(p.red(), r) && near(p.green(), g) && near(p.blue(), b)
+            })
+            .map(|(i, _)| {
+                let i = u32::try_from(i).unwrap();
+                (i % pixmap.width(), i / pixmap.width())
+            })
+            .collect()
+    }
+
+    fn median_y(points: &[(u32, u32)], from_x: u32, to_x: u32) -> u32 {
+        let mut ys: Vec<u32> = points
+            .iter()
+            .filter(|(x, _)| (from_x..to_x).contains(x))
+            .map(|(_, y)| *y)
+            .collect();
+        ys.sort_unstable();
+        assert!(!ys.is_empty(), "no pixel between x {from_x} and {to_x}");
+        ys[ys.len() / 2]
     }
 
     #[test]
-    fn an_empty_run_still_makes_a_valid_chart() {
-        roxmltree::Document::parse(&chart(&[], &run())).expect("well-formed XML");
+    fn the_chart_renders_every_series_with_one_and_ten_patients_apart() {
+        let svg = chart(&samples(), &run(), Some(90.0)).unwrap();
+        let pixmap = pixels(&svg);
+        let white = of_color(&pixmap, (255, 255, 255)).len();
+        let total = (pixmap.width() * pixmap.height()) as usize;
+        assert!(white < total, "the chart is not blank");
+        for (name, color) in [
+            ("patients", (0, 0, 255)),
+            ("lag", (255, 127, 14)),
+            ("makers", (44, 160, 44)),
+            ("latency p99", (214, 39, 40)),
+        ] {
+            assert!(
+                of_color(&pixmap, color).len() > 100,
+                "the {name} line is drawn"
+            );
+        }
+        // On the patients panel (log scale), 1 patient and 10 patients are far apart, not both on the floor.
+        let blue = of_color(&pixmap, (0, 0, 255));
+        let (left, right) = (
+            blue.iter().map(|p| p.0).min().unwrap(),
+            blue.iter().map(|p| p.0).max().unwrap(),
+        );
+        let span = right - left;
+        let one = median_y(&blue, left, left + span / 4);
+        let ten = median_y(&blue, left + span * 2 / 5, left + span * 3 / 5);
+        assert!(one > ten + 20, "1 patient at y {one}, 10 at y {ten}");
+    }
+
+    #[test]
+    fn the_chart_has_ticks_on_both_axes_and_marks_steps_and_drain() {
+        let svg = chart(&samples(), &run(), Some(90.0)).unwrap();
+        let document = roxmltree::Document::parse(&svg).expect("well-formed XML");
+        let texts: Vec<&str> = document
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .collect();
+        for needle in [
+            "seconds", "patients", "makers", "ms", "drain", "→ 10", "→ 500", "100", "60",
+        ] {
+            assert!(
+                texts.iter().any(|t| t.trim() == needle),
+                "{needle:?} among {texts:?}"
+            );
+        }
+        // The spike is capped and noted, not squashing the rest.
+        let caption = texts
+            .iter()
+            .find(|t| t.trim().starts_with("tab latency"))
+            .unwrap();
+        assert!(
+            caption.contains("1 s above") && caption.contains("max 32000 ms at 75 s"),
+            "{caption}"
+        );
+        assert!(latency_cap(&samples(), 2000.0) < 10_000.0);
+    }
+
+    #[test]
+    fn an_empty_run_still_makes_a_chart() {
+        let svg = chart(&[], &run(), None).unwrap();
+        roxmltree::Document::parse(&svg).expect("well-formed XML");
+    }
+
+    #[test]
+    fn the_page_has_the_chart_and_a_row_per_step() {
+        let info = run();
+        let samples = samples();
+        let audit = |orders| Report {
+            orders,
+            ..Report::default()
+        };
+        let audits = vec![(1, audit(30)), (2, audit(300)), (3, audit(15_000))];
+        let steps = step_rows(&info, &samples, &audits, Some(90.0));
+        assert_eq!(
+            steps
+                .iter()
+                .map(|r| (r.step, r.patients, r.orders))
+                .collect::<Vec<_>>(),
+            [(1, 1, 30), (2, 10, 300), (3, 500, 15_000)]
+        );
+        assert_eq!(steps[2].orders_per_s, 500.0);
+        let report = Report::default();
+        let page = page(
+            &RunReport {
+                run: &info,
+                makers_started: 3,
+                audit: &report,
+                audit_passed: true,
+                drain_started_s: Some(90.0),
+                steps: &steps,
+                children: &[],
+                samples: &samples,
+            },
+            &chart(&samples, &info, Some(90.0)).unwrap(),
+        )
+        .unwrap();
+        assert!(page.contains("<svg"), "the chart is inline");
+        assert!(
+            page.contains("embedded &lt;mock&gt; &amp; co"),
+            "text is escaped"
+        );
+        assert_eq!(page.matches("<tr><td>").count(), 3, "{page}");
     }
 
     #[test]

@@ -10,15 +10,15 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::children::{Child, Kind};
+use crate::children::{self, Child, Kind};
 use crate::children_env;
 use crate::cli::{Config, Settings, ViewMode};
 use crate::defaults::DeployDefaults;
 use audit::liveness::LagProbe;
 
 use crate::observe::Observer;
-use crate::report::{RunInfo, Sample};
-use crate::{scaling, view};
+use crate::report::{ChildRecord, RunInfo, Sample};
+use crate::{logs, scaling, view};
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,31 +60,60 @@ pub struct Run<'a> {
     pub interrupted: bool,
     pub started: Instant,
     pub samples: Vec<Sample>,
-    /// KEDA's metric at the last poll.
-    pub metric: u64,
+    /// KEDA's metric at the last poll, and when that was.
+    pub metric: Option<(u64, Instant)>,
     /// Uncapped lag at the last reading.
     pub lag: u64,
+    /// Seconds into the run when ordering ended.
+    pub drain_started_s: Option<f64>,
+    /// Every child started, for the report.
+    pub children: Vec<ChildRecord>,
+    /// `prometheus-targets.json`: the running children's metrics endpoints, for Prometheus' file discovery.
+    pub targets_file: PathBuf,
 }
 
 impl Run<'_> {
-    /// Runs until ordering is over and the makers are done, or Ctrl-C.
+    /// Runs until ordering is over and the makers are done, or Ctrl-C; the panel owns the terminal meanwhile
+    /// (and the local mode's log lines go to `logs/local.log`).
     pub async fn drive(
         &mut self,
         observer: &Observer,
         probe: &Arc<LagProbe>,
         info: &RunInfo,
     ) -> anyhow::Result<()> {
+        let mut live = None;
+        if live_view(self.config.view) {
+            logs::capture(std::fs::File::create(self.logs.join("local.log")).ok());
+            match view::Live::start() {
+                Ok(started) => live = Some(started),
+                Err(err) => {
+                    logs::release();
+                    warn!(error = %err, "cannot draw on this terminal; one line per second instead");
+                }
+            }
+        }
+        let outcome = self.cycle(observer, probe, info, &mut live).await;
+        drop(live);
+        logs::release();
+        outcome
+    }
+
+    async fn cycle(
+        &mut self,
+        observer: &Observer,
+        probe: &Arc<LagProbe>,
+        info: &RunInfo,
+        live: &mut Option<view::Live>,
+    ) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         // The terminal closed: the run ends as on Ctrl-C (summary, report, children stopped).
         let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
         let mut second = tokio::time::interval(Duration::from_secs(1));
+        // A late tick (a busy machine) makes one longer sample, not a burst of short ones.
+        second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(self.settings.polling_interval);
-        let live = match self.config.view {
-            ViewMode::Auto => std::io::stdout().is_terminal(),
-            ViewMode::Live => true,
-            ViewMode::Plain => false,
-        };
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ordering_time = self.config.ordering_time();
         let mut drain_deadline: Option<Instant> = None;
         second.tick().await;
@@ -93,6 +122,7 @@ impl Run<'_> {
             tokio::select! {
                 _ = poll.tick() => {
                     self.autoscale(probe).await?;
+                    self.write_targets();
                 }
                 _ = second.tick() => {
                     self.advance_schedule(ordering_time)?;
@@ -101,6 +131,9 @@ impl Run<'_> {
                     }
                     self.reap();
                     let sample = self.sample(observer, probe).await;
+                    self.samples.push(sample);
+                    let metrics = self.endpoints();
+                    let events = if live.is_some() { logs::recent() } else { Vec::new() };
                     let frame = view::Frame {
                         broker: &info.broker,
                         guarantee: &info.guarantee,
@@ -108,15 +141,17 @@ impl Run<'_> {
                         phase: self.phase.as_str(),
                         makers_started: self.makers_started,
                         lag_threshold: self.settings.scaler.lag_threshold,
-                        metric: self.metric,
+                        polling_interval_s: self.settings.polling_interval.as_secs_f64(),
                         total_dead_letters: observer.dead_letters(),
+                        delivered_tabs: observer.delivered_tabs(),
+                        history: &self.samples,
+                        metrics: &metrics,
+                        events: &events,
                     };
-                    if live {
-                        crate::show(&view::panel(&sample, &frame));
-                    } else {
-                        crate::show(&format!("{}\n", view::line(&sample, &frame)));
+                    match live.as_mut() {
+                        Some(live) => live.draw(&frame),
+                        None => crate::show(&format!("{}\n", view::line(&frame))),
                     }
-                    self.samples.push(sample);
                     let done = self.makers.is_empty() && (self.lag == 0 || self.phase == Phase::Stopping);
                     if self.phase != Phase::Running && self.patients_stopped() && done {
                         return Ok(());
@@ -209,13 +244,69 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn step_info(&self) -> Option<(usize, usize, u64)> {
-        let count = self.config.patients.0.len();
+    fn step_info(&self) -> Option<view::Step> {
+        let schedule = &self.config.patients.0;
+        let count = schedule.len();
         (count > 1 && self.phase == Phase::Running).then(|| {
             let next = self.config.step * u32::try_from(self.step_index + 1).unwrap_or(u32::MAX);
-            let next_in = next.saturating_sub(self.started.elapsed()).as_secs();
-            (self.step_index + 1, count, next_in)
+            view::Step {
+                index: self.step_index + 1,
+                count,
+                patients: schedule[self.step_index],
+                next_in_s: (self.step_index + 1 < count)
+                    .then(|| next.saturating_sub(self.started.elapsed()).as_secs()),
+            }
         })
+    }
+
+    /// The running children's metrics endpoints: (name, address).
+    fn endpoints(&self) -> Vec<(String, String)> {
+        self.patients
+            .iter()
+            .chain(&self.makers)
+            .filter_map(|c| c.metrics_addr.clone().map(|a| (c.name.clone(), a)))
+            .collect()
+    }
+
+    /// Rewrites `prometheus-targets.json` (Prometheus' `file_sd_configs` format) with the running children.
+    fn write_targets(&self) {
+        let targets: Vec<serde_json::Value> = self
+            .patients
+            .iter()
+            .chain(&self.makers)
+            .filter_map(|c| {
+                let addr = c.metrics_addr.as_ref()?;
+                Some(serde_json::json!({
+                    "targets": [addr],
+                    "labels": {
+                        "job": "medicine-pubsub-local",
+                        "run_id": self.run_id,
+                        "child": c.name,
+                        "program": match c.kind { Kind::Patient => "patient", Kind::Maker => "medicine" },
+                    }
+                }))
+            })
+            .collect();
+        // Written whole, then renamed: Prometheus never reads half a file.
+        let partial = self.targets_file.with_extension("json.partial");
+        if let Ok(text) = serde_json::to_vec_pretty(&targets) {
+            if std::fs::write(&partial, text).is_ok() {
+                let _ = std::fs::rename(&partial, &self.targets_file);
+            }
+        }
+    }
+
+    /// Remembers a child for the report.
+    fn record(&mut self, child: &Child) {
+        self.children.push(ChildRecord {
+            name: child.name.clone(),
+            program: match child.kind {
+                Kind::Patient => "patient",
+                Kind::Maker => "medicine",
+            },
+            started_s: child.started.duration_since(self.started).as_secs_f64(),
+            metrics_addr: child.metrics_addr.clone(),
+        });
     }
 
     /// Replaces the patient process with one running `count` patients (new ids), or none.
@@ -229,13 +320,18 @@ impl Run<'_> {
                 count,
                 &format!("local-{}-s{}", self.run_id, self.step_index + 1),
             );
-            let env = vec![("RUST_LOG".to_owned(), "warn".to_owned())];
-            let log = self.logs.join(format!("{name}.log"));
-            self.patients = Some(
-                Child::spawn(Kind::Patient, &name, &args, &env, &log)
-                    .context("starting patients")?,
+            let mut env = vec![("RUST_LOG".to_owned(), "warn".to_owned())];
+            env.extend(
+                children::free_metrics_addr()
+                    .map(|addr| (children::METRICS_ADDR_VAR.to_owned(), addr)),
             );
+            let log = self.logs.join(format!("{name}.log"));
+            let patients = Child::spawn(Kind::Patient, &name, &args, &env, &log)
+                .context("starting patients")?;
+            self.record(&patients);
+            self.patients = Some(patients);
         }
+        self.write_targets();
         self.patient_count = count;
         if let Some(mut previous) = previous {
             self.stopping_patients.push(tokio::spawn(async move {
@@ -246,6 +342,9 @@ impl Run<'_> {
     }
 
     fn stop_patients(&mut self) {
+        if self.drain_started_s.is_none() {
+            self.drain_started_s = Some(self.started.elapsed().as_secs_f64());
+        }
         if let Some(mut patients) = self.patients.take() {
             self.stopping_patients.push(tokio::spawn(async move {
                 patients.stop(Duration::from_secs(20)).await
@@ -267,20 +366,21 @@ impl Run<'_> {
             }
         };
         self.lag = lags.iter().sum();
-        self.metric = scaling::scaler_metric(&lags, &self.settings.scaler);
+        let metric = scaling::scaler_metric(&lags, &self.settings.scaler);
+        self.metric = Some((metric, Instant::now()));
         self.reap();
         if self.phase == Phase::Stopping {
             return Ok(());
         }
         let running = u32::try_from(self.makers.len()).unwrap_or(u32::MAX);
-        let start = scaling::jobs_to_start(self.metric, running, &self.settings.scaler);
+        let start = scaling::jobs_to_start(metric, running, &self.settings.scaler);
         for _ in 0..start {
             self.start_maker()?;
         }
         if start > 0 {
             info!(
                 lag = self.lag,
-                metric = self.metric,
+                metric,
                 running,
                 started = start,
                 "scaled out"
@@ -294,10 +394,15 @@ impl Run<'_> {
         let name = format!("maker-{}", self.makers_started);
         let maker_id = format!("local-{}-{name}", self.run_id);
         let args = vec!["--maker-id".to_owned(), maker_id];
-        let env = children_env::maker(self.defaults, &self.bootstrap, self.config, self.settings);
+        let mut env =
+            children_env::maker(self.defaults, &self.bootstrap, self.config, self.settings);
+        env.extend(
+            children::free_metrics_addr().map(|addr| (children::METRICS_ADDR_VAR.to_owned(), addr)),
+        );
         let log = self.logs.join(format!("{name}.log"));
         let maker =
             Child::spawn(Kind::Maker, &name, &args, &env, &log).context("starting a maker")?;
+        self.record(&maker);
         self.makers.push(maker);
         Ok(())
     }
@@ -320,13 +425,24 @@ impl Run<'_> {
             self.lag = lags.iter().sum();
         }
         let second = observer.take_second();
+        let per_second = |count: u64| {
+            if second.seconds > 0.0 {
+                (count as f64 / second.seconds * 10.0).round() / 10.0
+            } else {
+                0.0
+            }
+        };
         Sample {
             t_s: self.started.elapsed().as_secs_f64(),
             patients: self.patient_count,
-            orders_per_s: second.orders,
+            orders_per_s: per_second(second.orders),
             lag: self.lag,
+            keda_metric: self.metric.map(|(metric, _)| metric),
+            keda_metric_age_s: self
+                .metric
+                .map(|(_, at)| at.elapsed().as_secs_f64().floor()),
             makers: u32::try_from(self.makers.len()).unwrap_or(u32::MAX),
-            tabs_per_s: second.tabs,
+            tabs_per_s: per_second(second.tabs),
             latency_p50_ms: second.latency_p50_ms,
             latency_p99_ms: second.latency_p99_ms,
             overhead_p50_ms: second.overhead_p50_ms,
@@ -345,6 +461,15 @@ impl Run<'_> {
             maker.stop(Duration::from_secs(30)).await;
         }
         self.makers.clear();
+    }
+}
+
+/// Whether the panel is drawn (else one line per second).
+pub fn live_view(mode: ViewMode) -> bool {
+    match mode {
+        ViewMode::Auto => std::io::stdout().is_terminal(),
+        ViewMode::Live => true,
+        ViewMode::Plain => false,
     }
 }
 

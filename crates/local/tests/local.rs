@@ -99,6 +99,39 @@ async fn a_scenario_on_the_test_broker_scales_out_and_back_to_zero_exactly_once(
         ],
         &[],
     );
+    // Every child serves its metrics on a port of its own, listed for Prometheus' file discovery.
+    let targets = dir.join("prometheus-targets.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (patient_metrics, maker_metrics) = loop {
+        let listed: Vec<Value> = std::fs::read_to_string(&targets)
+            .ok()
+            .and_then(|t| testkit::serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let scrape = |program: &str| {
+            listed
+                .iter()
+                .filter(|t| t["labels"]["program"] == program)
+                .find_map(|t| testkit::http_get(t["targets"][0].as_str()?, "/metrics"))
+        };
+        if let (Some(patient), Some(maker)) = (scrape("patient"), scrape("medicine")) {
+            break (patient, maker);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no patient and maker metrics listed in {}: {listed:?}",
+            targets.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        patient_metrics.contains("patient_orders_acknowledged"),
+        "{patient_metrics}"
+    );
+    assert!(
+        maker_metrics.contains("medicine_orders_done"),
+        "{maker_metrics}"
+    );
+
     let code = local.exit_code(Duration::from_secs(180)).await;
     assert_eq!(
         code,
@@ -110,6 +143,32 @@ async fn a_scenario_on_the_test_broker_scales_out_and_back_to_zero_exactly_once(
 
     let report = read_report(&dir);
     assert_eq!(report["run"]["guarantee"], "exactly-once");
+    let children = report["children"].as_array().unwrap();
+    assert!(
+        children.iter().all(|c| c["metrics_addr"].is_string()),
+        "{children:?}"
+    );
+    // The page: one row per step of 2 -> 30 -> 0, the chart inline, the page named in the summary.
+    let page = std::fs::read_to_string(dir.join("report.html")).expect("report.html written");
+    assert!(page.contains("<svg"), "the chart is in the page");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s["patients"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 30, 0],
+        "{steps:?}"
+    );
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s["orders"].as_u64().unwrap())
+            .sum::<u64>(),
+        report["audit"]["orders"].as_u64().unwrap(),
+        "every order belongs to its step: {steps:?}"
+    );
+    assert_eq!(steps[1]["missing_tabs"], 0);
     assert_eq!(report["audit_passed"], true, "{}", report["audit"]);
     let audit = &report["audit"];
     assert!(audit["orders"].as_u64().unwrap() > 100, "{audit}");
@@ -136,7 +195,7 @@ async fn a_scenario_on_the_test_broker_scales_out_and_back_to_zero_exactly_once(
     assert_eq!(document.root_element().tag_name().name(), "svg");
     let stdout = local.stdout_text();
     assert!(
-        stdout.contains("report.json") && stdout.contains("PASS"),
+        stdout.contains("report.json") && stdout.contains("report.html") && stdout.contains("PASS"),
         "{stdout}"
     );
     wait_until_no_process_of(&run_id(&local), Duration::from_secs(5)).await;
@@ -489,10 +548,8 @@ async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
     wait_until_no_process_of(&run, Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn the_first_command_runs_exactly_once_on_a_kafka_of_its_own() {
-    // What a newcomer types (`--patients 3`), bounded in time: where Java and Maven are, the run starts Apache
-    // Kafka for itself, makes every order exactly once, and stops the broker at the end.
+/// Whether the local mode can start Kafka here; under CI it must (`.ci/run` installs both).
+fn has_java_and_maven() -> bool {
     let has = |program: &str| {
         std::process::Command::new("sh")
             .args(["-c", &format!("command -v {program}")])
@@ -500,12 +557,22 @@ async fn the_first_command_runs_exactly_once_on_a_kafka_of_its_own() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !(has("java") && has("mvn")) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have Java and Maven (.ci/run installs them)"
-        );
-        eprintln!("skipped: Java or Maven missing");
+    if has("java") && has("mvn") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have Java and Maven (.ci/run installs them)"
+    );
+    eprintln!("skipped: Java or Maven missing");
+    false
+}
+
+#[tokio::test]
+async fn the_first_command_runs_exactly_once_on_a_kafka_of_its_own() {
+    // What a newcomer types (`--patients 3`), bounded in time: where Java and Maven are, the run starts Apache
+    // Kafka for itself, makes every order exactly once, and stops the broker at the end.
+    if !has_java_and_maven() {
         return;
     }
     let dir = report_dir();
@@ -559,4 +626,183 @@ async fn the_first_command_runs_exactly_once_on_a_kafka_of_its_own() {
         pid.trim().is_empty() || !Path::new(&format!("/proc/{}", pid.trim())).exists(),
         "the run's Kafka (pid {pid}) outlived it"
     );
+}
+
+#[tokio::test]
+async fn the_live_view_uses_the_alternate_screen_and_leaves_the_summary_behind() {
+    // On a real pseudo-terminal: the panel is drawn on the alternate screen with nothing else on it (the local
+    // mode's log lines go to logs/local.log), and Ctrl-C typed on the terminal ends the run with the screen
+    // restored and the summary printed after it, where the scrollback keeps it.
+    let dir = report_dir();
+    // A terminal of 100 columns by 30 rows.
+    let size = testkit::nix::pty::Winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = testkit::nix::pty::openpty(Some(&size), None).expect("a pseudo-terminal");
+    testkit::nix::fcntl::fcntl(
+        &pty.master,
+        testkit::nix::fcntl::FcntlArg::F_SETFD(testkit::nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .unwrap();
+    let mut local = std::process::Command::new("setsid")
+        .arg("--ctty")
+        .arg(LOCAL)
+        .args([
+            "--broker",
+            "embedded",
+            "--patients",
+            "5",
+            "--order-period",
+            "200ms",
+            "--tab-making-time",
+            "100ms",
+            "--polling-interval",
+            "1s",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ])
+        .env("MEDECINEPUBSUB_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(pty.slave))
+        .spawn()
+        .expect("setsid runs the local mode");
+    let master = std::fs::File::from(pty.master);
+    let mut writer = master.try_clone().unwrap();
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let screen = std::sync::Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut master = master;
+            let mut buffer = [0u8; 4096];
+            // Ends with EIO once the run has closed its side.
+            while let Ok(n @ 1..) = std::io::Read::read(&mut master, &mut buffer) {
+                screen.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        })
+    };
+    // What a 100 x 30 terminal shows of the bytes so far.
+    let shown = |bytes: &[u8]| {
+        let mut terminal = vt100::Parser::new(30, 100, 1000);
+        terminal.process(bytes);
+        (
+            terminal.screen().alternate_screen(),
+            terminal.screen().contents(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (alternate, contents) = shown(&screen.lock().unwrap());
+        if alternate && contents.contains("1 running") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no maker on the panel (alternate screen: {alternate}):\n{contents}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, panel) = shown(&screen.lock().unwrap());
+    for needle in [
+        "medicine-pubsub local",
+        "KEDA metric",
+        "steady",
+        "overhead",
+        "lag (max",
+        "one patient count until Ctrl-C",
+    ] {
+        assert!(panel.contains(needle), "{needle:?} on the panel:\n{panel}");
+    }
+    std::io::Write::write_all(&mut writer, b"\x03").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = local.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after Ctrl-C:\n{}",
+            shown(&screen.lock().unwrap()).1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(writer);
+    reader.join().unwrap();
+    let output = screen.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", shown(&output).1);
+
+    let find = |needle: &[u8]| output.windows(needle.len()).position(|w| w == needle);
+    let enter = find(b"\x1b[?1049h").expect("the alternate screen is entered");
+    let leave = find(b"\x1b[?1049l").expect("and left");
+    assert!(enter < leave);
+    // The panel is drawn by moving the cursor; a line that ends in a newline was written past it.
+    assert!(
+        !output[enter..leave].contains(&b'\n'),
+        "a line was written under the panel:\n{}",
+        String::from_utf8_lossy(&output[enter..leave])
+    );
+    let (alternate, after) = shown(&output);
+    assert!(!alternate, "the screen is restored");
+    assert!(
+        after.contains("audit") && after.contains("PASS") && after.contains("report.html"),
+        "the summary is on the restored screen:\n{after}"
+    );
+    let log = std::fs::read_to_string(dir.join("logs/local.log")).expect("logs/local.log");
+    assert!(
+        log.contains("stopping"),
+        "the local mode's log lines went to its file:\n{log}"
+    );
+    let run = read_report(&dir)["run"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until_no_process_of(&run, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_killed_run_leaves_no_kafka_behind() {
+    // SIGKILL gives the local mode no chance to stop the broker it started: the broker's watcher does.
+    if !has_java_and_maven() {
+        return;
+    }
+    let dir = report_dir();
+    let mut local = Proc::spawn_with_stdout(
+        LOCAL,
+        &[
+            "--broker",
+            "kafka",
+            "--patients",
+            "1",
+            "--view",
+            "plain",
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        local
+            .wait_for_log("Kafka ready", Duration::from_secs(240))
+            .await,
+        "{}",
+        local.stderr_text()
+    );
+    let pid = std::fs::read_to_string(dir.join("kafka/kafka.pid")).expect("the broker's pid");
+    let broker = format!("/proc/{}", pid.trim());
+    assert!(Path::new(&broker).exists(), "the broker runs");
+    local.signal(Signal::SIGKILL);
+    local.wait_timeout(Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Path::new(&broker).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the run's Kafka (pid {}) outlived the killed run",
+            pid.trim()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

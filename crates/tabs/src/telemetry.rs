@@ -11,18 +11,26 @@ pub const DEFAULT_FILTER: &str = "info,rdkafka=warn,librdkafka=warn";
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init(format: LogFormat) {
+    init_with_writer(format, std::io::stderr().is_terminal(), std::io::stderr);
+}
+
+/// Installs the global subscriber writing to `writer` (colours when `ansi`): for a program that shows its own
+/// screen and must keep log lines off it.
+pub fn init_with_writer<W>(format: LogFormat, ansi: bool, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let terminal = std::io::stderr().is_terminal();
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
-        LogFormat::Auto => !terminal,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(terminal)
-        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_writer(writer)
         // A log line that cannot be written (the terminal was closed) is dropped; by default tracing reports it
         // with eprintln!, which panics when stderr is gone.
         .log_internal_errors(false);
