@@ -30,6 +30,17 @@ pub struct Second {
     pub overhead_p99_ms: Option<f64>,
 }
 
+impl Second {
+    /// `count` per second of real time over this reading, to one decimal.
+    pub fn per_second(&self, count: u64) -> f64 {
+        if self.seconds > 0.0 {
+            (count as f64 / self.seconds * 10.0).round() / 10.0
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Which step of the patient schedule a patient id belongs to: the local mode names the patients of step `k`
 /// `<prefix><k>-<n>`.
 #[derive(Debug, Clone)]
@@ -297,7 +308,19 @@ fn fail(state: &Mutex<State>, err: rdkafka::error::KafkaError) {
 
 #[cfg(test)]
 mod tests {
-    use super::StepOf;
+    use super::{Second, StepOf};
+
+    #[test]
+    fn rates_are_per_second_of_real_time() {
+        // A reading 2.5 s after the previous one (a late tick) is not 40 orders in "one second".
+        let late = Second {
+            seconds: 2.5,
+            ..Second::default()
+        };
+        assert_eq!(late.per_second(40), 16.0);
+        assert_eq!(late.per_second(1), 0.4);
+        assert_eq!(Second::default().per_second(5), 0.0);
+    }
 
     #[test]
     fn a_patient_id_names_its_step() {

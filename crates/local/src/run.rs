@@ -425,24 +425,17 @@ impl Run<'_> {
             self.lag = lags.iter().sum();
         }
         let second = observer.take_second();
-        let per_second = |count: u64| {
-            if second.seconds > 0.0 {
-                (count as f64 / second.seconds * 10.0).round() / 10.0
-            } else {
-                0.0
-            }
-        };
         Sample {
             t_s: self.started.elapsed().as_secs_f64(),
             patients: self.patient_count,
-            orders_per_s: per_second(second.orders),
+            orders_per_s: second.per_second(second.orders),
             lag: self.lag,
             keda_metric: self.metric.map(|(metric, _)| metric),
             keda_metric_age_s: self
                 .metric
                 .map(|(_, at)| at.elapsed().as_secs_f64().floor()),
             makers: u32::try_from(self.makers.len()).unwrap_or(u32::MAX),
-            tabs_per_s: per_second(second.tabs),
+            tabs_per_s: second.per_second(second.tabs),
             latency_p50_ms: second.latency_p50_ms,
             latency_p99_ms: second.latency_p99_ms,
             overhead_p50_ms: second.overhead_p50_ms,
