@@ -592,6 +592,36 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     wait_until("KEDA runs several makers", Duration::from_secs(90), || {
         running_jobs() >= 2
     });
+    // The dashboard's KEDA query reads what the real KEDA operator serves (its metrics on :8080, inside the
+    // sandbox's network namespace), for this ScaledJob. The rest of the dashboard: crates/local's scenario.
+    let dashboard = repo_root().join("deploy/dashboards/medicine-pubsub.json");
+    let keda_names: std::collections::BTreeSet<String> = testkit::dashboard::queries(&dashboard)
+        .iter()
+        .flat_map(|query| testkit::dashboard::metric_names(query))
+        .filter(|name| name.starts_with("keda_"))
+        .collect();
+    assert!(!keda_names.is_empty(), "the dashboard shows KEDA's lag");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let exposition = testkit::http_get("127.0.0.1:8080", "/metrics").unwrap_or_default();
+        if keda_names
+            .iter()
+            .all(|name| testkit::dashboard::serves(&exposition, name))
+            && exposition.contains("scaledObject=\"medicine-maker-0\"")
+        {
+            break;
+        }
+        let keda_lines: Vec<&str> = exposition
+            .lines()
+            .filter(|l| l.starts_with("keda_scaler"))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "KEDA does not serve {keda_names:?} for the ScaledJob on 127.0.0.1:8080: {keda_lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     let mut held = 0;
     wait_until(
         "the lag stays under one threshold per running maker",

@@ -131,6 +131,22 @@ async fn a_scenario_on_the_test_broker_scales_out_and_back_to_zero_exactly_once(
         maker_metrics.contains("medicine_orders_done"),
         "{maker_metrics}"
     );
+    // Every metric the Grafana dashboard in deploy/ queries is served by a running patient or maker; KEDA's
+    // (the lag) by the real KEDA operator, checked in the Kubernetes end-to-end test.
+    let dashboard =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/dashboards/medicine-pubsub.json");
+    let names: std::collections::BTreeSet<String> = testkit::dashboard::queries(&dashboard)
+        .iter()
+        .flat_map(|query| testkit::dashboard::metric_names(query))
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in names.iter().filter(|n| !n.starts_with("keda_")) {
+        assert!(
+            testkit::dashboard::serves(&patient_metrics, name)
+                || testkit::dashboard::serves(&maker_metrics, name),
+            "the dashboard queries {name}, which no binary serves:\n{patient_metrics}\n{maker_metrics}"
+        );
+    }
 
     let code = local.exit_code(Duration::from_secs(180)).await;
     assert_eq!(
@@ -189,6 +205,12 @@ async fn a_scenario_on_the_test_broker_scales_out_and_back_to_zero_exactly_once(
     );
     assert_eq!(makers.last(), Some(&0), "back to zero makers: {makers:?}");
     assert!(samples.iter().any(|s| s["patients"] == 30));
+    // One sample per real second: a late tick gives one longer sample, never a burst of samples at one time.
+    let times: Vec<f64> = samples.iter().map(|s| s["t_s"].as_f64().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[1] - w[0] >= 0.5),
+        "samples at {times:?}"
+    );
 
     let svg = std::fs::read_to_string(dir.join("report.svg")).expect("report.svg written");
     let document = roxmltree::Document::parse(&svg).expect("the chart is well-formed SVG");
@@ -196,6 +218,11 @@ async fn a_scenario_on_the_test_broker_scales_out_and_back_to_zero_exactly_once(
     let stdout = local.stdout_text();
     assert!(
         stdout.contains("report.json") && stdout.contains("report.html") && stdout.contains("PASS"),
+        "{stdout}"
+    );
+    // The run's percentiles say they include the cold start, and when the first tabs came.
+    assert!(
+        stdout.contains("the cold start included: first tabs at"),
         "{stdout}"
     );
     wait_until_no_process_of(&run_id(&local), Duration::from_secs(5)).await;

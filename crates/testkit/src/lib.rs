@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dashboard;
 mod proc;
 
 use std::time::{Duration, Instant};
