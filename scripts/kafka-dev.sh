@@ -215,6 +215,7 @@ launch() {
 
 # Watches process $1 from a session of its own and sends the broker ($2) SIGTERM when it is gone.
 stop_with() {
+  # shellcheck disable=SC2016 # the watcher's script expands its own arguments
   setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; kill "$2" 2>/dev/null || true' \
     kafka-dev-watch "$1" "$2" </dev/null >/dev/null 2>&1 &
 }
