@@ -56,7 +56,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn program(self) -> &'static str {
+    /// The program it runs (`patient` or `medicine`).
+    pub fn program(self) -> &'static str {
         match self {
             Self::Patient => "patient",
             Self::Maker => "medicine",

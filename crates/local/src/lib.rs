@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod chart;
 pub mod children;
 mod children_env;
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod report;
 mod run;
 pub mod scaling;
 mod summary;
+mod targets;
 pub mod view;
 
 use std::io::IsTerminal as _;
@@ -63,7 +65,7 @@ where
         tabs::config::usage_exit(message);
     }
     // While the panel owns the terminal, the local mode's own log lines go to its log file (`logs`).
-    let ansi = std::io::stderr().is_terminal() && !run::live_view(config.view);
+    let ansi = std::io::stderr().is_terminal() && !view::live_view(config.view);
     tabs::telemetry::init_with_writer(config.log_format, ansi, logs::LogWriter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -1,7 +1,6 @@
 //! A local run as a state machine: the patient schedule, the autoscaler's polling cycle, the signals, the
 //! samples of the view and the report.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,13 +11,13 @@ use tracing::{info, warn};
 
 use crate::children::{self, Child, Kind};
 use crate::children_env;
-use crate::cli::{Config, Settings, ViewMode};
+use crate::cli::{Config, Settings};
 use crate::defaults::DeployDefaults;
 use audit::liveness::LagProbe;
 
 use crate::observe::Observer;
 use crate::report::{ChildRecord, RunInfo, Sample};
-use crate::{logs, scaling, view};
+use crate::{logs, scaling, targets, view};
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +81,7 @@ impl Run<'_> {
         info: &RunInfo,
     ) -> anyhow::Result<()> {
         let mut live = None;
-        if live_view(self.config.view) {
+        if view::live_view(self.config.view) {
             logs::capture(std::fs::File::create(self.logs.join("local.log")).ok());
             match view::Live::start() {
                 Ok(started) => live = Some(started),
@@ -259,51 +258,26 @@ impl Run<'_> {
         })
     }
 
-    /// The running children's metrics endpoints: (name, address).
-    fn endpoints(&self) -> Vec<(String, String)> {
-        self.patients
-            .iter()
-            .chain(&self.makers)
-            .filter_map(|c| c.metrics_addr.clone().map(|a| (c.name.clone(), a)))
-            .collect()
+    /// The running children, patients first.
+    fn running(&self) -> impl Iterator<Item = &Child> {
+        self.patients.iter().chain(&self.makers)
     }
 
-    /// Rewrites `prometheus-targets.json` (Prometheus' `file_sd_configs` format) with the running children.
+    /// The running children's metrics endpoints: (name, address).
+    fn endpoints(&self) -> Vec<(String, String)> {
+        targets::endpoints(self.running())
+    }
+
+    /// Rewrites `prometheus-targets.json` with the running children.
     fn write_targets(&self) {
-        let targets: Vec<serde_json::Value> = self
-            .patients
-            .iter()
-            .chain(&self.makers)
-            .filter_map(|c| {
-                let addr = c.metrics_addr.as_ref()?;
-                Some(serde_json::json!({
-                    "targets": [addr],
-                    "labels": {
-                        "job": "medicine-pubsub-local",
-                        "run_id": self.run_id,
-                        "child": c.name,
-                        "program": match c.kind { Kind::Patient => "patient", Kind::Maker => "medicine" },
-                    }
-                }))
-            })
-            .collect();
-        // Written whole, then renamed: Prometheus never reads half a file.
-        let partial = self.targets_file.with_extension("json.partial");
-        if let Ok(text) = serde_json::to_vec_pretty(&targets) {
-            if std::fs::write(&partial, text).is_ok() {
-                let _ = std::fs::rename(&partial, &self.targets_file);
-            }
-        }
+        targets::write(&self.targets_file, &self.run_id, self.running());
     }
 
     /// Remembers a child for the report.
     fn record(&mut self, child: &Child) {
         self.children.push(ChildRecord {
             name: child.name.clone(),
-            program: match child.kind {
-                Kind::Patient => "patient",
-                Kind::Maker => "medicine",
-            },
+            program: child.kind.program(),
             started_s: child.started.duration_since(self.started).as_secs_f64(),
             metrics_addr: child.metrics_addr.clone(),
         });
@@ -454,15 +428,6 @@ impl Run<'_> {
             maker.stop(Duration::from_secs(30)).await;
         }
         self.makers.clear();
-    }
-}
-
-/// Whether the panel is drawn (else one line per second).
-pub fn live_view(mode: ViewMode) -> bool {
-    match mode {
-        ViewMode::Auto => std::io::stdout().is_terminal(),
-        ViewMode::Live => true,
-        ViewMode::Plain => false,
     }
 }
 

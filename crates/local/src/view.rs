@@ -4,7 +4,7 @@
 //! Rates are per second of real time since the previous sample; a figure with nothing behind it yet is shown
 //! as such ("no tabs delivered yet", `-`), never as a zero.
 
-use std::io::{self, Stdout};
+use std::io::{self, IsTerminal as _, Stdout};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
@@ -18,6 +18,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline, Wrap};
 use ratatui::Terminal;
 
+use crate::cli::ViewMode;
 use crate::report::Sample;
 
 /// Where the run is in its patient schedule.
@@ -276,6 +277,15 @@ pub fn line(frame: &Frame<'_>) -> String {
         bare(sample.overhead_p99_ms),
         frame.total_dead_letters
     )
+}
+
+/// Whether the panel is drawn (else one line per second).
+pub fn live_view(mode: ViewMode) -> bool {
+    match mode {
+        ViewMode::Auto => io::stdout().is_terminal(),
+        ViewMode::Live => true,
+        ViewMode::Plain => false,
+    }
 }
 
 /// Whether the alternate screen is up (for the panic hook).

@@ -505,20 +505,21 @@ async fn an_unreachable_broker_is_one_line_with_the_address_and_what_to_do() {
     );
 }
 
-#[tokio::test]
-async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
-    // The run is the controlling process of a pseudo-terminal (`setsid --ctty`); dropping the terminal's master
-    // side is the terminal window closing: the kernel sends SIGHUP. The run must still stop its children, audit
-    // and write its report, and writing to the vanished terminal must not fail it.
-    let dir = report_dir();
-    let pty = testkit::nix::pty::openpty(None, None).expect("a pseudo-terminal");
-    // Only this test holds the terminal's side: the run must not inherit it (it would keep it open).
+/// A small run on the embedded broker (5 patients, 100 ms making time) as the controlling process of a new
+/// pseudo-terminal (`setsid --ctty`), with `extra` flags; returns it and the terminal's side, which only the
+/// caller holds (the run must not inherit it: it would keep the terminal open).
+fn on_a_terminal(
+    extra: &[&str],
+    dir: &Path,
+    size: Option<testkit::nix::pty::Winsize>,
+) -> (std::process::Child, std::os::fd::OwnedFd) {
+    let pty = testkit::nix::pty::openpty(size.as_ref(), None).expect("a pseudo-terminal");
     testkit::nix::fcntl::fcntl(
         &pty.master,
         testkit::nix::fcntl::FcntlArg::F_SETFD(testkit::nix::fcntl::FdFlag::FD_CLOEXEC),
     )
     .unwrap();
-    let mut local = std::process::Command::new("setsid")
+    let local = std::process::Command::new("setsid")
         .arg("--ctty")
         .arg(LOCAL)
         .args([
@@ -532,17 +533,26 @@ async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
             "100ms",
             "--polling-interval",
             "1s",
-            "--view",
-            "plain",
             "--report-dir",
             dir.to_str().unwrap(),
         ])
+        .args(extra)
         .env("MEDECINEPUBSUB_LOG_FORMAT", "json")
         .stdin(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
         .stdout(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
         .stderr(std::process::Stdio::from(pty.slave))
         .spawn()
         .expect("setsid runs the local mode");
+    (local, pty.master)
+}
+
+#[tokio::test]
+async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
+    // The run is the controlling process of a pseudo-terminal (`setsid --ctty`); dropping the terminal's master
+    // side is the terminal window closing: the kernel sends SIGHUP. The run must still stop its children, audit
+    // and write its report, and writing to the vanished terminal must not fail it.
+    let dir = report_dir();
+    let (mut local, master) = on_a_terminal(&["--view", "plain"], &dir, None);
     // Running, with makers (they log to files in the report directory).
     let deadline = Instant::now() + Duration::from_secs(60);
     while !dir.join("logs").read_dir().is_ok_and(|mut d| {
@@ -553,7 +563,7 @@ async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    drop(pty.master);
+    drop(master);
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         if let Some(status) = local.try_wait().unwrap() {
@@ -668,36 +678,8 @@ async fn the_live_view_uses_the_alternate_screen_and_leaves_the_summary_behind()
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    let pty = testkit::nix::pty::openpty(Some(&size), None).expect("a pseudo-terminal");
-    testkit::nix::fcntl::fcntl(
-        &pty.master,
-        testkit::nix::fcntl::FcntlArg::F_SETFD(testkit::nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .unwrap();
-    let mut local = std::process::Command::new("setsid")
-        .arg("--ctty")
-        .arg(LOCAL)
-        .args([
-            "--broker",
-            "embedded",
-            "--patients",
-            "5",
-            "--order-period",
-            "200ms",
-            "--tab-making-time",
-            "100ms",
-            "--polling-interval",
-            "1s",
-            "--report-dir",
-            dir.to_str().unwrap(),
-        ])
-        .env("MEDECINEPUBSUB_LOG_FORMAT", "json")
-        .stdin(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(std::process::Stdio::from(pty.slave))
-        .spawn()
-        .expect("setsid runs the local mode");
-    let master = std::fs::File::from(pty.master);
+    let (mut local, master) = on_a_terminal(&[], &dir, Some(size));
+    let master = std::fs::File::from(master);
     let mut writer = master.try_clone().unwrap();
     let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
     let reader = {
