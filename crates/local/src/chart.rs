@@ -235,33 +235,23 @@ where
     Y: Ranged<ValueType = f64>,
 {
     let grey = RGBColor(90, 90, 90);
-    for &(t, patients) in marks {
+    // A step: thin, short dashes, labelled with its patients; the drain: thick, long dashes.
+    let steps = marks
+        .iter()
+        .map(|&(t, patients)| (t, format!("→ {patients}"), (4, 4), grey, 1));
+    let drain = drain_started_s.map(|t| (t, "drain".to_owned(), (8, 3), BLACK, 2));
+    for (t, label, (dash, gap), color, width) in steps.chain(drain) {
         chart.draw_series(DashedLineSeries::new(
             [(t, low), (t, high)],
-            4,
-            4,
-            grey.stroke_width(1),
+            dash,
+            gap,
+            color.stroke_width(width),
         ))?;
         if labelled {
             chart.draw_series(std::iter::once(Text::new(
-                format!("→ {patients}"),
+                label,
                 (t, high),
-                (FONT, 12).into_font().color(&grey),
-            )))?;
-        }
-    }
-    if let Some(t) = drain_started_s {
-        chart.draw_series(DashedLineSeries::new(
-            [(t, low), (t, high)],
-            8,
-            3,
-            BLACK.stroke_width(2),
-        ))?;
-        if labelled {
-            chart.draw_series(std::iter::once(Text::new(
-                "drain",
-                (t, high),
-                (FONT, 12).into_font().color(&BLACK),
+                (FONT, 12).into_font().color(&color),
             )))?;
         }
     }
