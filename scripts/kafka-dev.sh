@@ -8,10 +8,15 @@
 #   scripts/kafka-dev.sh status   exit 0 when the broker runs and answers
 #   scripts/kafka-dev.sh env      print the variables tests read (eval "$(scripts/kafka-dev.sh env)")
 #   scripts/kafka-dev.sh topics   create tabs.orders, tabs.deliveries and tabs.dlq (if absent) for manual runs
+#   scripts/kafka-dev.sh access < SPEC   create SCRAM users and replace their ACLs (format: kafka-dev/KafkaAccess.java)
 #   scripts/kafka-dev.sh tool CLASS ARGS...   run a Kafka tool class with the broker's classpath
 #
-# Listeners: PLAINTEXT on $KAFKA_DEV_PORT, SASL_PLAINTEXT (SCRAM-SHA-512, one test user) on the next port, the
-# KRaft controller on the one after. Safe to run twice: `start` on a running broker only reports it.
+# Listeners, as the Strimzi cluster of deploy/ has them: PLAINTEXT on $KAFKA_DEV_PORT, where clients are
+# ANONYMOUS and ANONYMOUS is a super user (on the cluster only the broker pods reach that listener); SASL_SSL
+# (TLS, SCRAM-SHA-512) on the next port, where every user but the test harness's own (a super user) has only the
+# ACLs `access` gives it (KRaft's StandardAuthorizer); the KRaft controller on the one after. The TLS certificate
+# is signed by a CA of this store's own, $KAFKA_DEV_DIR/tls/ca.crt. Safe to run twice: `start` on a running
+# broker only reports it.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +55,7 @@ log4j_file="${KAFKA_DEV_DIR}/log4j2.properties"
 log_file="${KAFKA_DEV_DIR}/server.log"
 console_file="${KAFKA_DEV_DIR}/console.log"
 pid_file="${KAFKA_DEV_DIR}/kafka.pid"
+tls_dir="${KAFKA_DEV_DIR}/tls"
 
 die() {
   echo "kafka-dev: $*" >&2
@@ -117,13 +123,19 @@ SETTINGS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${controller_port}
-listeners=PLAINTEXT://127.0.0.1:${KAFKA_DEV_PORT},SASL_PLAINTEXT://127.0.0.1:${sasl_port},CONTROLLER://127.0.0.1:${controller_port}
-advertised.listeners=PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${KAFKA_DEV_PORT},SASL_PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${sasl_port}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:${KAFKA_DEV_PORT},SASL_SSL://127.0.0.1:${sasl_port},CONTROLLER://127.0.0.1:${controller_port}
+advertised.listeners=PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${KAFKA_DEV_PORT},SASL_SSL://${KAFKA_DEV_ADVERTISED_HOST}:${sasl_port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 sasl.enabled.mechanisms=SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=${tls_dir}/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=kafka-dev
+# Authorization as on the cluster (Strimzi's simple authorization): users have what their ACLs allow, no more.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:${KAFKA_DEV_SCRAM_USER}
 log.dirs=${data_dir}
 # Topics are created on purpose (by tests or the KafkaTopic resources), as in the Strimzi deployment.
 auto.create.topics.enable=false
@@ -168,6 +180,29 @@ run_tool() {
   java -Xmx256m -Dlog4j2.configurationFile="${log4j_file}" -cp "$(java_classpath)" "${class}" "$@"
 }
 
+# A CA of this store's own and the broker's certificate, valid for every name clients may use for it: loopback,
+# and the advertised host as a Kubernetes Service is named (the end-to-end test's bootstrap Service).
+make_tls() {
+  require openssl "install OpenSSL (Debian: apt-get install openssl) to make the broker's TLS certificate"
+  rm -rf "${tls_dir}"
+  mkdir -p "${tls_dir}"
+  local names="DNS:localhost,IP:127.0.0.1" host=${KAFKA_DEV_ADVERTISED_HOST}
+  if [[ "${host}" != 127.0.0.1 ]]; then
+    names+=",DNS:${host},DNS:${host}.default.svc,DNS:${host}.default.svc.cluster.local"
+  fi
+  (
+    cd "${tls_dir}"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/O=kafka-dev/CN=kafka-dev CA" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj "/O=kafka-dev/CN=${host}" -keyout broker.key -out broker.csr
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile <(printf 'subjectAltName=%s\n' "${names}") -out broker.crt
+    openssl pkcs12 -export -in broker.crt -inkey broker.key -certfile ca.crt -name broker \
+      -passout pass:kafka-dev -out broker.p12
+    rm -f broker.csr ca.srl
+  ) >/dev/null 2>&1 || die "making the broker's TLS certificate in ${tls_dir} failed"
+}
+
 format_store() {
   local cluster_id
   rm -rf "${data_dir}"
@@ -188,6 +223,7 @@ start() {
   stop_strays
   resolve_libs
   write_config
+  make_tls
   format_store
   launch
 }
@@ -198,7 +234,7 @@ launch() {
     die "port ${KAFKA_DEV_PORT} is taken by another process; set KAFKA_DEV_PORT to a free port"
   fi
   rm -f "${log_file}"
-  say "starting Kafka on 127.0.0.1:${KAFKA_DEV_PORT} (SASL/SCRAM on ${sasl_port}), store ${data_dir}"
+  say "starting Kafka on 127.0.0.1:${KAFKA_DEV_PORT} (TLS with SCRAM on ${sasl_port}), store ${data_dir}"
   # setsid: the broker gets its own session so a Ctrl-C aimed at the caller does not kill it half-way;
   # `stop` (or the caller's trap) is what ends it. JVM flags as Kafka's own start script sets them.
   setsid java \
@@ -297,6 +333,7 @@ export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:${KAFKA_DEV_PORT}
 export KAFKA_TEST_SASL_BOOTSTRAP_SERVERS=127.0.0.1:${sasl_port}
 export KAFKA_TEST_SASL_USERNAME=${KAFKA_DEV_SCRAM_USER}
 export KAFKA_TEST_SASL_PASSWORD=${KAFKA_DEV_SCRAM_PASSWORD}
+export KAFKA_TEST_SASL_CA_LOCATION=${tls_dir}/ca.crt
 export KAFKA_DEV_DIR=${KAFKA_DEV_DIR}
 EOF
 }
@@ -313,8 +350,17 @@ create_topics() {
   say "topics ready: tabs.orders (12 partitions), tabs.deliveries (12), tabs.dlq (1)"
 }
 
+# Creates SCRAM users and replaces their ACLs, as read from standard input (kafka-dev/KafkaAccess.java says how):
+# one JVM for all of them, through the admin API on the PLAINTEXT listener (a super user there).
+apply_access() {
+  running_pid >/dev/null || die "not running; start it first: $0 start"
+  java -Xmx256m -Dlog4j2.configurationFile="${log4j_file}" -cp "$(java_classpath)" \
+    "${repo_root}/scripts/kafka-dev/KafkaAccess.java" "127.0.0.1:${KAFKA_DEV_PORT}"
+}
+
 case "${1:-}" in
   resolve) resolve_libs ;;
+  access) apply_access ;;
   start) start ;;
   restart) restart ;;
   topics) create_topics ;;
@@ -329,7 +375,7 @@ case "${1:-}" in
     run_tool "$@"
     ;;
   *)
-    echo "usage: $0 resolve|start|stop|restart|status|env|topics|tool CLASS [ARGS...]" >&2
+    echo "usage: $0 resolve|start|stop|restart|status|env|topics|access|tool CLASS [ARGS...]" >&2
     exit 2
     ;;
 esac

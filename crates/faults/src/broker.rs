@@ -45,6 +45,28 @@ impl SecondBroker {
         .await
     }
 
+    /// Starts one with the project's settings on port 29200 (and the two after), store under
+    /// target/kafka-dev-access: for the tests of the shipped users and ACLs, which name the contract's own topics
+    /// and group and so need a broker no other test writes to.
+    pub async fn start_for_access(repo_root: &Path) -> anyhow::Result<Self> {
+        Self::start_on(repo_root, 29200, "target/kafka-dev-access", "project").await
+    }
+
+    /// The TLS listener with SCRAM-SHA-512 (the port after the plain one).
+    pub fn tls_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port + 1)
+    }
+
+    /// The CA that signed the broker's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.crt")
+    }
+
+    /// Creates SCRAM users and replaces their ACLs (`scripts/kafka-dev.sh access`).
+    pub fn apply_access(&self, spec: &str) -> anyhow::Result<String> {
+        testkit::access::apply(&self.script, &self.dir, self.port, spec).map_err(anyhow::Error::msg)
+    }
+
     async fn start_on(
         repo_root: &Path,
         port: u16,

@@ -126,7 +126,7 @@ async fn create_missing_topics(servers: &str, topics: &[(String, i32)]) -> anyho
     );
     let names: Vec<&str> = topics.iter().map(|(name, _)| name.as_str()).collect();
     tabs::kafka::wait_for_topics(
-        move |timeout| reader.fetch_metadata(None, timeout),
+        move |topic, timeout| reader.fetch_metadata(Some(topic), timeout),
         &tabs::kafka::ErrorTracker::default(),
         &kafka,
         &names,

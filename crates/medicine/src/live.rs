@@ -89,7 +89,7 @@ impl Live {
             Guarantee::AtLeastOnce => Output::AtLeastOnce(Publisher::new(&config.kafka)?),
         };
 
-        // One metadata request checks the three topics.
+        // The three topics are checked before anything is consumed.
         let probe = Arc::clone(&consumer);
         let topics = [
             config.topics.orders(),
@@ -97,7 +97,7 @@ impl Live {
             config.topics.dlq_topic.as_str(),
         ];
         kafka::wait_for_topics(
-            move |timeout| probe.fetch_metadata(None, timeout),
+            move |topic, timeout| probe.fetch_metadata(Some(topic), timeout),
             &errors,
             &config.kafka,
             &topics,

@@ -219,9 +219,8 @@ pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
     let topic = config.topics.orders_topic.clone();
     info!(servers = %config.kafka.bootstrap_servers, topic, "connecting to Kafka");
     let probe = producer.clone();
-    let probe_topic = topic.clone();
     let wait = kafka::wait_for_topics(
-        move |timeout| probe.client().fetch_metadata(Some(&probe_topic), timeout),
+        move |topic, timeout| probe.client().fetch_metadata(Some(topic), timeout),
         &errors,
         &config.kafka,
         &[topic.as_str()],
@@ -271,7 +270,17 @@ pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
     patients.wait().await;
 
     health.set_ready(false);
-    Ok(shared.finish(config.flush_timeout).await)
+    let summary = shared.finish(config.flush_timeout).await;
+    // An order the broker refused is lost to the patient: say so in the exit code, not only in the log.
+    anyhow::ensure!(
+        summary.failed == 0,
+        "{} of {} orders were not delivered to {} as user `{}` (the errors above say why)",
+        summary.failed,
+        summary.failed + summary.acknowledged + summary.unacknowledged,
+        config.kafka.bootstrap_servers,
+        config.kafka.sasl_username.as_deref().unwrap_or("ANONYMOUS")
+    );
+    Ok(summary)
 }
 
 /// What the patient tasks share.

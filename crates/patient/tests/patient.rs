@@ -162,10 +162,11 @@ async fn sigterm_loses_none_of_the_logged_orders() {
 #[tokio::test]
 async fn scram_credentials_work_and_wrong_ones_fail_clearly() {
     let bootstrap = require_broker!();
-    let (Ok(sasl_bootstrap), Ok(user), Ok(password)) = (
+    let (Ok(sasl_bootstrap), Ok(user), Ok(password), Ok(ca)) = (
         std::env::var("KAFKA_TEST_SASL_BOOTSTRAP_SERVERS"),
         std::env::var("KAFKA_TEST_SASL_USERNAME"),
         std::env::var("KAFKA_TEST_SASL_PASSWORD"),
+        std::env::var("KAFKA_TEST_SASL_CA_LOCATION"),
     ) else {
         panic!("KAFKA_TEST_SASL_* are not set: scripts/kafka-dev.sh env sets them with the broker");
     };
@@ -186,7 +187,9 @@ async fn scram_credentials_work_and_wrong_ones_fail_clearly() {
                 "--startup-timeout",
                 "15s",
                 "--security-protocol",
-                "SASL_PLAINTEXT",
+                "SASL_SSL",
+                "--ssl-ca-location",
+                &ca,
                 "--sasl-mechanism",
                 "SCRAM-SHA-512",
                 "--sasl-username",

@@ -43,6 +43,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The brokers answered, but their ACLs do not let this user use the topic.
+    #[error(
+        "Kafka at {servers} does not let user `{user}` use topic `{topic}` (TopicAuthorizationFailed); \
+         grant it in the user's ACLs (deploy/infra/users.yaml) or use the user meant for this program"
+    )]
+    NotAuthorized {
+        servers: String,
+        user: String,
+        topic: String,
+    },
+
     /// A Kafka operation failed.
     #[error("Kafka {operation} failed: {source}")]
     Kafka {

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaResult;
 use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaRespErr;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -12,12 +13,14 @@ use super::errors::ErrorTracker;
 use crate::{Error, Result};
 
 /// Waits until the cluster at `kafka.bootstrap_servers` answers and every one of `topics` exists, retrying with
-/// backoff. `fetch_metadata` is one blocking metadata request covering them, with a timeout (for example
-/// `move |t| producer.client().fetch_metadata(Some(&topic), t)`, or `None` for all topics); it runs on the
-/// blocking pool.
+/// backoff. `fetch_metadata` is one blocking metadata request for one topic, with a timeout (for example
+/// `move |topic, t| producer.client().fetch_metadata(Some(topic), t)`); it runs on the blocking pool, once per
+/// topic and attempt. One topic per request, because a request for all topics leaves out those the user may not
+/// see, where a request for one names the refusal.
 ///
-/// Logs each failed attempt with the address tried. Fails fast when the brokers refuse the credentials, and with
-/// [`Error::Unreachable`] or [`Error::TopicMissing`] once `timeout` has passed.
+/// Logs each failed attempt with the address tried. Fails fast when the brokers refuse the credentials or deny
+/// the user a topic ([`Error::NotAuthorized`]: waiting would not change an ACL), and with [`Error::Unreachable`]
+/// or [`Error::TopicMissing`] once `timeout` has passed.
 pub async fn wait_for_topics<F>(
     fetch_metadata: F,
     errors: &ErrorTracker,
@@ -27,7 +30,7 @@ pub async fn wait_for_topics<F>(
     shutdown: &CancellationToken,
 ) -> Result<()>
 where
-    F: Fn(Duration) -> KafkaResult<Metadata> + Clone + Send + 'static,
+    F: Fn(&str, Duration) -> KafkaResult<Metadata> + Clone + Send + 'static,
 {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(200);
@@ -35,9 +38,15 @@ where
         let remaining = timeout.saturating_sub(started.elapsed());
         let attempt = remaining.clamp(Duration::from_millis(100), Duration::from_secs(1));
         let fetch = fetch_metadata.clone();
-        let outcome = tokio::task::spawn_blocking(move || fetch(attempt))
-            .await
-            .map_err(|e| Error::Internal(format!("metadata task failed: {e}")))?;
+        let names: Vec<String> = topics.iter().map(|&t| t.to_owned()).collect();
+        let outcome = tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .map(|topic| fetch(topic, attempt))
+                .collect::<KafkaResult<Vec<Metadata>>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("metadata task failed: {e}")))?;
         if let Some(client_error) = errors.authentication_failure() {
             return Err(Error::Authentication {
                 servers: kafka.bootstrap_servers.clone(),
@@ -47,9 +56,25 @@ where
         }
         let mut missing_topic = None;
         let topic_missing = match outcome {
-            Ok(metadata) => {
+            Ok(answers) => {
+                let seen: Vec<_> = answers.iter().flat_map(Metadata::topics).collect();
+                let denied = seen.iter().find(|t| {
+                    topics.contains(&t.name())
+                        && t.error()
+                            == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+                });
+                if let Some(topic) = denied {
+                    return Err(Error::NotAuthorized {
+                        servers: kafka.bootstrap_servers.clone(),
+                        user: kafka
+                            .sasl_username
+                            .clone()
+                            .unwrap_or_else(|| "ANONYMOUS".to_owned()),
+                        topic: topic.name().to_owned(),
+                    });
+                }
                 let missing = topics.iter().find(|&&topic| {
-                    !metadata.topics().iter().any(|t| {
+                    !seen.iter().any(|t| {
                         t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
                     })
                 });
