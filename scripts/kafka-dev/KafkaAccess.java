@@ -4,7 +4,6 @@
 //   user   NAME PASSWORD                                  SCRAM-SHA-512 credentials for NAME, and its ACLs
 //                                                         replaced by the acl lines that follow for it
 //   acl    NAME PERMISSION RESOURCE-TYPE PATTERN-TYPE RESOURCE OPERATION HOST   one entry for User:NAME
-//   forget NAME                                           NAME's credentials and ACLs removed
 //
 // PERMISSION, RESOURCE-TYPE, PATTERN-TYPE and OPERATION are Kafka's enum names (ALLOW, TOPIC, PREFIXED,
 // IDEMPOTENT_WRITE ...). Prints one line per user; never prints a password.
@@ -25,7 +24,6 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ScramCredentialInfo;
 import org.apache.kafka.clients.admin.ScramMechanism;
 import org.apache.kafka.clients.admin.UserScramCredentialAlteration;
-import org.apache.kafka.clients.admin.UserScramCredentialDeletion;
 import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 import org.apache.kafka.common.acl.AccessControlEntry;
 import org.apache.kafka.common.acl.AccessControlEntryFilter;
@@ -33,7 +31,6 @@ import org.apache.kafka.common.acl.AclBinding;
 import org.apache.kafka.common.acl.AclBindingFilter;
 import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.acl.AclPermissionType;
-import org.apache.kafka.common.errors.ResourceNotFoundException;
 import org.apache.kafka.common.resource.PatternType;
 import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourcePatternFilter;
@@ -48,7 +45,6 @@ public final class KafkaAccess {
             System.exit(2);
         }
         Set<String> users = new LinkedHashSet<>();
-        Set<String> forgotten = new LinkedHashSet<>();
         List<UserScramCredentialAlteration> credentials = new ArrayList<>();
         List<AclBinding> acls = new ArrayList<>();
         BufferedReader input = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
@@ -82,12 +78,7 @@ public final class KafkaAccess {
                     acls.add(new AclBinding(resource,
                             new AccessControlEntry("User:" + f[1], f[7], operation, permission)));
                 }
-                case "forget" -> {
-                    need(f, 2, number);
-                    forgotten.add(f[1]);
-                    credentials.add(new UserScramCredentialDeletion(f[1], ScramMechanism.SCRAM_SHA_512));
-                }
-                default -> fail("line " + number + ": expected user, acl or forget, got `" + f[0] + "`");
+                default -> fail("line " + number + ": expected user or acl, got `" + f[0] + "`");
             }
         }
         Properties config = new Properties();
@@ -95,7 +86,7 @@ public final class KafkaAccess {
         try (Admin admin = Admin.create(config)) {
             // A user's ACLs are replaced as a whole: what the manifest no longer grants is taken away.
             List<AclBindingFilter> old = new ArrayList<>();
-            for (String user : union(users, forgotten)) {
+            for (String user : users) {
                 old.add(new AclBindingFilter(ResourcePatternFilter.ANY,
                         new AccessControlEntryFilter("User:" + user, null, AclOperation.ANY, AclPermissionType.ANY)));
             }
@@ -103,16 +94,7 @@ public final class KafkaAccess {
                 admin.deleteAcls(old).all().get(60, TimeUnit.SECONDS);
             }
             if (!credentials.isEmpty()) {
-                for (var result : admin.alterUserScramCredentials(credentials).values().entrySet()) {
-                    try {
-                        result.getValue().get(60, TimeUnit.SECONDS);
-                    } catch (java.util.concurrent.ExecutionException e) {
-                        // Forgetting a user that has no credentials is already done.
-                        if (!(e.getCause() instanceof ResourceNotFoundException && forgotten.contains(result.getKey()))) {
-                            throw e;
-                        }
-                    }
-                }
+                admin.alterUserScramCredentials(credentials).all().get(60, TimeUnit.SECONDS);
             }
             if (!acls.isEmpty()) {
                 admin.createAcls(acls).all().get(60, TimeUnit.SECONDS);
@@ -122,15 +104,6 @@ public final class KafkaAccess {
             long count = acls.stream().filter(a -> a.entry().principal().equals("User:" + user)).count();
             System.out.println("kafka-access: user " + user + ": SCRAM-SHA-512 credentials and " + count + " ACLs");
         }
-        for (String user : forgotten) {
-            System.out.println("kafka-access: user " + user + ": credentials and ACLs removed");
-        }
-    }
-
-    private static Set<String> union(Set<String> a, Set<String> b) {
-        Set<String> all = new LinkedHashSet<>(a);
-        all.addAll(b);
-        return all;
     }
 
     private static void need(String[] fields, int count, int number) {

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use audit::liveness::PartitionLag;
 use faults::SecondBroker;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
 use testkit::access::users_in;
 use testkit::{require_broker, Proc};
 
@@ -51,19 +52,33 @@ impl Secured {
         .collect()
     }
 
-    fn spawn(&self, program: &str, user: &str, password: &str, extra: &[&str]) -> Proc {
+    /// Runs `program` as `user` with its password to its end: the exit code and the log.
+    async fn run(&self, program: &str, user: &str, extra: &[&str]) -> (i32, String) {
+        self.run_with_password(program, user, self.password(user), extra)
+            .await
+    }
+
+    async fn run_with_password(
+        &self,
+        program: &str,
+        user: &str,
+        password: &str,
+        extra: &[&str],
+    ) -> (i32, String) {
         let mut args = vec![program.to_owned()];
         args.extend(self.flags(user));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(
+        let mut proc = Proc::spawn(
             EXE,
             &args,
             &[
                 ("MEDECINEPUBSUB_KAFKA_SASL_PASSWORD", password),
                 ("RUST_LOG", "info"),
             ],
-        )
+        );
+        let code = proc.exit_code(Duration::from_secs(90)).await;
+        (code, proc.stderr_text())
     }
 
     /// The connection of `user`, as the auditor's library takes it.
@@ -76,20 +91,6 @@ impl Secured {
             ssl_ca_location: Some(self.broker.ca()),
             ..tabs::kafka::KafkaArgs::plaintext(self.broker.tls_bootstrap())
         }
-    }
-
-    fn client(&self, user: &str) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", self.broker.tls_bootstrap())
-            .set("security.protocol", "SASL_SSL")
-            .set("ssl.ca.location", self.broker.ca().to_str().unwrap())
-            .set("sasl.mechanism", "SCRAM-SHA-512")
-            .set("sasl.username", user)
-            .set("sasl.password", self.password(user))
-            .set("group.id", "tabs_makers")
-            .set("enable.auto.commit", "false");
-        config
     }
 }
 
@@ -127,31 +128,26 @@ async fn secured() -> Secured {
     Secured { broker, passwords }
 }
 
-async fn exit(proc: &mut Proc, within: Duration) -> (i32, String) {
-    let code = proc.exit_code(within).await;
-    (code, proc.stderr_text())
-}
-
 #[tokio::test]
 async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
     let _shared = require_broker!();
     let cluster = secured().await;
 
     // The whole flow, each program as its own user: orders, a hostile record, tabs made exactly once.
-    let mut patient = cluster.spawn(
-        "patient",
-        "medicine-patient",
-        cluster.password("medicine-patient"),
-        &[
-            "--orders",
-            "10",
-            "--order-period",
-            "50ms",
-            "--startup-timeout",
-            "30s",
-        ],
-    );
-    let (code, log) = exit(&mut patient, Duration::from_secs(60)).await;
+    let (code, log) = cluster
+        .run(
+            "patient",
+            "medicine-patient",
+            &[
+                "--orders",
+                "10",
+                "--order-period",
+                "50ms",
+                "--startup-timeout",
+                "30s",
+            ],
+        )
+        .await;
     assert_eq!(code, 0, "the patient could not order: {log}");
     testkit::produce(
         &cluster.broker.bootstrap,
@@ -159,22 +155,22 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
         &[(None, Some(b"not an order".as_slice()))],
     )
     .await;
-    let mut maker = cluster.spawn(
-        "medicine",
-        "medicine-maker",
-        cluster.password("medicine-maker"),
-        &[
-            "--maker-id",
-            "medicine-maker-0-test",
-            "--tab-making-time",
-            "10ms",
-            "--idle-exit-after",
-            "3s",
-            "--startup-timeout",
-            "30s",
-        ],
-    );
-    let (code, log) = exit(&mut maker, Duration::from_secs(90)).await;
+    let (code, log) = cluster
+        .run(
+            "medicine",
+            "medicine-maker",
+            &[
+                "--maker-id",
+                "medicine-maker-0-test",
+                "--tab-making-time",
+                "10ms",
+                "--idle-exit-after",
+                "3s",
+                "--startup-timeout",
+                "30s",
+            ],
+        )
+        .await;
     assert_eq!(code, 0, "the maker could not make the orders: {log}");
 
     // The auditor, as its user: every order made once, the hostile record in the DLQ.
@@ -198,25 +194,14 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
     );
 
     // KEDA's lag query, as its user: the group's committed offsets and the topic's end offsets.
-    let keda: BaseConsumer = cluster.client("medicine-keda").create().unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for partition in 0..12 {
-        partitions.add_partition("tabs.orders", partition);
-    }
-    let committed = keda
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .expect("KEDA's user reads the makers' committed offsets");
-    let mut lag = 0;
-    for element in committed.elements() {
-        let (_, high) = keda
-            .fetch_watermarks("tabs.orders", element.partition(), Duration::from_secs(10))
-            .expect("KEDA's user reads the end offsets");
-        let at = match element.offset() {
-            Offset::Offset(at) => at,
-            _ => 0,
-        };
-        lag += high - at;
-    }
+    let keda = cluster.kafka_args("medicine-keda");
+    let lag: i64 = tokio::task::spawn_blocking(move || {
+        let probe = audit::liveness::LagProbe::open(&keda, "tabs_makers", "tabs.orders")?;
+        anyhow::Ok(probe.sample()?.iter().map(PartitionLag::lag).sum())
+    })
+    .await
+    .unwrap()
+    .expect("KEDA's user reads the makers' committed offsets and the end offsets");
     assert_eq!(lag, 0, "every order made and committed");
 
     // Misuse: each fails at once, exit 1, naming the user and the topic.
@@ -235,8 +220,7 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
         let mut args = vec!["--orders", "1", "--startup-timeout", "30s"];
         args.extend(extra);
         let started = Instant::now();
-        let mut proc = cluster.spawn(program, user, cluster.password(user), &args);
-        let (code, log) = exit(&mut proc, Duration::from_secs(60)).await;
+        let (code, log) = cluster.run(program, user, &args).await;
         assert_eq!(code, 1, "{user} as a {program} must be refused: {log}");
         assert!(
             started.elapsed() < Duration::from_secs(20),
@@ -256,7 +240,13 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
 
     // Reading orders with a patient's or KEDA's credentials is refused by the broker.
     for user in ["medicine-patient", "medicine-keda"] {
-        let reader: BaseConsumer = cluster.client(user).create().unwrap();
+        let reader: rdkafka::consumer::BaseConsumer<tabs::kafka::TabsContext> =
+            tabs::kafka::create_reader(
+                &cluster.kafka_args(user),
+                &tabs::kafka::ReaderOptions::plain(false),
+                tabs::kafka::TabsContext::default(),
+            )
+            .unwrap();
         let mut one = TopicPartitionList::new();
         one.add_partition_offset("tabs.orders", 0, Offset::Beginning)
             .unwrap();
@@ -276,13 +266,14 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
     }
 
     // A wrong password: one line naming the user and the listener.
-    let mut wrong = cluster.spawn(
-        "patient",
-        "medicine-patient",
-        "not-the-password",
-        &["--orders", "1", "--startup-timeout", "30s"],
-    );
-    let (code, log) = exit(&mut wrong, Duration::from_secs(60)).await;
+    let (code, log) = cluster
+        .run_with_password(
+            "patient",
+            "medicine-patient",
+            "not-the-password",
+            &["--orders", "1", "--startup-timeout", "30s"],
+        )
+        .await;
     assert_eq!(code, 1, "{log}");
     assert!(
         log.contains("refused the credentials of user `medicine-patient`"),

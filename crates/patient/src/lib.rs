@@ -278,7 +278,7 @@ pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
         summary.failed,
         summary.failed + summary.acknowledged + summary.unacknowledged,
         config.kafka.bootstrap_servers,
-        config.kafka.sasl_username.as_deref().unwrap_or("ANONYMOUS")
+        config.kafka.principal()
     );
     Ok(summary)
 }

@@ -164,6 +164,11 @@ impl KafkaArgs {
         }
     }
 
+    /// The user the brokers see: the SASL user, or Kafka's `ANONYMOUS` without SASL.
+    pub fn principal(&self) -> &str {
+        self.sasl_username.as_deref().unwrap_or("ANONYMOUS")
+    }
+
     /// Checks the settings without any network call. The message says which flag to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.bootstrap_servers.trim().is_empty() {

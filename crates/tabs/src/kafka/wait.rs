@@ -66,10 +66,7 @@ where
                 if let Some(topic) = denied {
                     return Err(Error::NotAuthorized {
                         servers: kafka.bootstrap_servers.clone(),
-                        user: kafka
-                            .sasl_username
-                            .clone()
-                            .unwrap_or_else(|| "ANONYMOUS".to_owned()),
+                        user: kafka.principal().to_owned(),
                         topic: topic.name().to_owned(),
                     });
                 }
