@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Deploys the application: the patient Deployment patient-0 and the makers' KEDA ScaledJob medicine-maker-0.
+# Deploys the application: the patient Deployment patient-0 and the makers' KEDA ScaledJob medicine-maker-0, the
+# TriggerAuthentication KEDA signs in to Kafka with, and the application pods' NetworkPolicy.
 # Run ./make_infra.sh and ./make_build.sh first. Safe to run again: a second run keeps the patients' replica count
 # (what `kubectl scale` set) and restarts them so they pick up freshly built images.
 # See documentation/DEPLOY_INSTRUCTIONS.md.
@@ -29,6 +30,12 @@ image_on_nodes() {
 require_cluster
 for crd in scaledjobs.keda.sh kafkas.kafka.strimzi.io; do
   crd_exists "${crd}" || die "KEDA or Strimzi is not installed (no CRD ${crd}); run ./make_infra.sh first"
+done
+# The pods sign in to Kafka with the passwords Strimzi's User Operator keeps in these Secrets, and trust the
+# cluster CA it publishes: without them they would wait in CreateContainerConfigError.
+for secret in medicine-patient medicine-maker medicine-keda medicine-pubsub-cluster-ca-cert; do
+  kubectl -n "${NAMESPACE}" get secret "${secret}" >/dev/null 2>&1 ||
+    die "secret ${secret} does not exist (Strimzi creates it for the Kafka users of deploy/infra); run ./make_infra.sh first"
 done
 
 app="${APP_KUSTOMIZATION}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Removes what make_infra.sh and make_deploy.sh created, in the order that lets each operator clean up after
-# itself: the application (while KEDA runs), the topics (while the cluster's topic operator runs), the Kafka
-# cluster (its volumes too), then KEDA and the Strimzi operator. Safe to run again: what is gone is skipped,
+# itself: the application (while KEDA runs), the topics and users (while the cluster's entity operator runs), the
+# Kafka cluster (its volumes too), then KEDA and the Strimzi operator. Safe to run again: what is gone is skipped,
 # including resources whose kind no longer exists.
 set -euo pipefail
 
@@ -23,11 +23,22 @@ if crd_exists scaledjobs.keda.sh; then
 fi
 kubectl -n "${NAMESPACE}" wait pod -l app.kubernetes.io/part-of=medicine-pubsub --for=delete \
   --timeout="${DELETE_TIMEOUT}"
+if crd_exists triggerauthentications.keda.sh; then
+  kubectl -n "${NAMESPACE}" delete triggerauthentication medicine-keda --ignore-not-found
+fi
+kubectl -n "${NAMESPACE}" delete configmap medicine-keda-kafka-user --ignore-not-found
+kubectl -n "${NAMESPACE}" delete networkpolicy medicine-pubsub-apps --ignore-not-found
 
 if crd_exists kafkatopics.kafka.strimzi.io; then
   # Before the cluster: the topic operator that removes the topics' finalizers runs with the cluster.
   log "deleting the topics"
   kubectl delete -f deploy/infra/topics.yaml --ignore-not-found --wait=true --timeout="${DELETE_TIMEOUT}"
+fi
+if crd_exists kafkausers.kafka.strimzi.io; then
+  # Also while the cluster runs: its user operator removes the users' credentials and ACLs from the brokers;
+  # their Secrets go with them.
+  log "deleting the users"
+  kubectl delete -f deploy/infra/users.yaml --ignore-not-found --wait=true --timeout="${DELETE_TIMEOUT}"
 fi
 if crd_exists kafkas.kafka.strimzi.io; then
   log "deleting the Kafka cluster (its volumes are deleted with it)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares the cluster of kubectl's current context: the Strimzi operator and the Kafka cluster `medicine-pubsub`
-# with its topics, and KEDA. Safe to run again: everything is applied declaratively and waited for.
+# with its topics and users, and KEDA. Safe to run again: everything is applied declaratively and waited for.
 # See documentation/PREPARE_INFRA.md.
 #
 # STRIMZI_INSTALL_MANIFEST, KEDA_INSTALL_MANIFEST: take the operators' release YAMLs from these files instead of
@@ -87,7 +87,7 @@ install_strimzi() {
 }
 
 install_kafka() {
-  log "applying the Kafka cluster medicine-pubsub and its topics (deploy/infra)"
+  log "applying the Kafka cluster medicine-pubsub, its topics and its users (deploy/infra)"
   kubectl apply -k deploy/infra
 }
 
@@ -102,6 +102,10 @@ wait_for_kafka() {
   log "waiting for the Kafka cluster (first start pulls images: several minutes)"
   kubectl -n "${NAMESPACE}" wait kafka/medicine-pubsub --for=condition=Ready --timeout="${KAFKA_READY_TIMEOUT}"
   kubectl -n "${NAMESPACE}" wait kafkatopic -l strimzi.io/cluster=medicine-pubsub --for=condition=Ready \
+    --timeout="${OPERATOR_TIMEOUT}"
+  # Ready once the User Operator has written each user's credentials and ACLs and its Secret (the password the
+  # pods and KEDA read).
+  kubectl -n "${NAMESPACE}" wait kafkauser -l strimzi.io/cluster=medicine-pubsub --for=condition=Ready \
     --timeout="${OPERATOR_TIMEOUT}"
 }
 
@@ -121,5 +125,5 @@ install_kafka
 install_keda
 wait_for_kafka
 wait_for_keda
-log "infrastructure ready: Kafka medicine-pubsub (3 nodes), topics tabs.orders, tabs.deliveries, tabs.dlq, KEDA ${KEDA_VERSION}"
+log "infrastructure ready: Kafka medicine-pubsub (3 nodes), topics tabs.orders, tabs.deliveries, tabs.dlq, users medicine-patient, medicine-maker, medicine-keda, medicine-auditor, KEDA ${KEDA_VERSION}"
 log "next: ./make_build.sh && ./make_deploy.sh"

@@ -480,14 +480,16 @@ EOF
   write_agent_config
   start agent "${repo_root}/target/release/kube-dev" --log-format text agent --config "${KUBE_DEV_DIR}/agent.yaml"
 
-  # The broker of the cluster, where the manifests expect it: medicine-pubsub-kafka-bootstrap:9092.
+  # The broker of the cluster, where the manifests expect it: medicine-pubsub-kafka-bootstrap:9092 (plain) and
+  # :9093 (TLS with SCRAM-SHA-512, signed by the broker's own CA, which the stand-in publishes as the cluster CA).
   inside env KAFKA_DEV_DIR="${KUBE_DEV_DIR}/kafka" KAFKA_DEV_PORT=9092 \
     KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap "${repo_root}/scripts/kafka-dev.sh" start
-  start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092
+  start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092 \
+    --kafka-dev-script "${repo_root}/scripts/kafka-dev.sh" --kafka-dev-dir "${KUBE_DEV_DIR}/kafka"
 
   wait_for kwok "${KUBE_DEV_START_TIMEOUT}" node_ready
   wait_for kube-controller-manager "${KUBE_DEV_START_TIMEOUT}" kubectl_in get serviceaccount default
-  say "up after $((SECONDS - began))s: Node ${KUBE_DEV_NODE} Ready (${KUBE_DEV_NODE_CPUS} CPUs, ${KUBE_DEV_NODE_MEMORY}), broker on medicine-pubsub-kafka-bootstrap:9092"
+  say "up after $((SECONDS - began))s: Node ${KUBE_DEV_NODE} Ready (${KUBE_DEV_NODE_CPUS} CPUs, ${KUBE_DEV_NODE_MEMORY}), broker on medicine-pubsub-kafka-bootstrap:9092 and :9093"
   say "run commands inside with: $0 exec -- kubectl get pods -A"
 }
 

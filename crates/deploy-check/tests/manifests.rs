@@ -9,6 +9,9 @@ use serde_json::Value;
 use tabs::config::{parse_duration, DELIVERIES_TOPIC, DLQ_TOPIC, MAKERS_GROUP, ORDERS_TOPIC};
 use tabs::kafka::DEFAULT_BOOTSTRAP_SERVERS;
 
+/// The applications' listener (TLS, SCRAM-SHA-512); the binaries' default is the plain one of the contract.
+const APPS_BOOTSTRAP_SERVERS: &str = "medicine-pubsub-kafka-bootstrap:9093";
+
 fn manifests() -> Vec<Manifest> {
     load_manifests(&repo_root().join("deploy"))
 }
@@ -44,13 +47,32 @@ fn parse_env_as<P: Parser>(container: &Value) -> P {
                 )
             });
         let long = arg.get_long().expect("every flag has a long name");
-        // valueFrom (the pod name): any plain value stands for it.
-        argv.push(format!(
-            "--{long}={}",
-            value.unwrap_or_else(|| "pod-name".into())
-        ));
+        // valueFrom (the pod name, a password): any plain value stands for it.
+        let value = value.unwrap_or_else(|| "pod-name".into());
+        argv.push(format!("--{long}={}", as_mounted(container, &value)));
     }
     P::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"))
+}
+
+/// A path inside one of the container's volume mounts, as the process would find it: a file under a scratch
+/// directory standing for the volume (the volumes' contents are checked in tests/security.rs). Anything else is
+/// returned as it is.
+fn as_mounted(container: &Value, value: &str) -> String {
+    let inside = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .any(|mount| value.starts_with(&format!("{mount}/")));
+    if !inside {
+        return value.to_owned();
+    }
+    let file = repo_root()
+        .join("target/deploy-check-mounts")
+        .join(value.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "a file of a mounted volume\n").unwrap();
+    file.display().to_string()
 }
 
 fn seconds(value: &Value) -> Duration {
@@ -179,7 +201,7 @@ fn the_patient_deployment_runs_the_patient_with_a_valid_configuration() {
     config
         .validate()
         .expect("the manifest's configuration is valid");
-    assert_eq!(config.kafka.bootstrap_servers, DEFAULT_BOOTSTRAP_SERVERS);
+    assert_eq!(config.kafka.bootstrap_servers, APPS_BOOTSTRAP_SERVERS);
     assert_eq!(config.topics.orders_topic, ORDERS_TOPIC);
     assert!(
         config.patient_id.is_none(),
@@ -219,7 +241,7 @@ fn the_maker_job_runs_the_maker_with_a_valid_configuration() {
     config
         .validate()
         .expect("the manifest's configuration is valid");
-    assert_eq!(config.kafka.bootstrap_servers, DEFAULT_BOOTSTRAP_SERVERS);
+    assert_eq!(config.kafka.bootstrap_servers, APPS_BOOTSTRAP_SERVERS);
     assert_eq!(config.topics.orders(), ORDERS_TOPIC);
     assert_eq!(config.topics.deliveries_topic, DELIVERIES_TOPIC);
     assert_eq!(config.topics.dlq_topic, DLQ_TOPIC);
@@ -271,8 +293,8 @@ fn the_keda_trigger_watches_the_makers_group_and_matches_their_capacity() {
     let bootstrap = trigger["bootstrapServers"].as_str().unwrap();
     assert!(
         bootstrap == config.kafka.bootstrap_servers
-            || bootstrap == "medicine-pubsub-kafka-bootstrap.default.svc:9092",
-        "the trigger reads the cluster the makers use: {bootstrap}"
+            || bootstrap == "medicine-pubsub-kafka-bootstrap.default.svc:9093",
+        "the trigger reads the listener the makers use: {bootstrap}"
     );
     let lag_threshold: u32 = trigger["lagThreshold"].as_str().unwrap().parse().unwrap();
     assert_eq!(

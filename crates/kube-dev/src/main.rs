@@ -34,9 +34,15 @@ enum Mode {
         /// Namespace of the Kafka resources.
         #[arg(long, default_value = "default")]
         namespace: String,
-        /// The broker the topics are created on.
+        /// The broker the topics are created on (its plain listener).
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap_servers: String,
+        /// scripts/kafka-dev.sh, which writes users and ACLs to that broker.
+        #[arg(long)]
+        kafka_dev_script: PathBuf,
+        /// That broker's directory (KAFKA_DEV_DIR), where its CA is.
+        #[arg(long)]
+        kafka_dev_dir: PathBuf,
     },
 }
 
@@ -63,11 +69,15 @@ fn main() -> ExitCode {
         Mode::Strimzi {
             namespace,
             bootstrap_servers,
+            kafka_dev_script,
+            kafka_dev_dir,
         } => tabs::shutdown::run_service("Strimzi stand-in", &telemetry, |service| {
             kube_dev::strimzi::run(
                 kube_dev::strimzi::Settings {
                     namespace,
                     bootstrap_servers,
+                    kafka_dev_script,
+                    kafka_dev_dir,
                 },
                 service.shutdown,
             )

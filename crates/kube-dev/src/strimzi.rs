@@ -8,21 +8,34 @@
 //!   and `Ready`; deleting it deletes the topic and removes the finalizer, but only while its cluster exists: as
 //!   with Strimzi, a topic whose cluster was deleted first keeps its finalizer and its deletion hangs.
 //!
+//! - the cluster's security is checked against what the broker serves (a plain listener on 9092 whose clients
+//!   are the super user `ANONYMOUS`, SCRAM-SHA-512 over TLS on 9093, Kafka's StandardAuthorizer): a `Kafka`
+//!   asking for anything else is `Ready=False`, as the applications would fail against a real one; the
+//!   cluster CA's certificate, the broker's own CA, is published as `<cluster>-cluster-ca-cert`;
+//! - with the user operator enabled in the `Kafka`, a `KafkaUser` gets its SCRAM credentials and its ACLs on the
+//!   broker (through `testkit::access`, the same path as the ACL tests), a Secret of its name with `password`
+//!   and `sasl.jaas.config`, owned by the user so that the garbage collector removes it with it, and `Ready`.
+//!   The ACLs of a deleted user stay on the broker, which the test discards.
+//!
 //! The broker has one node: topics are created with replication factor 1 and `min.insync.replicas` at most 1.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::ByteString;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::Client;
+use rand::distr::{Alphanumeric, SampleString as _};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use serde_json::{json, Value};
+use testkit::access::User;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -39,13 +52,22 @@ fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("kafka.strimzi.io", "v1", kind))
 }
 
+/// The plain listener of the broker (`scripts/kafka-dev.sh`): no authentication, clients are `ANONYMOUS`.
+pub const PLAIN_PORT: u16 = 9092;
+/// Its TLS listener with SCRAM-SHA-512 (`scripts/kafka-dev.sh`: the plain port plus one).
+pub const TLS_PORT: u16 = 9093;
+
 /// The stand-in's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Namespace it watches (Strimzi's cluster operator watches its own).
     pub namespace: String,
-    /// The real broker's bootstrap address.
+    /// The real broker's bootstrap address (its plain listener, on [`PLAIN_PORT`]).
     pub bootstrap_servers: String,
+    /// `scripts/kafka-dev.sh`, which writes users and ACLs (`access`).
+    pub kafka_dev_script: PathBuf,
+    /// The broker's directory (`KAFKA_DEV_DIR`): its CA is `tls/ca.crt` there.
+    pub kafka_dev_dir: PathBuf,
 }
 
 /// Reconciles every half second until `shutdown`.
@@ -122,24 +144,42 @@ impl Controller {
                 self.reconcile_kafka(kafka, &pools).await?;
             }
         }
-        for topic in &topics {
-            let cluster = topic
+        let cluster_of = |object: &DynamicObject| {
+            let cluster = object
                 .metadata
                 .labels
                 .as_ref()
                 .and_then(|l| l.get("strimzi.io/cluster"))
                 .cloned()
                 .unwrap_or_default();
-            let alive = kafkas.iter().any(|k| {
-                k.metadata.name.as_deref() == Some(cluster.as_str())
-                    && k.metadata.deletion_timestamp.is_none()
-            });
+            kafkas
+                .iter()
+                .find(|k| {
+                    k.metadata.name.as_deref() == Some(cluster.as_str())
+                        && k.metadata.deletion_timestamp.is_none()
+                })
+                .cloned()
+        };
+        for topic in &topics {
             // The topic operator runs with its cluster: without one, nothing happens to the topic.
-            if alive {
+            if cluster_of(topic).is_some() {
                 self.reconcile_topic(topic).await?;
             }
         }
-        Ok(())
+        // The user operator runs with its cluster, and only where the Kafka enables it.
+        let users: Vec<DynamicObject> = self
+            .api("KafkaUser")
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|u| u.metadata.deletion_timestamp.is_none())
+            .filter(|u| {
+                cluster_of(u)
+                    .is_some_and(|k| k.data["spec"]["entityOperator"]["userOperator"].is_object())
+            })
+            .collect();
+        self.reconcile_users(&users).await
     }
 
     async fn reconcile_kafka(
@@ -181,6 +221,16 @@ impl Controller {
             }
             return Ok(());
         }
+        if let Err(difference) = served_security(&kafka.data["spec"]["kafka"]) {
+            if !already("NotWhatTheBrokerServes") {
+                patch_status(json!({
+                    "observedGeneration": generation,
+                    "conditions": ready(false, "NotWhatTheBrokerServes", &difference),
+                }))
+                .await?;
+            }
+            return Ok(());
+        }
         let own_pools: Vec<&DynamicObject> = pools
             .iter()
             .filter(|p| {
@@ -211,6 +261,7 @@ impl Controller {
             "blockOwnerDeletion": false,
         }]);
         self.ensure_service(&name, &owner).await?;
+        self.ensure_cluster_ca(&name, &owner).await?;
         let mut all_ready = true;
         let mut pool_names = Vec::new();
         for pool in own_pools {
@@ -252,7 +303,10 @@ impl Controller {
                 "kafkaNodePools": pool_names,
                 "listeners": [{
                     "name": "plain",
-                    "bootstrapServers": format!("{name}-kafka-bootstrap.{}.svc:9092", self.settings.namespace),
+                    "bootstrapServers": format!("{name}-kafka-bootstrap.{}.svc:{PLAIN_PORT}", self.settings.namespace),
+                }, {
+                    "name": "tls",
+                    "bootstrapServers": format!("{name}-kafka-bootstrap.{}.svc:{TLS_PORT}", self.settings.namespace),
                 }],
             }))
             .await?;
@@ -269,9 +323,139 @@ impl Controller {
         let service: Service = serde_json::from_value(json!({
             "metadata": {"name": name, "ownerReferences": owner, "labels": {"strimzi.io/cluster": cluster}},
             "spec": {"selector": {"strimzi.io/cluster": cluster, "strimzi.io/broker-role": "true"},
-                     "ports": [{"name": "tcp-clients", "port": 9092, "targetPort": 9092}]},
+                     "ports": [{"name": "tcp-clients", "port": PLAIN_PORT, "targetPort": PLAIN_PORT},
+                               {"name": "tcp-clientstls", "port": TLS_PORT, "targetPort": TLS_PORT}]},
         }))?;
         services.create(&PostParams::default(), &service).await?;
+        Ok(())
+    }
+
+    /// The Secret Strimzi publishes the cluster CA's certificate in, for clients to trust the brokers.
+    async fn ensure_cluster_ca(&self, cluster: &str, owner: &Value) -> anyhow::Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let name = format!("{cluster}-cluster-ca-cert");
+        if secrets.get_opt(&name).await?.is_some() {
+            return Ok(());
+        }
+        let ca_file = self.settings.kafka_dev_dir.join("tls/ca.crt");
+        let ca = std::fs::read(&ca_file)
+            .with_context(|| format!("reading the broker's CA {}", ca_file.display()))?;
+        let secret = Secret {
+            metadata: serde_json::from_value(json!({
+                "name": name,
+                "ownerReferences": owner,
+                "labels": {"strimzi.io/cluster": cluster, "strimzi.io/kind": "Kafka"},
+            }))?,
+            data: Some(BTreeMap::from([("ca.crt".to_owned(), ByteString(ca))])),
+            ..Secret::default()
+        };
+        secrets.create(&PostParams::default(), &secret).await?;
+        info!(secret = %name, "cluster CA published");
+        Ok(())
+    }
+
+    /// Gives every user not yet reconciled at its generation (or whose Secret is gone) its credentials, ACLs,
+    /// Secret and `Ready`. All of them go to the broker in one `access` run (one JVM start).
+    async fn reconcile_users(&self, users: &[DynamicObject]) -> anyhow::Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let api = self.api("KafkaUser");
+        let mut pending = Vec::new();
+        let mut spec = String::new();
+        for user in users {
+            let name = user.metadata.name.clone().unwrap_or_default();
+            let generation = user.metadata.generation.unwrap_or(0);
+            let existing = secrets.get_opt(&name).await?;
+            if user.data["status"]["observedGeneration"] == json!(generation) && existing.is_some()
+            {
+                continue;
+            }
+            let parsed = match User::from_kafka_user(&serde_json::to_value(user)?) {
+                Ok(parsed) => parsed,
+                Err(message) => {
+                    if user.data["status"]["conditions"][0]["message"] != json!(message) {
+                        api.patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {
+                                "observedGeneration": generation,
+                                "conditions": ready(false, "InvalidResourceException", &message),
+                            }})),
+                        )
+                        .await?;
+                    }
+                    continue;
+                }
+            };
+            // A user keeps its password across reconciliations, as with Strimzi.
+            let password = existing
+                .as_ref()
+                .and_then(|s| s.data.as_ref()?.get("password"))
+                .and_then(|p| String::from_utf8(p.0.clone()).ok())
+                .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32));
+            spec.push_str(&parsed.spec(&password));
+            pending.push((user, password));
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let script = self.settings.kafka_dev_script.clone();
+        let dir = self.settings.kafka_dev_dir.clone();
+        let printed = tokio::task::spawn_blocking(move || {
+            testkit::access::apply(&script, &dir, PLAIN_PORT, &spec)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))?;
+        info!(users = pending.len(), applied = %printed.trim(), "users and ACLs written to the broker");
+        for (user, password) in pending {
+            let name = user.metadata.name.clone().unwrap_or_default();
+            let owner = json!([{
+                "apiVersion": "kafka.strimzi.io/v1",
+                "kind": "KafkaUser",
+                "name": name,
+                "uid": user.metadata.uid,
+                "controller": true,
+                "blockOwnerDeletion": false,
+            }]);
+            let cluster = user
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("strimzi.io/cluster"));
+            let jaas = format!(
+                "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{name}\" password=\"{password}\";"
+            );
+            let secret = Secret {
+                metadata: serde_json::from_value(json!({
+                    "name": name,
+                    "ownerReferences": owner,
+                    "labels": {"strimzi.io/cluster": cluster, "strimzi.io/kind": "KafkaUser"},
+                }))?,
+                data: Some(BTreeMap::from([
+                    ("password".to_owned(), ByteString(password.into_bytes())),
+                    ("sasl.jaas.config".to_owned(), ByteString(jaas.into_bytes())),
+                ])),
+                ..Secret::default()
+            };
+            secrets
+                .patch(
+                    &name,
+                    &PatchParams::apply("kube-dev-strimzi").force(),
+                    &Patch::Apply(&secret),
+                )
+                .await?;
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "observedGeneration": user.metadata.generation.unwrap_or(0),
+                    "username": name,
+                    "secret": name,
+                    "conditions": ready(true, "Ready", "credentials and ACLs are on the broker"),
+                }})),
+            )
+            .await?;
+            info!(user = %name, "user ready");
+        }
         Ok(())
     }
 
@@ -412,5 +596,92 @@ impl Controller {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Whether a `Kafka`'s `spec.kafka` asks for the security the broker serves; otherwise what differs. The
+/// applications connect as the manifests say: a cluster declared differently would refuse them, so the stand-in
+/// does not pretend it would not.
+pub fn served_security(kafka: &Value) -> Result<(), String> {
+    let mut wanted: Vec<(u64, bool, Option<&str>)> = kafka["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                l["port"].as_u64().unwrap_or(0),
+                l["tls"].as_bool().unwrap_or(false),
+                l["authentication"]["type"].as_str(),
+            )
+        })
+        .collect();
+    wanted.sort_unstable();
+    let served = vec![
+        (u64::from(PLAIN_PORT), false, None),
+        (u64::from(TLS_PORT), true, Some("scram-sha-512")),
+    ];
+    if wanted != served {
+        return Err(format!(
+            "the stand-in's broker serves plain on {PLAIN_PORT} (no authentication) and TLS on {TLS_PORT} \
+             with scram-sha-512; the Kafka asks for (port, tls, authentication) {wanted:?}"
+        ));
+    }
+    let authorization = &kafka["authorization"];
+    let super_users: Vec<&str> = authorization["superUsers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if authorization["type"] != "simple" || !super_users.contains(&"ANONYMOUS") {
+        return Err(format!(
+            "the stand-in's broker runs Kafka's StandardAuthorizer with super user ANONYMOUS (the plain \
+             listener's clients); the Kafka asks for authorization {authorization}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Value {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/infra/kafka.yaml"),
+        )
+        .unwrap();
+        let kafka: Value = serde_norway::from_str(&text).unwrap();
+        kafka["spec"]["kafka"].clone()
+    }
+
+    #[test]
+    fn the_shipped_cluster_asks_for_what_the_broker_serves() {
+        assert_eq!(served_security(&shipped()), Ok(()));
+    }
+
+    #[test]
+    fn a_cluster_declared_otherwise_is_refused() {
+        let mut open = shipped();
+        open["listeners"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("authentication");
+        assert!(served_security(&open)
+            .unwrap_err()
+            .contains("scram-sha-512"));
+
+        let mut without_acls = shipped();
+        without_acls
+            .as_object_mut()
+            .unwrap()
+            .remove("authorization");
+        assert!(served_security(&without_acls)
+            .unwrap_err()
+            .contains("StandardAuthorizer"));
+
+        let mut no_anonymous = shipped();
+        no_anonymous["authorization"]["superUsers"] = json!(["admin"]);
+        assert!(served_security(&no_anonymous).is_err());
     }
 }

@@ -15,8 +15,18 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use support::{repo_root, Sandbox};
 
-/// The broker, as the manifests name it (the control plane's /etc/hosts maps it to loopback).
+/// The broker's plain listener, as the original's commands name it (the control plane's /etc/hosts maps it to
+/// loopback); its clients are the super user ANONYMOUS.
 const BOOTSTRAP: &str = "medicine-pubsub-kafka-bootstrap:9092";
+/// The applications' listener: TLS and SCRAM-SHA-512, each client a KafkaUser of deploy/infra/users.yaml.
+const BOOTSTRAP_TLS: &str = "medicine-pubsub-kafka-bootstrap:9093";
+/// The KafkaUsers of deploy/infra/users.yaml.
+const USERS: [&str; 4] = [
+    "medicine-auditor",
+    "medicine-keda",
+    "medicine-maker",
+    "medicine-patient",
+];
 /// The overlay's lag threshold (and in-flight bound): low, so a dozen patients need several makers.
 const LAG_THRESHOLD: i64 = 8;
 /// Patients of the scale-out step.
@@ -74,6 +84,54 @@ fn kubectl(args: &[&str]) -> String {
         text(&output)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One key of a Secret, decoded.
+fn secret(name: &str, key: &str) -> String {
+    kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "secret",
+        name,
+        "-o",
+        &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+    ])
+}
+
+/// Everything the test's processes wrote: every pod the agent ran, and the control plane's components.
+fn all_logs() -> Vec<(PathBuf, String)> {
+    let Some(dir) = std::env::var_os("KUBE_DEV_DIR").map(PathBuf::from) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for pod in std::fs::read_dir(dir.join("agent/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        files.extend(
+            std::fs::read_dir(pod.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log")),
+        );
+    }
+    files
+        .into_iter()
+        .map(|path| {
+            let content =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            (path, content)
+        })
+        .collect()
 }
 
 fn kubectl_json(args: &[&str]) -> Value {
@@ -492,6 +550,30 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     timeline.mark("make_infra.sh again");
     script_ok("make_infra.sh", &[]);
 
+    // make_infra.sh waited for the users: each is Ready with a Secret of its name holding its password, and the
+    // cluster CA the pods trust is published.
+    let users = kubectl_json(&["-n", "default", "get", "kafkausers"]);
+    let mut names: Vec<&str> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["metadata"]["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, USERS, "the KafkaUsers of deploy/infra/users.yaml");
+    let passwords: Vec<String> = USERS
+        .iter()
+        .map(|user| {
+            let password = secret(user, "password");
+            assert!(password.len() >= 32, "{user}'s Secret holds a password");
+            password
+        })
+        .collect();
+    assert!(
+        secret("medicine-pubsub-cluster-ca-cert", "ca.crt").starts_with("-----BEGIN CERTIFICATE"),
+        "the cluster CA is published"
+    );
+
     // Before the images are on the node, make_deploy.sh refuses, and says what to do: from the nodes' images,
     // or on minikube from minikube's own list (a stand-in minikube, on the real API server).
     let refused = script("make_deploy.sh", &[]);
@@ -695,14 +777,32 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         },
     );
 
-    // Every order made, none twice: the project's auditor over everything.
+    // Every order made, none twice: the project's auditor over everything, signed in as its own user with the
+    // password and the CA Strimzi's Secrets hold (the way DEPLOY_INSTRUCTIONS.md runs it).
+    let ca = repo_root().join("target/kube-dev/cluster-ca.crt");
+    std::fs::write(&ca, secret("medicine-pubsub-cluster-ca-cert", "ca.crt")).unwrap();
     let audit = run(
         &repo_root()
             .join("target/release/tabs-audit")
             .display()
             .to_string(),
-        &["--bootstrap-servers", BOOTSTRAP, "--json"],
-        &[],
+        &[
+            "--bootstrap-servers",
+            BOOTSTRAP_TLS,
+            "--security-protocol",
+            "SASL_SSL",
+            "--sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--sasl-username",
+            "medicine-auditor",
+            "--ssl-ca-location",
+            &ca.display().to_string(),
+            "--json",
+        ],
+        &[(
+            "MEDECINEPUBSUB_KAFKA_SASL_PASSWORD",
+            secret("medicine-auditor", "password"),
+        )],
         Duration::from_secs(60),
     );
     let report: Value = serde_json::from_slice(&audit.stdout)
@@ -726,6 +826,26 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         .expect("a finished maker in the history");
     let maker_log = kubectl(&["logs", maker["metadata"]["name"].as_str().unwrap()]);
     assert!(maker_log.contains("maker stopped"), "{maker_log}");
+    assert!(
+        maker_log.contains(r#""user":"medicine-maker""#),
+        "the maker names the user it signs in as: {maker_log}"
+    );
+
+    // No password in any output: the pods', KEDA's, the stand-ins' and the control plane's.
+    let logs = all_logs();
+    assert!(
+        logs.len() > 5,
+        "the logs are where the test looks: {logs:?}"
+    );
+    for (path, content) in &logs {
+        for (user, password) in USERS.iter().zip(&passwords) {
+            assert!(
+                !content.contains(password.as_str()),
+                "{}: holds the password of {user}",
+                path.display()
+            );
+        }
+    }
 
     // A second make_deploy.sh leaves the patients where `kubectl scale` put them.
     script_ok("make_deploy.sh", &deploy);
@@ -739,9 +859,21 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     script_ok("make_destroy.sh", &[]);
     script_ok("make_destroy.sh", &[]);
     let left = kubectl(&["get", "all,crd", "-A", "-o", "name"]);
+    let in_default = kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "configmap,secret,networkpolicy",
+        "-o",
+        "name",
+    ]);
     let remaining: Vec<&str> = left
         .lines()
-        .filter(|l| *l != "service/kubernetes" && !l.ends_with(".kwok.x-k8s.io"))
+        .chain(in_default.lines())
+        .filter(|l| {
+            !matches!(*l, "service/kubernetes" | "configmap/kube-root-ca.crt")
+                && !l.ends_with(".kwok.x-k8s.io")
+        })
         .collect();
     assert!(
         remaining.is_empty(),

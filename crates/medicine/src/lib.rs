@@ -217,6 +217,7 @@ pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
     info!(
         maker = %maker_id,
         servers = %config.kafka.bootstrap_servers,
+        user = config.kafka.principal(),
         topic = %config.topics.orders(),
         group = %config.group,
         protocol = ?config.group_protocol,

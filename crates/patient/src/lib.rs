@@ -217,7 +217,7 @@ pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
     let health = &service.health;
 
     let topic = config.topics.orders_topic.clone();
-    info!(servers = %config.kafka.bootstrap_servers, topic, "connecting to Kafka");
+    info!(servers = %config.kafka.bootstrap_servers, user = config.kafka.principal(), topic, "connecting to Kafka");
     let probe = producer.clone();
     let wait = kafka::wait_for_topics(
         move |topic, timeout| probe.client().fetch_metadata(Some(topic), timeout),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use k8s_openapi::api::core::v1::{Container, Pod, Probe as ProbeSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe as ProbeSpec, VolumeMount};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::Image;
@@ -163,6 +163,13 @@ pub fn plan(
         env.retain(|(existing, _)| existing != name);
         env.push((name.clone(), value.replace("{namespace}", &namespace)));
     }
+    // The process sees the machine's file system, not the container's: a path in a mounted volume is where that
+    // volume's directory is.
+    for (_, value) in &mut env {
+        if let Some(path) = in_volume(value, container, volumes)? {
+            *value = path;
+        }
+    }
 
     let mut args: Vec<String> = container
         .command
@@ -172,6 +179,11 @@ pub fn plan(
         .chain(container.args.iter().flatten())
         .map(|arg| expand(arg, &env))
         .collect();
+    for arg in &mut args {
+        if let Some(path) = in_volume(arg, container, volumes)? {
+            *arg = path;
+        }
+    }
     for extra in &image.extra_args {
         args.push(substitute_mounts(extra, container, volumes)?);
     }
@@ -237,6 +249,36 @@ fn is_listen_address(value: &str, port: u16) -> bool {
     p == port.to_string() && matches!(host, "" | "0.0.0.0" | "127.0.0.1" | "localhost" | "[::]")
 }
 
+/// The directory of the volume `mount` names (its `subPath` within it).
+fn mount_dir(mount: &VolumeMount, volumes: &VolumeDirs) -> anyhow::Result<PathBuf> {
+    let dir = volumes
+        .get(&mount.name)
+        .ok_or_else(|| anyhow!("volume {} is not prepared", mount.name))?;
+    Ok(match &mount.sub_path {
+        Some(sub) if !sub.is_empty() => dir.join(sub),
+        _ => dir.clone(),
+    })
+}
+
+/// `value` on this machine when it is a path inside one of the container's mounts (`/etc/ca/ca.crt` with a
+/// volume mounted at `/etc/ca`); `None` for anything else.
+fn in_volume(
+    value: &str,
+    container: &Container,
+    volumes: &VolumeDirs,
+) -> anyhow::Result<Option<String>> {
+    for mount in container.volume_mounts.iter().flatten() {
+        let root = mount.mount_path.trim_end_matches('/');
+        let rest = match value.strip_prefix(root) {
+            Some(rest) if !root.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
+            _ => continue,
+        };
+        let dir = mount_dir(mount, volumes)?;
+        return Ok(Some(format!("{}{rest}", dir.display())));
+    }
+    Ok(None)
+}
+
 /// Replaces `{mount:PATH}` by the directory of the volume the container mounts at `PATH`.
 fn substitute_mounts(
     arg: &str,
@@ -257,13 +299,7 @@ fn substitute_mounts(
         .flatten()
         .find(|m| m.mount_path == path)
         .ok_or_else(|| anyhow!("container {} mounts nothing at {path}", container.name))?;
-    let dir = volumes
-        .get(&mount.name)
-        .ok_or_else(|| anyhow!("volume {} is not prepared", mount.name))?;
-    let dir: PathBuf = match &mount.sub_path {
-        Some(sub) if !sub.is_empty() => dir.join(sub),
-        _ => dir.clone(),
-    };
+    let dir = mount_dir(mount, volumes)?;
     Ok(format!(
         "{}{}{}",
         &arg[..start],
@@ -490,6 +526,45 @@ spec:
         );
         assert_eq!(launch.env, [("NS".to_owned(), "keda".to_owned())]);
         assert_eq!(launch.user, None);
+    }
+
+    #[test]
+    fn paths_inside_a_mount_point_at_the_volume() {
+        let pod = pod(r#"
+metadata: {name: patient-0-x, namespace: default, uid: u3}
+spec:
+  volumes: [{name: kafka-ca, secret: {secretName: ca}}]
+  containers:
+    - name: patient
+      image: medicine-pubsub/patient:dev
+      args: [--ca=/etc/ca/ca.crt, /etc/ca/ca.crt]
+      env:
+        - {name: CA, value: /etc/ca/ca.crt}
+        - {name: DIR, value: /etc/ca}
+        - {name: BESIDE, value: /etc/cab/ca.crt}
+        - {name: OTHER, value: /etc/ssl/certs}
+      volumeMounts: [{name: kafka-ca, mountPath: /etc/ca/, readOnly: true}]
+"#);
+        let volumes = VolumeDirs::from([("kafka-ca".into(), PathBuf::from("/pods/p/kafka-ca"))]);
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let launch = plan(
+            &pod,
+            container,
+            &image(),
+            &Objects::default(),
+            &volumes,
+            &mut || Ok(1),
+        )
+        .unwrap();
+        assert_eq!(env(&launch, "CA"), Some("/pods/p/kafka-ca/ca.crt"));
+        assert_eq!(env(&launch, "DIR"), Some("/pods/p/kafka-ca"));
+        assert_eq!(env(&launch, "BESIDE"), Some("/etc/cab/ca.crt"));
+        assert_eq!(env(&launch, "OTHER"), Some("/etc/ssl/certs"));
+        assert_eq!(
+            launch.args,
+            ["--ca=/etc/ca/ca.crt", "/pods/p/kafka-ca/ca.crt"],
+            "a whole argument is a path; a flag with a path in it is left as written"
+        );
     }
 
     #[test]
