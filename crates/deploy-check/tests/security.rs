@@ -49,7 +49,10 @@ fn signs_in_as(manifests: &[Manifest], pod: &Value, name: &str, user: &str) {
         user
     );
     let password = var(container, "MEDECINEPUBSUB_KAFKA_SASL_PASSWORD");
-    assert!(password.get("value").is_none(), "{name}: no password in a manifest");
+    assert!(
+        password.get("value").is_none(),
+        "{name}: no password in a manifest"
+    );
     assert_eq!(
         password["valueFrom"]["secretKeyRef"],
         json!({"name": user, "key": "password"}),
@@ -84,8 +87,8 @@ fn the_applications_sign_in_as_their_own_users_with_strimzi_s_secrets() {
     let manifests = manifests();
     let patient = &find(&manifests, "Deployment", "patient-0")["spec"]["template"]["spec"];
     signs_in_as(&manifests, patient, "patient", "medicine-patient");
-    let maker =
-        &find(&manifests, "ScaledJob", "medicine-maker-0")["spec"]["jobTargetRef"]["template"]["spec"];
+    let maker = &find(&manifests, "ScaledJob", "medicine-maker-0")["spec"]["jobTargetRef"]
+        ["template"]["spec"];
     signs_in_as(&manifests, maker, "medicine", "medicine-maker");
 }
 
@@ -93,8 +96,8 @@ fn the_applications_sign_in_as_their_own_users_with_strimzi_s_secrets() {
 fn the_makers_transactional_ids_are_those_their_user_may_write() {
     // A maker's transactional id starts with its id, the pod's name, which starts with the ScaledJob's name.
     let manifests = manifests();
-    let maker = &find(&manifests, "ScaledJob", "medicine-maker-0")["spec"]["jobTargetRef"]["template"]
-        ["spec"];
+    let maker = &find(&manifests, "ScaledJob", "medicine-maker-0")["spec"]["jobTargetRef"]
+        ["template"]["spec"];
     assert_eq!(
         var(container(maker, "medicine"), "MEDECINEPUBSUB_MAKER_ID")["valueFrom"]["fieldRef"]
             ["fieldPath"],
@@ -148,11 +151,7 @@ fn keda_signs_in_as_its_describe_only_user() {
     );
     let username = &auth["configMapTargetRef"][0];
     assert_eq!(username["parameter"], "username");
-    let map = find(
-        &manifests,
-        "ConfigMap",
-        username["name"].as_str().unwrap(),
-    );
+    let map = find(&manifests, "ConfigMap", username["name"].as_str().unwrap());
     assert_eq!(
         map["data"][username["key"].as_str().unwrap()],
         "medicine-keda",
@@ -192,10 +191,16 @@ fn the_plain_listener_serves_only_the_broker_pods_and_everything_else_signs_in()
     );
     for user in users(&manifests) {
         let object = find(&manifests, "KafkaUser", user);
-        assert_eq!(object["metadata"]["labels"]["strimzi.io/cluster"], "medicine-pubsub");
+        assert_eq!(
+            object["metadata"]["labels"]["strimzi.io/cluster"],
+            "medicine-pubsub"
+        );
         assert_eq!(object["spec"]["authentication"]["type"], "scram-sha-512");
         for acl in object["spec"]["authorization"]["acls"].as_array().unwrap() {
-            assert_ne!(acl["resource"]["type"], "cluster", "{user}: no cluster-wide right");
+            assert_ne!(
+                acl["resource"]["type"], "cluster",
+                "{user}: no cluster-wide right"
+            );
             assert_ne!(acl["resource"]["name"], "*", "{user}: no wildcard");
             for operation in acl["operations"].as_array().unwrap() {
                 assert!(
@@ -240,8 +245,14 @@ fn the_application_pods_accept_only_scrapes_and_reach_only_kafka_and_dns() {
         json!([{"podSelector": {"matchLabels": {
             "strimzi.io/cluster": "medicine-pubsub", "strimzi.io/broker-role": "true"}}}])
     );
-    assert_eq!(egress[0]["ports"], json!([{"protocol": "TCP", "port": 9093}]));
-    assert_eq!(egress[1]["to"][0]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
+    assert_eq!(
+        egress[0]["ports"],
+        json!([{"protocol": "TCP", "port": 9093}])
+    );
+    assert_eq!(
+        egress[1]["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+        "kube-dns"
+    );
     let dns: Vec<&Value> = egress[1]["ports"]
         .as_array()
         .unwrap()

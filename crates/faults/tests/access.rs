@@ -205,6 +205,15 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
     assert_eq!(lag, 0, "every order made and committed");
 
     // Misuse: each fails at once, exit 1, naming the user and the topic.
+    let as_patient = ["--orders", "1", "--startup-timeout", "30s"];
+    let as_maker = [
+        "--maker-id",
+        "medicine-maker-0-misuse",
+        "--idle-exit-after",
+        "3s",
+        "--startup-timeout",
+        "30s",
+    ];
     let misuses = [
         (
             "medicine-patient",
@@ -215,9 +224,16 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
         ("medicine-maker", "patient", "tabs.orders", vec![]),
         ("medicine-keda", "patient", "tabs.orders", vec![]),
         ("medicine-auditor", "patient", "tabs.orders", vec![]),
+        // A maker with a patient's or the auditor's credentials may not publish tabs.
+        ("medicine-patient", "medicine", "tabs.deliveries", vec![]),
+        ("medicine-auditor", "medicine", "tabs.deliveries", vec![]),
     ];
     for (user, program, topic, extra) in misuses {
-        let mut args = vec!["--orders", "1", "--startup-timeout", "30s"];
+        let mut args: Vec<&str> = if program == "patient" {
+            as_patient.to_vec()
+        } else {
+            as_maker.to_vec()
+        };
         args.extend(extra);
         let started = Instant::now();
         let (code, log) = cluster.run(program, user, &args).await;
@@ -237,6 +253,30 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
             "never logs the password"
         );
     }
+
+    // A maker whose id is outside its user's transactional-id prefix may not open transactions.
+    let (code, log) = cluster
+        .run(
+            "medicine",
+            "medicine-maker",
+            &[
+                "--maker-id",
+                "other-maker-0",
+                "--idle-exit-after",
+                "3s",
+                "--startup-timeout",
+                "30s",
+            ],
+        )
+        .await;
+    assert_eq!(code, 1, "a transactional id outside the prefix: {log}");
+    assert!(
+        log.contains(
+            "does not let user `medicine-maker` use transactional ids starting `other-maker-0` \
+             (TransactionalIdAuthorizationFailed)"
+        ),
+        "{log}"
+    );
 
     // Reading orders with a patient's or KEDA's credentials is refused by the broker.
     for user in ["medicine-patient", "medicine-keda"] {

@@ -226,17 +226,47 @@ pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
         tab_making_time = ?config.making.tab_making_time,
         "maker starting"
     );
-    let broker = live::Live::connect(&config, &maker_id, &service.shutdown).await?;
-    service.health.set_ready(true);
-    worker::Worker::new(
-        config.settings(maker_id),
-        broker,
-        stats,
-        Arc::clone(&service.health),
-        service.shutdown,
-    )
-    .run()
-    .await
+    let started = async {
+        let broker = live::Live::connect(&config, &maker_id, &service.shutdown).await?;
+        service.health.set_ready(true);
+        worker::Worker::new(
+            config.settings(maker_id.clone()),
+            broker,
+            stats,
+            Arc::clone(&service.health),
+            service.shutdown,
+        )
+        .run()
+        .await
+    };
+    started
+        .await
+        .map_err(|err| explain_denial(err, &config, &maker_id))
+}
+
+/// An error the brokers' ACLs caused, said as what this maker's user may not do and where to grant it; any
+/// other error as it is.
+fn explain_denial(err: anyhow::Error, config: &Config, maker_id: &str) -> anyhow::Error {
+    let Some((code, kind)) = tabs::kafka::denial(err.as_ref()) else {
+        return err;
+    };
+    let resource = match kind {
+        "group" => format!("group `{}`", config.group),
+        "transactional id" => format!("transactional ids starting `{maker_id}`"),
+        "topic" => format!(
+            "topics `{}`, `{}` or `{}`",
+            config.topics.orders(),
+            config.topics.deliveries_topic,
+            config.topics.dlq_topic
+        ),
+        other => other.to_owned(),
+    };
+    err.context(tabs::Error::NotAuthorized {
+        servers: config.kafka.bootstrap_servers.clone(),
+        user: config.kafka.principal().to_owned(),
+        resource,
+        code,
+    })
 }
 
 #[cfg(test)]

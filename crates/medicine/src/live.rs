@@ -153,9 +153,34 @@ impl Broker for Live {
                 return Event::Record(record);
             }
             let consumer = Arc::clone(&self.consumer);
+            // Transactions still initialising: a refusal (an ACL, a fenced id) fails the maker at once, not at
+            // its first commit, which an idle maker would never reach.
+            let mut init = match &mut self.output {
+                Output::Transactional { ready, .. } => ready.as_mut(),
+                Output::AtLeastOnce(_) => None,
+            };
+            let initialising = init.is_some();
             let received = tokio::select! {
                 biased;
                 () = consumer.context().wake.notified() => continue,
+                joined = async { init.as_mut().expect("checked by the guard").await }, if initialising => {
+                    if let Output::Transactional { ready, .. } = &mut self.output {
+                        *ready = None;
+                    }
+                    match joined {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(err)) => {
+                            return Event::Failed(
+                                anyhow::Error::new(err).context("initialising Kafka transactions"),
+                            )
+                        }
+                        Err(err) => {
+                            return Event::Failed(
+                                anyhow::Error::new(err).context("the transactions init task"),
+                            )
+                        }
+                    }
+                }
                 received = consumer.recv() => received,
             };
             match received {

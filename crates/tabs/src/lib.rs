@@ -43,15 +43,17 @@ pub enum Error {
         reason: String,
     },
 
-    /// The brokers answered, but their ACLs do not let this user use the topic.
+    /// The brokers answered, but their ACLs do not let this user use a resource: `topic \`tabs.orders\``,
+    /// `group \`tabs_makers\``, `transactional id \`…\``; `code` is Kafka's name of the refusal.
     #[error(
-        "Kafka at {servers} does not let user `{user}` use topic `{topic}` (TopicAuthorizationFailed); \
+        "Kafka at {servers} does not let user `{user}` use {resource} ({code}); \
          grant it in the user's ACLs (deploy/infra/users.yaml) or use the user meant for this program"
     )]
     NotAuthorized {
         servers: String,
         user: String,
-        topic: String,
+        resource: String,
+        code: &'static str,
     },
 
     /// A Kafka operation failed.

@@ -117,6 +117,33 @@ pub fn describe(error: &KafkaError, secrets: &[&str]) -> String {
         .fold(text, |text, secret| text.replace(secret, "***"))
 }
 
+/// The refusal for lack of an ACL somewhere in `error`'s chain of causes, if any: Kafka's code and the kind of
+/// resource it is about (`topic`, `group`, `transactional id`, `cluster`).
+pub fn denial(error: &(dyn std::error::Error + 'static)) -> Option<(&'static str, &'static str)> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(kafka) = error.downcast_ref::<KafkaError>() {
+            match kafka.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                    return Some(("TopicAuthorizationFailed", "topic"))
+                }
+                Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                    return Some(("GroupAuthorizationFailed", "group"))
+                }
+                Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+                    return Some(("TransactionalIdAuthorizationFailed", "transactional id"))
+                }
+                Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => {
+                    return Some(("ClusterAuthorizationFailed", "cluster"))
+                }
+                _ => {}
+            }
+        }
+        cause = error.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::types::RDKafkaConfRes;
@@ -155,5 +182,31 @@ mod tests {
             !text.contains("hunter2") && text.contains("ssl.key.password"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_refusal_is_found_among_the_causes() {
+        /// What `anyhow`'s `context` makes of an error: a message whose source is the error.
+        #[derive(Debug)]
+        struct Context(KafkaError);
+        impl std::fmt::Display for Context {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("consuming orders")
+            }
+        }
+        impl std::error::Error for Context {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Context(KafkaError::MessageConsumptionFatal(
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+        ));
+        assert_eq!(
+            denial(&refused),
+            Some(("GroupAuthorizationFailed", "group"))
+        );
+        let other = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(denial(&other), None);
     }
 }

@@ -11,7 +11,7 @@ pub use clients::{
     admin_config, consumer_config, create_admin, create_consumer, create_producer, create_reader,
     producer_config, reader_config, ConsumerOptions, GroupProtocol, ProducerKind, ReaderOptions,
 };
-pub use errors::{describe, ClientError, ErrorTracker, TabsContext};
+pub use errors::{denial, describe, ClientError, ErrorTracker, TabsContext};
 pub use wait::wait_for_topics;
 
 #[cfg(test)]

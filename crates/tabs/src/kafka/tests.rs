@@ -26,6 +26,20 @@ fn defaults_to_the_strimzi_bootstrap_service() {
 }
 
 #[test]
+fn the_principal_is_the_sasl_user_or_kafka_s_anonymous() {
+    assert_eq!(parse(&[]).principal(), "ANONYMOUS");
+    let signed_in = parse(&[
+        "--security-protocol",
+        "SASL_SSL",
+        "--sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--sasl-username",
+        "medicine-maker",
+    ]);
+    assert_eq!(signed_in.principal(), "medicine-maker");
+}
+
+#[test]
 fn rejects_bootstrap_servers_without_a_port() {
     let err = parse(&["--bootstrap-servers", "kafka"])
         .validate()

@@ -67,7 +67,8 @@ where
                     return Err(Error::NotAuthorized {
                         servers: kafka.bootstrap_servers.clone(),
                         user: kafka.principal().to_owned(),
-                        topic: topic.name().to_owned(),
+                        resource: format!("topic `{}`", topic.name()),
+                        code: "TopicAuthorizationFailed",
                     });
                 }
                 let missing = topics.iter().find(|&&topic| {
