@@ -14,6 +14,10 @@ const NOT_LOCAL: [&str; 3] = [
     "MEDECINEPUBSUB_MAKER_ID",
 ];
 
+/// How the cluster's pods connect to Kafka (its TLS listener, their KafkaUser, the cluster CA): a local child
+/// connects to this run's broker instead, with no credentials.
+const CONNECTION_PREFIX: &str = "MEDECINEPUBSUB_KAFKA_";
+
 /// A maker's environment.
 pub fn maker(
     defaults: &DeployDefaults,
@@ -24,7 +28,7 @@ pub fn maker(
     let mut env: Vec<(String, String)> = defaults
         .maker_env
         .iter()
-        .filter(|(k, _)| !NOT_LOCAL.contains(&k.as_str()))
+        .filter(|(k, _)| !NOT_LOCAL.contains(&k.as_str()) && !k.starts_with(CONNECTION_PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let overrides = [
@@ -115,6 +119,21 @@ mod tests {
                 .map(String::as_str)
         );
         assert_eq!(get("MEDECINEPUBSUB_METRICS_ADDR"), None);
+        // The cluster's way in is not this run's: no TLS, no user, no CA path of a pod.
+        assert!(
+            defaults
+                .maker_env
+                .contains_key("MEDECINEPUBSUB_KAFKA_SECURITY_PROTOCOL"),
+            "deploy/ sets how the pods connect"
+        );
+        for name in [
+            "MEDECINEPUBSUB_KAFKA_SECURITY_PROTOCOL",
+            "MEDECINEPUBSUB_KAFKA_SASL_MECHANISM",
+            "MEDECINEPUBSUB_KAFKA_SASL_USERNAME",
+            "MEDECINEPUBSUB_KAFKA_SSL_CA_LOCATION",
+        ] {
+            assert_eq!(get(name), None, "{name}");
+        }
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         let mut unique = names.clone();
         unique.dedup();
