@@ -1,5 +1,6 @@
-//! Benchmark 2: how many patients one maker serves at the service level. Tabs take 2 s; patients are stepped
-//! up; each level is held, then audited (overhead = latency − making time). The capacity is the largest level
+//! Benchmark 2: how many patients one maker serves at the service level, at the in-flight bound deploy/ ships
+//! (and, as extra rows, at other bounds). Tabs take 2 s; patients are stepped up; each level is held, then
+//! audited (overhead = latency − making time). The capacity is the largest level
 //! held with overhead p99 ≤ 100 ms and nothing missing or duplicated. A level not held is tried once more (a
 //! pause of the shared machine is not the maker's limit); the search ends at a level not held twice. Every
 //! attempt is reported.
@@ -35,11 +36,18 @@ pub struct Level {
     pub held: bool,
 }
 
-/// The capacity benchmark's result.
+/// The capacity benchmark's result, at one in-flight bound.
 #[derive(Debug, Clone)]
 pub struct Capacity {
+    /// The maker's `--max-in-flight-orders`.
+    pub max_in_flight_orders: u32,
     pub levels: Vec<Level>,
     pub hold: Duration,
+}
+
+/// The in-flight bound of the makers deploy/ runs.
+pub fn shipped_max_in_flight_orders() -> u32 {
+    local::defaults::load().maker_number("MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS")
 }
 
 impl Capacity {
@@ -58,11 +66,15 @@ fn percent(cpu: Duration, wall: Duration) -> f64 {
 
 pub async fn run(
     bootstrap: &str,
+    max_in_flight_orders: u32,
     levels: &[u32],
     warmup: Duration,
     hold: Duration,
 ) -> anyhow::Result<Capacity> {
-    println!("capacity: one maker, tabs take 2 s, levels {levels:?}, each held {hold:?} after {warmup:?}");
+    println!(
+        "capacity: one maker (--max-in-flight-orders {max_in_flight_orders}), tabs take 2 s, levels {levels:?}, \
+         each held {hold:?} after {warmup:?}"
+    );
     let topics = Topics::create(bootstrap, 12).await;
     let mut args = topics.maker_args(bootstrap, &testkit::unique("bench-capacity"));
     args.extend(
@@ -70,7 +82,7 @@ pub async fn run(
             "--tab-making-time",
             "2s",
             "--max-in-flight-orders",
-            "16384",
+            &max_in_flight_orders.to_string(),
             "--idle-exit-after",
             "0",
         ]
@@ -79,6 +91,7 @@ pub async fn run(
     );
     let mut maker = spawn("medicine", &args, &[("RUST_LOG", "info")]);
     let mut result = Capacity {
+        max_in_flight_orders,
         levels: Vec::new(),
         hold,
     };

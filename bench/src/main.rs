@@ -51,6 +51,9 @@ enum Command {
     },
     /// Patients one maker serves with overhead p99 ≤ 100 ms, tabs taking 2 s.
     Capacity {
+        /// The maker's in-flight bound (default: the one deploy/ ships).
+        #[arg(long)]
+        max_in_flight_orders: Option<u32>,
         /// Patient counts to try, in order; stops at the first level not held.
         #[arg(
             long,
@@ -118,11 +121,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ceiling::run(bootstrap, orders).await?;
         }
         Command::Capacity {
+            max_in_flight_orders,
             levels,
             warmup,
             hold,
         } => {
-            capacity::run(bootstrap, &levels, warmup, hold).await?;
+            let bound = max_in_flight_orders.unwrap_or_else(capacity::shipped_max_in_flight_orders);
+            capacity::run(bootstrap, bound, &levels, warmup, hold).await?;
         }
         Command::ColdStart { runs } => {
             coldstart::run(bootstrap, runs).await?;
@@ -145,7 +150,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Duration::from_secs(60),
                 )
             };
-            let capacity = capacity::run(bootstrap, levels, Duration::from_secs(10), hold).await?;
+            let capacity = capacity::run(
+                bootstrap,
+                capacity::shipped_max_in_flight_orders(),
+                levels,
+                Duration::from_secs(10),
+                hold,
+            )
+            .await?;
             let scale = scale::run(bootstrap, Duration::from_secs(20)).await?;
             let auditing = auditing::run(bootstrap, if quick { 50_000 } else { 200_000 }).await?;
             if let Some(path) = write {
@@ -252,6 +264,8 @@ fn markdown(
             "exactly_once_clean": ceiling.exactly_once_clean,
         },
         "capacity": {
+            "max_in_flight_orders": capacity.max_in_flight_orders,
+            "partitions": local::defaults::load().partitions.get(tabs::config::ORDERS_TOPIC).copied().unwrap_or(0),
             "hold_s": capacity.hold.as_secs(),
             "limit_ms": capacity::OVERHEAD_P99_LIMIT_MS,
             "levels": capacity.levels.iter().map(level).collect::<Vec<_>>(),
@@ -348,6 +362,7 @@ mod tests {
                 patient: Duration::from_millis(70),
             },
             &capacity::Capacity {
+                max_in_flight_orders: 4096,
                 levels: vec![level],
                 hold: Duration::from_secs(20),
             },
@@ -369,7 +384,9 @@ mod tests {
         assert!(!text.contains("template failed"), "{text}");
         for expected in [
             "| **maker, exactly-once** | **1** | **0.50** |",
+            "One maker at the shipped `--max-in-flight-orders 4096`",
             "**Capacity: 1000 patients per maker**",
+            "12 makers × 1000 = 12000 patients",
             "2000 of its makers",
             "| step → lag back under one threshold per running maker | 7.0 |",
             "| ratio | 1.00 |",

@@ -298,8 +298,9 @@ fn the_keda_trigger_watches_the_makers_group_and_matches_their_capacity() {
     );
     let lag_threshold: u32 = trigger["lagThreshold"].as_str().unwrap().parse().unwrap();
     assert_eq!(
-        lag_threshold, config.max_in_flight_orders,
-        "one maker per in-flight capacity of lag"
+        2 * lag_threshold,
+        config.max_in_flight_orders,
+        "one maker per half its in-flight capacity of lag: a maker is asked for before the running ones are full"
     );
 
     let partitions = find(&manifests, "KafkaTopic", ORDERS_TOPIC)["spec"]["partitions"]

@@ -117,7 +117,7 @@ mod tests {
         assert!(!defaults.polling_interval.is_zero());
         assert_eq!(
             u64::from(defaults.maker_number("MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS")),
-            defaults.lag_threshold,
+            2 * defaults.lag_threshold,
             "read the trigger and the container of the same ScaledJob"
         );
         defaults.maker_duration("MEDECINEPUBSUB_TAB_MAKING_TIME");
