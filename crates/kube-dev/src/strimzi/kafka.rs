@@ -1,0 +1,306 @@
+//! The `Kafka` and its `KafkaNodePool`s: the broker pods, the bootstrap Service, the cluster CA's Secret, and
+//! whether the cluster asks for what the broker serves.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::ByteString;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::{ready, Controller, KAFKA_IMAGE, PLAIN_PORT, SUPPORTED_KAFKA_VERSIONS, TLS_PORT};
+
+impl Controller {
+    pub(super) async fn reconcile_kafka(
+        &self,
+        kafka: &DynamicObject,
+        pools: &[DynamicObject],
+    ) -> anyhow::Result<()> {
+        let name = kafka.metadata.name.clone().unwrap_or_default();
+        let generation = kafka.metadata.generation.unwrap_or(0);
+        let version = kafka.data["spec"]["kafka"]["version"]
+            .as_str()
+            .unwrap_or("4.3.1");
+        let api = self.api("Kafka");
+        let patch_status = |status: Value| {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        let already = |reason: &str| {
+            kafka.data["status"]["observedGeneration"] == json!(generation)
+                && kafka.data["status"]["conditions"][0]["reason"] == json!(reason)
+        };
+        if !SUPPORTED_KAFKA_VERSIONS.contains(&version) {
+            if !already("UnsupportedKafkaVersion") {
+                patch_status(json!({
+                    "observedGeneration": generation,
+                    "conditions": ready(false, "UnsupportedKafkaVersion",
+                        &format!("Kafka {version} is not supported by Strimzi 1.2.0 (supported: {SUPPORTED_KAFKA_VERSIONS:?})")),
+                }))
+                .await?;
+            }
+            return Ok(());
+        }
+        if let Err(difference) = served_security(&kafka.data["spec"]["kafka"]) {
+            if !already("NotWhatTheBrokerServes") {
+                patch_status(json!({
+                    "observedGeneration": generation,
+                    "conditions": ready(false, "NotWhatTheBrokerServes", &difference),
+                }))
+                .await?;
+            }
+            return Ok(());
+        }
+        let own_pools: Vec<&DynamicObject> = pools
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("strimzi.io/cluster"))
+                    == Some(&name)
+                    && p.metadata.deletion_timestamp.is_none()
+            })
+            .collect();
+        if own_pools.is_empty() {
+            if !already("NoNodePools") {
+                patch_status(json!({
+                    "observedGeneration": generation,
+                    "conditions": ready(false, "NoNodePools", "no KafkaNodePool is labelled for this cluster"),
+                }))
+                .await?;
+            }
+            return Ok(());
+        }
+        let owner = json!([{
+            "apiVersion": "kafka.strimzi.io/v1",
+            "kind": "Kafka",
+            "name": name,
+            "uid": kafka.metadata.uid,
+            "controller": true,
+            "blockOwnerDeletion": false,
+        }]);
+        self.ensure_service(&name, &owner).await?;
+        self.ensure_cluster_ca(&name, &owner).await?;
+        let mut all_ready = true;
+        let mut pool_names = Vec::new();
+        for pool in own_pools {
+            let pool_name = pool.metadata.name.clone().unwrap_or_default();
+            let replicas = pool.data["spec"]["replicas"].as_u64().unwrap_or(0);
+            let node_ids: Vec<u64> = (0..replicas).collect();
+            for id in &node_ids {
+                all_ready &= self
+                    .ensure_broker_pod(&name, &pool_name, *id, &owner)
+                    .await?;
+            }
+            if pool.data["status"]["observedGeneration"]
+                != json!(pool.metadata.generation.unwrap_or(0))
+            {
+                self.api("KafkaNodePool")
+                    .patch_status(
+                        &pool_name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": {
+                            "observedGeneration": pool.metadata.generation.unwrap_or(0),
+                            "nodeIds": node_ids,
+                            "replicas": replicas,
+                            "roles": pool.data["spec"]["roles"],
+                            "labelSelector": format!("strimzi.io/cluster={name},strimzi.io/name={name}-kafka,strimzi.io/kind=Kafka,strimzi.io/pool-name={pool_name}"),
+                            "clusterId": "kube-dev",
+                        }})),
+                    )
+                    .await?;
+            }
+            pool_names.push(json!({ "name": pool_name }));
+        }
+        if all_ready && !already("Ready") {
+            info!(kafka = %name, "Kafka ready");
+            patch_status(json!({
+                "observedGeneration": generation,
+                "conditions": ready(true, "Ready", "the stand-in's broker pods are running"),
+                "kafkaVersion": version,
+                "clusterId": "kube-dev",
+                "kafkaNodePools": pool_names,
+                "listeners": [{
+                    "name": "plain",
+                    "bootstrapServers": format!("{name}-kafka-bootstrap.{}.svc:{PLAIN_PORT}", self.settings.namespace),
+                }, {
+                    "name": "tls",
+                    "bootstrapServers": format!("{name}-kafka-bootstrap.{}.svc:{TLS_PORT}", self.settings.namespace),
+                }],
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_service(&self, cluster: &str, owner: &Value) -> anyhow::Result<()> {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let name = format!("{cluster}-kafka-bootstrap");
+        if services.get_opt(&name).await?.is_some() {
+            return Ok(());
+        }
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "ownerReferences": owner, "labels": {"strimzi.io/cluster": cluster}},
+            "spec": {"selector": {"strimzi.io/cluster": cluster, "strimzi.io/broker-role": "true"},
+                     "ports": [{"name": "tcp-clients", "port": PLAIN_PORT, "targetPort": PLAIN_PORT},
+                               {"name": "tcp-clientstls", "port": TLS_PORT, "targetPort": TLS_PORT}]},
+        }))?;
+        services.create(&PostParams::default(), &service).await?;
+        Ok(())
+    }
+
+    /// The Secret Strimzi publishes the cluster CA's certificate in, for clients to trust the brokers.
+    async fn ensure_cluster_ca(&self, cluster: &str, owner: &Value) -> anyhow::Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let name = format!("{cluster}-cluster-ca-cert");
+        if secrets.get_opt(&name).await?.is_some() {
+            return Ok(());
+        }
+        let ca_file = self.settings.kafka_dev_dir.join("tls/ca.crt");
+        let ca = std::fs::read(&ca_file)
+            .with_context(|| format!("reading the broker's CA {}", ca_file.display()))?;
+        let secret = Secret {
+            metadata: serde_json::from_value(json!({
+                "name": name,
+                "ownerReferences": owner,
+                "labels": {"strimzi.io/cluster": cluster, "strimzi.io/kind": "Kafka"},
+            }))?,
+            data: Some(BTreeMap::from([("ca.crt".to_owned(), ByteString(ca))])),
+            ..Secret::default()
+        };
+        secrets.create(&PostParams::default(), &secret).await?;
+        info!(secret = %name, "cluster CA published");
+        Ok(())
+    }
+
+    /// Creates the broker pod if absent; returns whether it is Ready.
+    async fn ensure_broker_pod(
+        &self,
+        cluster: &str,
+        pool: &str,
+        id: u64,
+        owner: &Value,
+    ) -> anyhow::Result<bool> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let name = format!("{cluster}-{pool}-{id}");
+        if let Some(pod) = pods.get_opt(&name).await? {
+            return Ok(pod
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")));
+        }
+        let labels: BTreeMap<&str, String> = BTreeMap::from([
+            ("strimzi.io/cluster", cluster.to_owned()),
+            ("strimzi.io/kind", "Kafka".to_owned()),
+            ("strimzi.io/name", format!("{cluster}-kafka")),
+            ("strimzi.io/pool-name", pool.to_owned()),
+            ("strimzi.io/broker-role", "true".to_owned()),
+            ("strimzi.io/controller-role", "true".to_owned()),
+        ]);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels, "ownerReferences": owner},
+            "spec": {"containers": [{"name": "kafka", "image": KAFKA_IMAGE}]},
+        }))?;
+        pods.create(&PostParams::default(), &pod).await?;
+        Ok(false)
+    }
+}
+
+/// Whether a `Kafka`'s `spec.kafka` asks for the security the broker serves; otherwise what differs. The
+/// applications connect as the manifests say: a cluster declared differently would refuse them, so the stand-in
+/// does not pretend it would not.
+pub fn served_security(kafka: &Value) -> Result<(), String> {
+    let mut wanted: Vec<(u64, bool, Option<&str>)> = kafka["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                l["port"].as_u64().unwrap_or(0),
+                l["tls"].as_bool().unwrap_or(false),
+                l["authentication"]["type"].as_str(),
+            )
+        })
+        .collect();
+    wanted.sort_unstable();
+    let served = vec![
+        (u64::from(PLAIN_PORT), false, None),
+        (u64::from(TLS_PORT), true, Some("scram-sha-512")),
+    ];
+    if wanted != served {
+        return Err(format!(
+            "the stand-in's broker serves plain on {PLAIN_PORT} (no authentication) and TLS on {TLS_PORT} \
+             with scram-sha-512; the Kafka asks for (port, tls, authentication) {wanted:?}"
+        ));
+    }
+    let authorization = &kafka["authorization"];
+    let super_users: Vec<&str> = authorization["superUsers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if authorization["type"] != "simple" || !super_users.contains(&"ANONYMOUS") {
+        return Err(format!(
+            "the stand-in's broker runs Kafka's StandardAuthorizer with super user ANONYMOUS (the plain \
+             listener's clients); the Kafka asks for authorization {authorization}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Value {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/infra/kafka.yaml"),
+        )
+        .unwrap();
+        let kafka: Value = serde_norway::from_str(&text).unwrap();
+        kafka["spec"]["kafka"].clone()
+    }
+
+    #[test]
+    fn the_shipped_cluster_asks_for_what_the_broker_serves() {
+        assert_eq!(served_security(&shipped()), Ok(()));
+    }
+
+    #[test]
+    fn a_cluster_declared_otherwise_is_refused() {
+        let mut open = shipped();
+        open["listeners"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("authentication");
+        assert!(served_security(&open)
+            .unwrap_err()
+            .contains("scram-sha-512"));
+
+        let mut without_acls = shipped();
+        without_acls
+            .as_object_mut()
+            .unwrap()
+            .remove("authorization");
+        assert!(served_security(&without_acls)
+            .unwrap_err()
+            .contains("StandardAuthorizer"));
+
+        let mut no_anonymous = shipped();
+        no_anonymous["authorization"]["superUsers"] = json!(["admin"]);
+        assert!(served_security(&no_anonymous).is_err());
+    }
+}
