@@ -10,7 +10,9 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{ready, Controller, KAFKA_IMAGE, PLAIN_PORT, SUPPORTED_KAFKA_VERSIONS, TLS_PORT};
+use super::{
+    owned_by, ready, Controller, KAFKA_IMAGE, PLAIN_PORT, SUPPORTED_KAFKA_VERSIONS, TLS_PORT,
+};
 
 impl Controller {
     pub(super) async fn reconcile_kafka(
@@ -83,14 +85,7 @@ impl Controller {
             }
             return Ok(());
         }
-        let owner = json!([{
-            "apiVersion": "kafka.strimzi.io/v1",
-            "kind": "Kafka",
-            "name": name,
-            "uid": kafka.metadata.uid,
-            "controller": true,
-            "blockOwnerDeletion": false,
-        }]);
+        let owner = owned_by("Kafka", kafka);
         self.ensure_service(&name, &owner).await?;
         self.ensure_cluster_ca(&name, &owner).await?;
         let mut all_ready = true;

@@ -107,6 +107,19 @@ fn now() -> String {
     format!("{}Z", &full[..19])
 }
 
+/// The `ownerReferences` that make `object` (of `kind`) own what the stand-in creates for it: the garbage
+/// collector deletes those with it, as it does what Strimzi creates.
+fn owned_by(kind: &str, object: &DynamicObject) -> Value {
+    json!([{
+        "apiVersion": "kafka.strimzi.io/v1",
+        "kind": kind,
+        "name": object.metadata.name,
+        "uid": object.metadata.uid,
+        "controller": true,
+        "blockOwnerDeletion": false,
+    }])
+}
+
 fn ready(status: bool, reason: &str, message: &str) -> Value {
     json!([{
         "type": "Ready",

@@ -10,7 +10,7 @@ use serde_json::json;
 use testkit::access::User;
 use tracing::info;
 
-use super::{ready, Controller, PLAIN_PORT};
+use super::{owned_by, ready, Controller, PLAIN_PORT};
 
 impl Controller {
     /// Gives every user not yet reconciled at its generation (or whose Secret is gone) its credentials, ACLs,
@@ -67,14 +67,7 @@ impl Controller {
         info!(users = pending.len(), applied = %printed.trim(), "users and ACLs written to the broker");
         for (user, password) in pending {
             let name = user.metadata.name.clone().unwrap_or_default();
-            let owner = json!([{
-                "apiVersion": "kafka.strimzi.io/v1",
-                "kind": "KafkaUser",
-                "name": name,
-                "uid": user.metadata.uid,
-                "controller": true,
-                "blockOwnerDeletion": false,
-            }]);
+            let owner = owned_by("KafkaUser", user);
             let cluster = user
                 .metadata
                 .labels
