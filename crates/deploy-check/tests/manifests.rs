@@ -311,6 +311,26 @@ fn the_keda_trigger_watches_the_makers_group_and_matches_their_capacity() {
         max_replicas <= partitions,
         "more makers than partitions would idle"
     );
+    // A maker leaves when surplus by the trigger's own rule: it must know the same numbers.
+    assert_eq!(
+        config.lag_threshold,
+        Some(u64::from(lag_threshold)),
+        "MEDECINEPUBSUB_LAG_THRESHOLD is the trigger's lagThreshold"
+    );
+    assert_eq!(
+        u64::from(config.max_makers),
+        max_replicas,
+        "MEDECINEPUBSUB_MAX_MAKERS is maxReplicaCount"
+    );
+    assert_eq!(
+        config.allow_idle_consumers,
+        trigger["allowIdleConsumers"] == "true",
+        "MEDECINEPUBSUB_ALLOW_IDLE_CONSUMERS is the trigger's allowIdleConsumers"
+    );
+    assert!(
+        !config.surplus_exit_after.is_zero(),
+        "makers leave when surplus"
+    );
     assert_eq!(scaled_job["pollingInterval"], 5);
     assert_eq!(scaled_job["rollout"]["strategy"], "gradual");
     assert_eq!(scaled_job["successfulJobsHistoryLimit"], 5);

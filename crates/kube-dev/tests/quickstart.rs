@@ -414,8 +414,9 @@ fn print_pod_logs() {
     }
 }
 
-/// An overlay of deploy/app with a low lag threshold (and the in-flight bound at twice it, as shipped), so that a
-/// dozen patients need several makers: written next to the test's other files, pointing at deploy/app.
+/// An overlay of deploy/app with a low lag threshold (the makers' copy of it too, and the in-flight bound at
+/// twice it, as shipped), so that a dozen patients need several makers: written next to the test's other files,
+/// pointing at deploy/app.
 fn overlay() -> PathBuf {
     let scaled_job: Value = serde_norway::from_str(
         &std::fs::read_to_string(repo_root().join("deploy/app/medicine-scaledjob.yaml")).unwrap(),
@@ -424,11 +425,17 @@ fn overlay() -> PathBuf {
     let env = scaled_job["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .expect("the maker's env");
-    let bound = env
-        .iter()
-        .position(|v| v["name"] == "MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS")
-        .expect("the maker's in-flight bound in deploy/app");
-    let name = env[bound]["name"].as_str().unwrap();
+    // A JSON patch of the maker's variable `name` to `value`, tested to be where deploy/app has it.
+    let set = |name: &str, value: i64| {
+        let index = env
+            .iter()
+            .position(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in the maker's env in deploy/app"));
+        let path = format!("/spec/jobTargetRef/template/spec/containers/0/env/{index}");
+        format!(
+            "      - {{op: test, path: {path}/name, value: {name}}}\n      - {{op: replace, path: {path}/value, value: \"{value}\"}}\n"
+        )
+    };
     let dir = repo_root().join("target/kube-dev/overlay");
     std::fs::create_dir_all(&dir).unwrap();
     let kustomization = format!(
@@ -441,10 +448,9 @@ patches:
   - target: {{kind: ScaledJob, name: medicine-maker-0}}
     patch: |
       - {{op: replace, path: /spec/triggers/0/metadata/lagThreshold, value: "{LAG_THRESHOLD}"}}
-      - {{op: test, path: /spec/jobTargetRef/template/spec/containers/0/env/{bound}/name, value: {name}}}
-      - {{op: replace, path: /spec/jobTargetRef/template/spec/containers/0/env/{bound}/value, value: "{}"}}
-"#,
-        2 * LAG_THRESHOLD
+{}{}"#,
+        set("MEDECINEPUBSUB_LAG_THRESHOLD", LAG_THRESHOLD),
+        set("MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS", 2 * LAG_THRESHOLD),
     );
     std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
     dir
@@ -731,6 +737,31 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     let busy_name = busy["metadata"]["name"].as_str().unwrap().to_owned();
     timeline.mark(&format!("delete pod {busy_name}"));
     kubectl(&["-n", "default", "delete", "pod", &busy_name, "--wait=false"]);
+
+    // One patient: KEDA's rule asks for one maker, and nothing stops a busy Job. The surplus makers leave by
+    // themselves (drain, commit, exit 0; checked with the others below) within 30 s of the backlog being made.
+    timeline.mark("--replicas=1");
+    kubectl(&[
+        "scale",
+        "-n",
+        "default",
+        "deployment",
+        "patient-0",
+        "--replicas=1",
+    ]);
+    wait_until("the lag is one patient's", Duration::from_secs(60), || {
+        lag.total().is_some_and(|lag| lag < LAG_THRESHOLD)
+    });
+    let low = Instant::now();
+    wait_until(
+        "the makers shrink to the one KEDA's rule asks for",
+        Duration::from_secs(30),
+        || running_jobs() == 1,
+    );
+    timeline.mark(&format!(
+        "1 maker, {:.1} s after the lag fell",
+        low.elapsed().as_secs_f64()
+    ));
 
     // No more patients: the makers catch up, exit 0 once idle, their Jobs complete.
     timeline.mark("--replicas=0");

@@ -59,6 +59,23 @@ pub fn maker(
             "MEDECINEPUBSUB_IDLE_EXIT_AFTER",
             format_duration(settings.idle_exit_after),
         ),
+        // The makers leave when surplus by the rule this run scales by.
+        (
+            "MEDECINEPUBSUB_LAG_THRESHOLD",
+            settings.scaler.lag_threshold.to_string(),
+        ),
+        (
+            "MEDECINEPUBSUB_MAX_MAKERS",
+            settings.scaler.max_replicas.to_string(),
+        ),
+        (
+            "MEDECINEPUBSUB_ALLOW_IDLE_CONSUMERS",
+            settings.scaler.allow_idle_consumers.to_string(),
+        ),
+        (
+            "MEDECINEPUBSUB_SURPLUS_EXIT_AFTER",
+            format_duration(settings.surplus_exit_after),
+        ),
         (
             "ORBITAL_MAX_TABS_COUNT",
             config.tabs_count.max_tabs_count.to_string(),
@@ -98,9 +115,31 @@ pub fn patient_args(bootstrap: &str, config: &Config, count: u32, id: &str) -> V
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
+    use clap::{CommandFactory as _, Parser as _};
 
     use super::*;
+
+    /// The maker's configuration from `env`, each variable given as the flag that reads it (no process
+    /// environment involved).
+    fn as_maker_parses(env: &[(String, String)]) -> medicine::Config {
+        let command = medicine::Config::command();
+        let mut argv = vec!["medicine".to_owned()];
+        for (name, value) in env {
+            let Some(arg) = command
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+            else {
+                continue;
+            };
+            let long = arg.get_long().unwrap();
+            if arg.get_action().takes_values() {
+                argv.push(format!("--{long}={value}"));
+            } else if value == "true" {
+                argv.push(format!("--{long}"));
+            }
+        }
+        medicine::Config::try_parse_from(argv).unwrap()
+    }
 
     #[test]
     fn a_maker_runs_with_deploy_s_environment_and_this_run_s_broker_and_topics() {
@@ -134,6 +173,19 @@ mod tests {
         ] {
             assert_eq!(get(name), None, "{name}");
         }
+        // The makers leave when surplus by the rule this run scales them by, parsed as the maker parses it.
+        let scaled =
+            Config::try_parse_from(["local", "--lag-threshold", "7", "--max-makers", "3"]).unwrap();
+        let settings = scaled.settings(&defaults);
+        let env = maker(&defaults, "127.0.0.1:1", &scaled, &settings);
+        let maker_config = as_maker_parses(&env);
+        assert_eq!(maker_config.lag_threshold, Some(7));
+        assert_eq!(maker_config.max_makers, 3);
+        assert!(!maker_config.allow_idle_consumers);
+        assert_eq!(
+            maker_config.surplus_exit_after,
+            defaults.maker_duration("MEDECINEPUBSUB_SURPLUS_EXIT_AFTER")
+        );
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         let mut unique = names.clone();
         unique.dedup();

@@ -11,7 +11,7 @@ use tabs::config::{
 use tabs::kafka::KafkaArgs;
 
 use crate::defaults::DeployDefaults;
-use crate::scaling::ScalerSettings;
+use tabs::keda::ScalerSettings;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +90,11 @@ pub struct Config {
     #[arg(long, env = "MEDECINEPUBSUB_LOCAL_MAX_MAKERS", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_makers: Option<u32>,
 
+    /// A maker that KEDA's rule no longer counts leaves after this long. Default: deploy/
+    /// (MEDECINEPUBSUB_SURPLUS_EXIT_AFTER).
+    #[arg(long, env = "MEDECINEPUBSUB_LOCAL_SURPLUS_EXIT_AFTER", value_parser = parse_duration)]
+    pub surplus_exit_after: Option<Duration>,
+
     /// Do not cap the lag at one threshold per partition (KEDA's allowIdleConsumers).
     #[arg(long, env = "MEDECINEPUBSUB_LOCAL_ALLOW_IDLE_CONSUMERS")]
     pub allow_idle_consumers: bool,
@@ -159,6 +164,7 @@ pub struct Settings {
     pub making_time: Duration,
     pub max_in_flight_orders: u32,
     pub idle_exit_after: Duration,
+    pub surplus_exit_after: Duration,
     pub guarantee: Guarantee,
 }
 
@@ -213,6 +219,9 @@ impl Config {
             idle_exit_after: self
                 .idle_exit_after
                 .unwrap_or_else(|| defaults.maker_duration("MEDECINEPUBSUB_IDLE_EXIT_AFTER")),
+            surplus_exit_after: self
+                .surplus_exit_after
+                .unwrap_or_else(|| defaults.maker_duration("MEDECINEPUBSUB_SURPLUS_EXIT_AFTER")),
             guarantee: self
                 .guarantee
                 .unwrap_or(if self.bootstrap_servers.is_some() {

@@ -29,7 +29,6 @@ mod logs;
 pub mod observe;
 pub mod report;
 mod run;
-pub mod scaling;
 mod summary;
 mod targets;
 pub mod view;

@@ -17,7 +17,9 @@ use audit::liveness::LagProbe;
 
 use crate::observe::Observer;
 use crate::report::{ChildRecord, RunInfo, Sample};
-use crate::{logs, scaling, targets, view};
+use tabs::keda;
+
+use crate::{logs, targets, view};
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,14 +342,14 @@ impl Run<'_> {
             }
         };
         self.lag = lags.iter().sum();
-        let metric = scaling::scaler_metric(&lags, &self.settings.scaler);
+        let metric = keda::scaler_metric(&lags, &self.settings.scaler);
         self.metric = Some((metric, Instant::now()));
         self.reap();
         if self.phase == Phase::Stopping {
             return Ok(());
         }
         let running = u32::try_from(self.makers.len()).unwrap_or(u32::MAX);
-        let start = scaling::jobs_to_start(metric, running, &self.settings.scaler);
+        let start = keda::jobs_to_start(metric, running, &self.settings.scaler);
         for _ in 0..start {
             self.start_maker()?;
         }
@@ -436,6 +438,6 @@ async fn read_lags(probe: &Arc<LagProbe>) -> anyhow::Result<Vec<u64>> {
     let offsets = tokio::task::spawn_blocking(move || probe.sample()).await??;
     Ok(offsets
         .into_iter()
-        .map(|p| scaling::partition_lag(p.end, p.committed))
+        .map(|p| keda::partition_lag(p.end, p.committed))
         .collect())
 }

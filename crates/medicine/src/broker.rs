@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::completion::Outcome;
+use crate::surplus::GroupView;
 
 /// A record fetched from the orders topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub type Committed = (Result<(), CommitError>, Vec<Outcome>);
 /// A commit running beside the loop.
 pub type CommitFuture = Pin<Box<dyn Future<Output = Committed> + Send>>;
 
+/// A look at the group running beside the loop.
+pub type GroupFuture = Pin<Box<dyn Future<Output = anyhow::Result<GroupView>> + Send>>;
+
 /// A record to publish: (key, value).
 pub type OutRecord = (Option<Vec<u8>>, Vec<u8>);
 
@@ -92,6 +96,10 @@ pub trait Broker {
     /// Starts committing `batch`: exactly-once, one transaction with its tabs, dead letters and offsets;
     /// at-least-once, its offsets. The returned future runs beside the loop.
     fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture>;
+
+    /// Starts looking at the group: KEDA's lag of every partition and who is in the group (for the surplus
+    /// rule). The returned future runs beside the loop.
+    fn group_view(&mut self) -> GroupFuture;
 
     /// The at-least-once publisher (`None` when exactly-once).
     fn deliverer(&self) -> Option<Self::Deliverer>;

@@ -32,6 +32,7 @@ mod lifecycle;
 mod live;
 mod making;
 mod stats;
+mod surplus;
 mod transactions;
 mod worker;
 
@@ -136,6 +137,31 @@ pub struct Config {
           help_heading = "Lifecycle")]
     pub startup_timeout: Duration,
 
+    /// KEDA's `lagThreshold` for this group. With it, a maker that KEDA's rule no longer counts leaves by
+    /// itself (see --surplus-exit-after); without it, makers leave only when idle.
+    #[arg(long, env = "MEDECINEPUBSUB_LAG_THRESHOLD", value_parser = clap::value_parser!(u64).range(1..),
+          help_heading = "Scaling")]
+    pub lag_threshold: Option<u64>,
+
+    /// KEDA's `maxReplicaCount` (with --lag-threshold).
+    #[arg(long, env = "MEDECINEPUBSUB_MAX_MAKERS", default_value_t = 12,
+          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Scaling")]
+    pub max_makers: u32,
+
+    /// KEDA's `allowIdleConsumers` (with --lag-threshold): the lag is not capped at one threshold per partition.
+    #[arg(
+        long,
+        env = "MEDECINEPUBSUB_ALLOW_IDLE_CONSUMERS",
+        help_heading = "Scaling"
+    )]
+    pub allow_idle_consumers: bool,
+
+    /// With --lag-threshold: leave (drain, commit, exit 0) once the group has had more makers than
+    /// min(ceil(lag / lag threshold), max makers) for this long, this maker among the surplus; 0 never leaves.
+    #[arg(long, env = "MEDECINEPUBSUB_SURPLUS_EXIT_AFTER", default_value = "10s", value_parser = parse_duration,
+          help_heading = "Scaling")]
+    pub surplus_exit_after: Duration,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -188,7 +214,22 @@ impl Config {
             max_orders: self.max_orders,
             drain_timeout: self.drain_timeout,
             startup_timeout: self.startup_timeout,
+            surplus: self.surplus_rule(),
         }
+    }
+
+    /// KEDA's rule to leave by, when --lag-threshold names it and --surplus-exit-after is not 0.
+    fn surplus_rule(&self) -> Option<surplus::SurplusRule> {
+        let lag_threshold = self.lag_threshold?;
+        (!self.surplus_exit_after.is_zero()).then_some(surplus::SurplusRule {
+            scaler: tabs::keda::ScalerSettings {
+                lag_threshold,
+                activation_lag_threshold: 0,
+                max_replicas: self.max_makers,
+                allow_idle_consumers: self.allow_idle_consumers,
+            },
+            after: self.surplus_exit_after,
+        })
     }
 }
 
@@ -224,6 +265,7 @@ pub async fn run(config: Config, service: Service) -> anyhow::Result<Summary> {
         guarantee = config.guarantee.as_str(),
         max_in_flight_orders = config.max_in_flight_orders,
         tab_making_time = ?config.making.tab_making_time,
+        lag_threshold = config.lag_threshold,
         "maker starting"
     );
     let started = async {
@@ -314,6 +356,21 @@ mod tests {
     }
 
     #[test]
+    fn the_surplus_rule_needs_a_lag_threshold_and_a_time() {
+        assert_eq!(config(&[]).unwrap().surplus_rule(), None);
+        let rule = config(&["--lag-threshold", "2048"])
+            .unwrap()
+            .surplus_rule()
+            .unwrap();
+        assert_eq!(rule.scaler.lag_threshold, 2048);
+        assert_eq!(rule.scaler.max_replicas, 12);
+        assert_eq!(rule.after, Duration::from_secs(10));
+        let off = config(&["--lag-threshold", "2048", "--surplus-exit-after", "0"]).unwrap();
+        assert_eq!(off.surplus_rule(), None);
+        assert!(config(&["--lag-threshold", "0"]).is_err());
+    }
+
+    #[test]
     fn random_maker_ids_are_distinct() {
         let config = config(&[]).unwrap();
         assert_ne!(config.maker_id(), config.maker_id());
@@ -330,6 +387,7 @@ mod tests {
             "Topics:",
             "Making:",
             "Lifecycle:",
+            "Scaling:",
             "Telemetry:",
         ] {
             assert!(help.contains(heading), "{heading} missing in:\n{help}");

@@ -1,9 +1,9 @@
 //! The maker's phases, each with its own deadline:
 //!
 //! ```text
-//!   Joining ──assignment──▶ Consuming ──signal, idle, --max-orders──▶ Draining ──in flight done──▶ (exit)
-//!      │                                                                 │
-//!      └─ no assignment by --startup-timeout: fail                       └─ --drain-timeout ─▶ DrainExpired ─▶ (exit)
+//!   Joining ──assignment──▶ Consuming ──signal, idle, --max-orders, surplus──▶ Draining ──in flight done──▶ (exit)
+//!      │                                                                          │
+//!      └─ no assignment by --startup-timeout: fail                                └─ --drain-timeout ─▶ DrainExpired ─▶ (exit)
 //! ```
 //!
 //! A signal while joining drains at once (nothing is in flight).
@@ -16,6 +16,8 @@ pub enum StopReason {
     Signal,
     Idle,
     MaxOrders,
+    /// KEDA's rule no longer counts this maker (see [`crate::surplus`]).
+    Surplus,
 }
 
 impl StopReason {
@@ -25,6 +27,7 @@ impl StopReason {
             Self::Signal => "signal",
             Self::Idle => "idle",
             Self::MaxOrders => "max-orders",
+            Self::Surplus => "surplus",
         }
     }
 }

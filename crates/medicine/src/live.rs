@@ -13,15 +13,18 @@ use tabs::kafka::{self, ConsumerOptions, KafkaArgs, ProducerKind};
 use tracing::{info, warn};
 
 use crate::at_least_once::Publisher;
-use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched};
+use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched, GroupFuture};
 use crate::consumer::{
     partition_list, restart_fetching, seek_to_committed, MakerContext, Rebalanced,
 };
+use crate::surplus::GroupView;
 use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
 use crate::{Config, Guarantee};
 
 /// Bound on closing the consumer (leaving the group) at exit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on each broker call of a look at the group (the surplus rule); a look that fails is tried again later.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on the at-least-once producer's last flush at exit (acknowledged tabs are durable already).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,6 +46,7 @@ pub struct Live {
     output: Output,
     kafka: KafkaArgs,
     topic: String,
+    group: String,
     topics: Topics,
     startup_timeout: Duration,
     /// A record received together with a group event: handed out after the event.
@@ -114,6 +118,7 @@ impl Live {
             output,
             kafka: config.kafka.clone(),
             topic: config.topics.orders().to_owned(),
+            group: config.group.clone(),
             topics: Topics {
                 deliveries: config.topics.deliveries_topic.clone(),
                 dlq: config.topics.dlq_topic.clone(),
@@ -289,6 +294,16 @@ impl Broker for Live {
         }
     }
 
+    fn group_view(&mut self) -> GroupFuture {
+        let consumer = Arc::clone(&self.consumer);
+        let (topic, group) = (self.topic.clone(), self.group.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || group_view(&consumer, &topic, &group))
+                .await
+                .context("the group view task")?
+        })
+    }
+
     fn deliverer(&self) -> Option<Publisher> {
         match &self.output {
             Output::AtLeastOnce(publisher) => Some(publisher.clone()),
@@ -342,4 +357,44 @@ impl Broker for Live {
         let output = self.output;
         let _ = tokio::task::spawn_blocking(move || drop(output)).await;
     }
+}
+
+/// KEDA's lag of every partition of `topic` (log end − the group's committed offset, the whole log where
+/// nothing is committed) and the members of `group`. Blocking.
+fn group_view(
+    consumer: &StreamConsumer<MakerContext>,
+    topic: &str,
+    group: &str,
+) -> anyhow::Result<GroupView> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), LOOK_TIMEOUT)
+        .context("reading the orders topic's partitions")?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let committed = consumer
+        .committed_offsets(partition_list(topic, &partitions), LOOK_TIMEOUT)
+        .context("reading the group's committed offsets")?;
+    let mut lags = Vec::with_capacity(partitions.len());
+    for element in committed.elements() {
+        let (_, end) = consumer
+            .fetch_watermarks(topic, element.partition(), LOOK_TIMEOUT)
+            .context("reading the log end offsets")?;
+        let committed = match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        };
+        lags.push(tabs::keda::partition_lag(end, committed));
+    }
+    let described = group_members::describe(consumer.client(), group, LOOK_TIMEOUT)
+        .map_err(|err| anyhow::anyhow!("describing group {group}: {err}"))?;
+    let me = described.me.context("this maker has no member id yet")?;
+    Ok(GroupView {
+        lags,
+        members: described.members,
+        me,
+    })
 }

@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::broker::{Broker, Committed, Event, Fetched};
+use crate::broker::{Broker, Committed, Event, Fetched, GroupFuture};
 use crate::completion::{Completion, Outcome};
 use crate::ledger::Ledger;
 use crate::lifecycle::{Phase, StopReason};
 use crate::stats::{Stats, Summary};
+use crate::surplus::{GroupView, SurplusRule};
 
 /// What the loop decides with: the maker's configuration, without Kafka's.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct Settings {
     pub max_orders: u64,
     pub drain_timeout: Duration,
     pub startup_timeout: Duration,
+    /// KEDA's rule, to leave by when surplus (`--lag-threshold`); none: never.
+    pub surplus: Option<SurplusRule>,
 }
 
 /// A commit running beside the loop.
@@ -57,6 +60,8 @@ enum Wake {
     DrainExpired,
     JoinTimedOut,
     IdleCheck,
+    LookDue,
+    Looked(anyhow::Result<GroupView>),
     Broker(Event),
 }
 
@@ -99,6 +104,12 @@ pub struct Worker<B: Broker> {
     started: Instant,
     /// When orders were last committed.
     last_success: Option<Instant>,
+    /// A look at the group running (see [`scaling`]).
+    looking: Option<GroupFuture>,
+    /// When the next look at the group starts.
+    next_look: Instant,
+    /// Since when every look found this maker surplus.
+    surplus_since: Option<Instant>,
 }
 
 impl<B: Broker> Worker<B> {
@@ -133,6 +144,9 @@ impl<B: Broker> Worker<B> {
             health,
             started: now,
             last_success: None,
+            looking: None,
+            next_look: now,
+            surplus_since: None,
         }
     }
 
@@ -162,6 +176,8 @@ impl<B: Broker> Worker<B> {
                     self.settings.startup_timeout
                 ),
                 Wake::IdleCheck => self.idle_check(),
+                Wake::LookDue => self.look(),
+                Wake::Looked(view) => self.looked(view),
                 Wake::Broker(event) => self.on_event(event)?,
             }
         };
@@ -215,12 +231,23 @@ impl<B: Broker> Worker<B> {
                 None => std::future::pending().await,
             }
         };
+        let look_due = self.settings.surplus.is_some()
+            && self.phase == Phase::Consuming
+            && self.looking.is_none();
+        let next_look = self.next_look;
+        let looking = self.looking.as_mut();
+        let looked = async {
+            match looking {
+                Some(look) => look.await,
+                None => std::future::pending().await,
+            }
+        };
         let never = Instant::now() + Duration::from_secs(86_400 * 365);
 
         // Biased, in this order: a shutdown is seen even under a flood of records; finished work is taken before
         // new work (it frees in-flight slots); the end of a commit before the timers (the next commit can start);
-        // the commit, drain and join deadlines before the broker (a stream of records must not delay them); and
-        // the idle check only when nothing else is ready.
+        // the commit, drain and join deadlines and the looks at the group before the broker (a stream of records
+        // must not delay them); and the idle check only when nothing else is ready.
         tokio::select! {
             biased;
             () = self.shutdown.cancelled(), if accepts_work => Wake::Shutdown,
@@ -229,6 +256,8 @@ impl<B: Broker> Worker<B> {
             () = tokio::time::sleep_until(commit_at), if commit_due => Wake::CommitDue,
             () = tokio::time::sleep_until(drain_at.unwrap_or(never)), if drain_at.is_some() => Wake::DrainExpired,
             () = tokio::time::sleep_until(join_at.unwrap_or(never)), if join_at.is_some() => Wake::JoinTimedOut,
+            view = looked => Wake::Looked(view),
+            () = tokio::time::sleep_until(next_look), if look_due => Wake::LookDue,
             event = self.broker.next() => Wake::Broker(event),
             () = tokio::time::sleep_until(idle_at), if idle_watch => Wake::IdleCheck,
         }
@@ -287,6 +316,7 @@ impl<B: Broker> Worker<B> {
 mod accept;
 mod assignment;
 mod commits;
+mod scaling;
 mod sharing;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod kafka;
+pub mod keda;
 pub mod messages;
 pub mod metrics;
 pub mod shutdown;

@@ -318,3 +318,85 @@ async fn under_saturation_every_partition_gets_its_share_of_the_bound() {
     harness.shutdown.cancel();
     run.await.unwrap().unwrap();
 }
+
+/// A maker under KEDA's rule (lag threshold 10, surplus after 3 s) that never idles out.
+fn under_kedas_rule() -> Settings {
+    Settings {
+        idle_exit_after: Duration::ZERO,
+        surplus: Some(crate::surplus::SurplusRule {
+            scaler: tabs::keda::ScalerSettings {
+                lag_threshold: 10,
+                activation_lag_threshold: 0,
+                max_replicas: 12,
+                allow_idle_consumers: false,
+            },
+            after: Duration::from_secs(3),
+        }),
+        ..settings()
+    }
+}
+
+/// A group of `members` makers (`m0`, `m1`, …) with `lag` orders behind on one partition, seen by member `me`.
+fn group(lag: u64, members: usize, me: usize) -> crate::surplus::GroupView {
+    crate::surplus::GroupView {
+        lags: vec![lag, 0, 0],
+        members: (0..members).map(|i| format!("m{i}")).collect(),
+        me: format!("m{me}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_surplus_maker_finishes_its_orders_and_leaves_once_surplus_for_the_set_time() {
+    let mut harness = Harness::new(under_kedas_rule(), &[0, 1, 2], 4);
+    // Three makers, one wanted (lag 5 < 10): this one is the last by id, so it is surplus.
+    harness.state.lock().unwrap().group = Some(group(5, 3, 2));
+    let began = Instant::now();
+    let summary = harness.start().await.unwrap().unwrap();
+    let took = began.elapsed();
+    assert_eq!(summary.orders, 12, "what it held is made and committed");
+    for p in 0..3 {
+        assert_eq!(harness.committed(p), 4);
+    }
+    // Surplus from the first look (at once); leaves at the first look 3 s later (looks every 600 ms).
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_maker_that_kedas_rule_counts_stays() {
+    // (lag, members, me): enough lag for all three; the first by id when only one leaves; a failing look.
+    for seen in [Some(group(25, 3, 2)), Some(group(15, 3, 0)), None] {
+        let mut harness = Harness::new(under_kedas_rule(), &[0], 2);
+        harness.state.lock().unwrap().group = seen.clone();
+        let run = harness.start();
+        sleep(Duration::from_secs(30)).await;
+        assert!(!run.is_finished(), "left while counted: {seen:?}");
+        assert!(
+            harness.state.lock().unwrap().group_looks >= 10,
+            "looks every 600 ms"
+        );
+        harness.shutdown.cancel();
+        run.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dip_shorter_than_the_set_time_does_not_make_a_maker_leave() {
+    let mut harness = Harness::new(under_kedas_rule(), &[0], 2);
+    let run = harness.start();
+    // Surplus for 2 s, counted again for a moment, surplus for 2 s again: never 3 s in a row.
+    for _ in 0..5 {
+        harness.state.lock().unwrap().group = Some(group(5, 2, 1));
+        sleep(Duration::from_secs(2)).await;
+        harness.state.lock().unwrap().group = Some(group(15, 2, 1));
+        sleep(Duration::from_millis(700)).await;
+    }
+    assert!(!run.is_finished(), "left on a dip");
+    // Then surplus for good: it leaves.
+    harness.state.lock().unwrap().group = Some(group(5, 2, 1));
+    sleep(Duration::from_secs(5)).await;
+    assert!(run.is_finished(), "still there after 5 s surplus");
+    run.await.unwrap().unwrap();
+}

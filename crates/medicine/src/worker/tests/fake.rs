@@ -11,8 +11,11 @@ use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::super::{Settings, Worker};
-use crate::broker::{Batch, Broker, CommitError, CommitFuture, Deliver, Event, Fetched, OutRecord};
+use crate::broker::{
+    Batch, Broker, CommitError, CommitFuture, Deliver, Event, Fetched, GroupFuture, OutRecord,
+};
 use crate::stats::{Stats, Summary};
+use crate::surplus::GroupView;
 
 /// What a test tells the fake broker while the loop runs.
 pub(super) enum Script {
@@ -44,6 +47,9 @@ pub(super) struct State {
     /// Serve the lowest-numbered partition that can be fetched, as a fetch response hands a whole batch of one
     /// partition before the next, instead of taking partitions in turn.
     pub(super) greedy: bool,
+    /// What a look at the group shows (the surplus rule); none: the look fails.
+    pub(super) group: Option<GroupView>,
+    pub(super) group_looks: usize,
 }
 
 impl State {
@@ -182,6 +188,15 @@ impl Broker for Fake {
         Ok(Box::pin(std::future::ready((outcome, batch.results))))
     }
 
+    fn group_view(&mut self) -> GroupFuture {
+        let mut state = self.state.lock().unwrap();
+        state.group_looks += 1;
+        let view = state.group.clone();
+        Box::pin(
+            async move { view.ok_or_else(|| anyhow::anyhow!("the group cannot be described")) },
+        )
+    }
+
     fn deliverer(&self) -> Option<NoDelivery> {
         None
     }
@@ -216,6 +231,7 @@ pub(super) fn settings() -> Settings {
         max_orders: 0,
         drain_timeout: Duration::from_secs(20),
         startup_timeout: Duration::from_secs(60),
+        surplus: None,
     }
 }
 

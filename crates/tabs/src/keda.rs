@@ -1,4 +1,6 @@
-//! KEDA's decision, reproduced: the Kafka scaler's lag metric and the ScaledJob default scaling strategy.
+//! KEDA's decision, reproduced: the Kafka scaler's lag metric and the ScaledJob default scaling strategy. The
+//! local mode starts makers by it, and a maker leaves by it when it is surplus (KEDA starts Jobs, never stops
+//! one).
 //!
 //! - Kafka scaler (KEDA 2.20): per partition, lag = log end offset − committed offset (the whole log when the
 //!   group has no committed offset and `offsetResetPolicy` is `earliest`); the metric is the total, capped at
@@ -38,16 +40,21 @@ pub fn scaler_metric(partition_lags: &[u64], settings: &ScalerSettings) -> u64 {
     }
 }
 
-/// Jobs to start now, given the metric and the jobs still running.
-pub fn jobs_to_start(metric: u64, running: u32, settings: &ScalerSettings) -> u32 {
+/// The jobs the rule wants running for `metric`: min(ceil(metric / lagThreshold), maxReplicaCount), none while
+/// the trigger is not active.
+pub fn wanted(metric: u64, settings: &ScalerSettings) -> u32 {
     if metric <= settings.activation_lag_threshold {
         return 0;
     }
     let wanted = metric.div_ceil(settings.lag_threshold.max(1));
-    let wanted = u32::try_from(wanted)
+    u32::try_from(wanted)
         .unwrap_or(u32::MAX)
-        .min(settings.max_replicas);
-    wanted.saturating_sub(running)
+        .min(settings.max_replicas)
+}
+
+/// Jobs to start now, given the metric and the jobs still running.
+pub fn jobs_to_start(metric: u64, running: u32, settings: &ScalerSettings) -> u32 {
+    wanted(metric, settings).saturating_sub(running)
 }
 
 #[cfg(test)]
