@@ -33,6 +33,10 @@ pub struct Level {
     pub broker_cpu_percent: f64,
     pub maker_peak_rss_mib: f64,
     pub patient_peak_rss_mib: f64,
+    /// Orders committed per partition over the hold: the largest distance from their mean, in % of it. At a
+    /// level not held the maker is at its bound and it measures how fairly the bound is shared; below, it follows
+    /// how the patients' keys fall on the partitions.
+    pub partition_spread_percent: f64,
     pub held: bool,
 }
 
@@ -76,7 +80,21 @@ pub async fn run(
          each held {hold:?} after {warmup:?}"
     );
     let topics = Topics::create(bootstrap, 12).await;
-    let mut args = topics.maker_args(bootstrap, &testkit::unique("bench-capacity"));
+    let group = testkit::unique("bench-capacity");
+    let mut args = topics.maker_args(bootstrap, &group);
+    let probe = {
+        let (kafka, orders, group) = (
+            tabs::kafka::KafkaArgs::plaintext(bootstrap),
+            topics.orders.clone(),
+            group.clone(),
+        );
+        std::sync::Arc::new(
+            tokio::task::spawn_blocking(move || {
+                audit::liveness::LagProbe::open(&kafka, &group, &orders)
+            })
+            .await??,
+        )
+    };
     args.extend(
         [
             "--tab-making-time",
@@ -99,7 +117,7 @@ pub async fn run(
     'levels: for &patients in levels {
         for attempt in 1..=2 {
             let level = measure_level(
-                bootstrap, &topics, &mut maker, patients, attempt, warmup, hold,
+                bootstrap, &topics, &probe, &mut maker, patients, attempt, warmup, hold,
             )
             .await?;
             let held = level.held;
@@ -121,6 +139,7 @@ pub async fn run(
 async fn measure_level(
     bootstrap: &str,
     topics: &Topics,
+    probe: &std::sync::Arc<audit::liveness::LagProbe>,
     maker: &mut Proc,
     patients: u32,
     attempt: u32,
@@ -148,9 +167,15 @@ async fn measure_level(
 
     let from_ms = now_ns() / 1_000_000;
     let (maker_before, broker_before) = (usage(maker_pid), broker_pid().and_then(usage));
+    let sample = |probe: std::sync::Arc<audit::liveness::LagProbe>| async move {
+        tokio::task::spawn_blocking(move || probe.sample()).await?
+    };
+    let committed_before = sample(std::sync::Arc::clone(probe)).await?;
     let started = Instant::now();
     tokio::time::sleep(hold).await;
     let wall = started.elapsed();
+    let committed_after = sample(std::sync::Arc::clone(probe)).await?;
+    let partition_spread_percent = spread(&committed_before, &committed_after);
     let (maker_after, broker_after) = (usage(maker_pid), broker_pid().and_then(usage));
     let patient_usage = usage(patient.pid());
     let to_ms = now_ns() / 1_000_000;
@@ -188,12 +213,13 @@ async fn measure_level(
         broker_cpu_percent: cpu(broker_before, broker_after),
         maker_peak_rss_mib: maker_after.peak_rss_kib as f64 / 1024.0,
         patient_peak_rss_mib: patient_usage.map_or(0.0, |u| u.peak_rss_kib as f64 / 1024.0),
+        partition_spread_percent,
         held: report.overhead.p99_ms <= OVERHEAD_P99_LIMIT_MS
             && report.missing_tabs == 0
             && report.duplicated_tabs == 0,
     };
     println!(
-        "  {:>5} patients{}: {:>7.0} tabs/s, overhead p50 {:>6.1} ms p99 {:>7.1} ms, missing {}, duplicated {}, maker CPU {:>5.1} %, broker CPU {:>5.1} %, maker peak RSS {:.0} MiB -> {}",
+        "  {:>5} patients{}: {:>7.0} tabs/s, overhead p50 {:>6.1} ms p99 {:>7.1} ms, missing {}, duplicated {}, maker CPU {:>5.1} %, broker CPU {:>5.1} %, maker peak RSS {:.0} MiB, partition spread {:.0} % -> {}",
         level.patients,
         if attempt > 1 { " (again)" } else { "" },
         level.tabs_per_s,
@@ -204,9 +230,24 @@ async fn measure_level(
         level.maker_cpu_percent,
         level.broker_cpu_percent,
         level.maker_peak_rss_mib,
+        level.partition_spread_percent,
         if level.held { "held" } else { "NOT held" }
     );
     Ok(level)
+}
+
+/// Orders committed per partition between two samples: the largest distance from their mean, in % of it.
+fn spread(
+    before: &[audit::liveness::PartitionLag],
+    after: &[audit::liveness::PartitionLag],
+) -> f64 {
+    let made: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (a.committed.unwrap_or(0) - b.committed.unwrap_or(0)) as f64)
+        .collect();
+    let mean = made.iter().sum::<f64>() / made.len().max(1) as f64;
+    made.iter().map(|n| (n - mean).abs()).fold(0.0, f64::max) / mean.max(1.0) * 100.0
 }
 
 fn audit_config(bootstrap: &str, topics: &Topics, from_ms: u64, to_ms: u64) -> audit::Config {

@@ -220,6 +220,7 @@ fn markdown(
             "tabs_per_s": f0(l.tabs_per_s),
             "overhead_p50_ms": f1(l.overhead_p50_ms),
             "overhead_p99_ms": f1(l.overhead_p99_ms),
+            "partition_spread_percent": f1(l.partition_spread_percent),
             "worst_patient_p99_ms": f0(l.worst_patient_p99_ms),
             "missing": l.missing,
             "duplicated": l.duplicated,
@@ -333,6 +334,7 @@ mod tests {
             broker_cpu_percent: 30.0,
             maker_peak_rss_mib: 40.0,
             patient_peak_rss_mib: 30.0,
+            partition_spread_percent: 12.0,
             held: true,
         };
         let run = auditing::Run {
