@@ -108,6 +108,13 @@ pub async fn run(
         .map(|s| (*s).to_owned()),
     );
     let mut maker = spawn("medicine", &args, &[("RUST_LOG", "info")]);
+    let rig = Rig {
+        bootstrap,
+        topics: &topics,
+        probe,
+        warmup,
+        hold,
+    };
     let mut result = Capacity {
         max_in_flight_orders,
         levels: Vec::new(),
@@ -116,10 +123,7 @@ pub async fn run(
 
     'levels: for &patients in levels {
         for attempt in 1..=2 {
-            let level = measure_level(
-                bootstrap, &topics, &probe, &mut maker, patients, attempt, warmup, hold,
-            )
-            .await?;
+            let level = measure_level(&rig, &mut maker, patients, attempt).await?;
             let held = level.held;
             result.levels.push(level);
             // Let the maker finish this level's orders before the next attempt or level starts.
@@ -135,17 +139,31 @@ pub async fn run(
     Ok(result)
 }
 
+/// What every level runs against.
+struct Rig<'a> {
+    bootstrap: &'a str,
+    topics: &'a Topics,
+    /// The makers' committed offsets, per partition.
+    probe: std::sync::Arc<audit::liveness::LagProbe>,
+    warmup: Duration,
+    hold: Duration,
+}
+
 /// Runs `patients` patients against the running maker, holds, audits the hold window.
 async fn measure_level(
-    bootstrap: &str,
-    topics: &Topics,
-    probe: &std::sync::Arc<audit::liveness::LagProbe>,
+    rig: &Rig<'_>,
     maker: &mut Proc,
     patients: u32,
     attempt: u32,
-    warmup: Duration,
-    hold: Duration,
 ) -> anyhow::Result<Level> {
+    let Rig {
+        bootstrap,
+        topics,
+        probe,
+        warmup,
+        hold,
+    } = rig;
+    let (warmup, hold) = (*warmup, *hold);
     let maker_pid = maker.pid();
     let patient_args: Vec<String> = [
         "--bootstrap-servers",
