@@ -25,8 +25,13 @@ pub enum Event {
     Record(Fetched),
     /// Partitions now assigned to this maker.
     Assigned(Vec<i32>),
-    /// Partitions taken away (their work must not be committed by this maker any more).
+    /// Partitions the group takes back. They stay this maker's until [`Broker::release`]: what is finished of
+    /// them is committed and the rest finished or dropped within the hand-over bound, so that their next owner
+    /// starts after this maker's work instead of doing it again.
     Revoked(Vec<i32>),
+    /// Partitions lost without a hand-over (the group expired or fenced this member): their work must not be
+    /// committed by this maker any more.
+    Lost(Vec<i32>),
     /// Consuming cannot go on (a deleted topic, refused authorization, a fatal client error).
     Failed(anyhow::Error),
 }
@@ -92,6 +97,9 @@ pub trait Broker {
 
     /// Fetches from `partitions` again, at once.
     fn resume(&mut self, partitions: &[i32]) -> anyhow::Result<()>;
+
+    /// Hands the partitions of the last [`Event::Revoked`] back to the group.
+    fn release(&mut self) -> anyhow::Result<()>;
 
     /// Starts committing `batch`: exactly-once, one transaction with its tabs, dead letters and offsets;
     /// at-least-once, its offsets. The returned future runs beside the loop.

@@ -1,12 +1,16 @@
-//! The consumer side: the rdkafka context that turns rebalance callbacks into events for the loop, and the
-//! partition lists of pause, resume and rewind.
+//! The consumer side: the rdkafka context that turns rebalance callbacks into events for the loop and holds a
+//! revocation until the loop hands the partitions back, and the partition lists of pause, resume and rewind.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tabs::kafka::ErrorTracker;
 use tokio::sync::Notify;
@@ -16,15 +20,28 @@ use tracing::warn;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rebalanced {
     Assigned(Vec<i32>),
+    /// Held until [`release`](MakerContext::release): the loop commits what it can of them first.
     Revoked(Vec<i32>),
+    /// Already given up (the assignment was lost, or the consumer is closing).
+    Lost(Vec<i32>),
 }
 
-/// Consumer context: errors to the tracker, rebalances queued for the loop.
+/// Consumer context: errors to the tracker, rebalances queued for the loop, a revocation held for the loop.
+///
+/// librdkafka lets the application acknowledge a revocation later than its callback (the group waits for it, up
+/// to the rebalance timeout; KIP-848 moves nothing else meanwhile and the partitions' new owner gets them once
+/// acknowledged). The maker uses that to commit the revoked partitions' finished orders, and to finish those
+/// about to be, before their next owner reads from the committed offset. While a revocation is held, librdkafka
+/// fetches none of this consumer's partitions; the loop bounds the hold (`--handover-timeout`).
 #[derive(Default)]
 pub struct MakerContext {
     pub errors: Arc<ErrorTracker>,
     pub topic: String,
     events: Mutex<VecDeque<Rebalanced>>,
+    /// The revoked partitions not yet handed back, as librdkafka gave them.
+    held: Mutex<Option<TopicPartitionList>>,
+    /// Closing: revocations are acknowledged at once (nobody is left to hand them over).
+    closing: AtomicBool,
     /// Wakes the loop when an event is queued, even while `recv()` has no record to return.
     pub wake: Notify,
 }
@@ -57,6 +74,59 @@ impl MakerContext {
     pub fn take(&self) -> Option<Rebalanced> {
         self.events.lock().ok().and_then(|mut e| e.pop_front())
     }
+
+    /// Hands the held revocation back to the group, if there is one.
+    pub fn release<C: Consumer<Self>>(&self, consumer: &C) -> KafkaResult<()> {
+        let held = self.held.lock().ok().and_then(|mut held| held.take());
+        match held {
+            Some(list) => unassign(consumer, &list),
+            None => Ok(()),
+        }
+    }
+
+    /// From now on revocations are acknowledged at once, and the one held is handed back: the consumer is
+    /// leaving the group.
+    pub fn close<C: Consumer<Self>>(&self, consumer: &C) -> KafkaResult<()> {
+        self.closing.store(true, Ordering::SeqCst);
+        self.release(consumer)
+    }
+
+    fn hold(&self, list: &TopicPartitionList) {
+        if let Ok(mut held) = self.held.lock() {
+            match held.as_mut() {
+                // librdkafka starts no rebalance while one waits for the application: this does not happen,
+                // but if it did, both are handed back together.
+                Some(earlier) => {
+                    for element in list.elements() {
+                        earlier.add_partition(element.topic(), element.partition());
+                    }
+                }
+                None => *held = Some(list.clone()),
+            }
+        }
+    }
+}
+
+/// Closes the group side of a consumer when dropped (see [`MakerContext::close`]): whichever way the maker's
+/// loop ends, an error included, closing the consumer (which revokes every partition) then never waits for a
+/// hand-over that no loop is left to make.
+pub struct HandBackOnDrop(pub Arc<StreamConsumer<MakerContext>>);
+
+impl Drop for HandBackOnDrop {
+    fn drop(&mut self) {
+        if let Err(err) = self.0.context().close(&*self.0) {
+            warn!(error = %err, "could not hand revoked partitions back before leaving");
+        }
+    }
+}
+
+/// Gives up `list`: incrementally under a cooperative protocol (KIP-848, cooperative-sticky), else the whole
+/// assignment, as an eager protocol revokes it all.
+fn unassign<C: Consumer<MakerContext>>(consumer: &C, list: &TopicPartitionList) -> KafkaResult<()> {
+    match consumer.rebalance_protocol() {
+        RebalanceProtocol::Cooperative => consumer.incremental_unassign(list),
+        _ => consumer.unassign(),
+    }
 }
 
 impl ClientContext for MakerContext {
@@ -66,18 +136,43 @@ impl ClientContext for MakerContext {
 }
 
 impl ConsumerContext for MakerContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            // Before librdkafka lets the partitions go: their work must stop being committed by us.
-            Rebalance::Revoke(list) => self.push(Rebalanced::Revoked(self.partitions(list))),
-            Rebalance::Error(err) => warn!(error = %err, "rebalance error"),
-            Rebalance::Assign(_) => {}
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            self.push(Rebalanced::Assigned(self.partitions(list)));
+    /// Replaces rdkafka's own, which acknowledges a revocation at once: here a revocation is held for the loop
+    /// unless the assignment is already lost.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let partitions = self.partitions(list);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(list),
+                    _ => consumer.assign(list),
+                };
+                match assigned {
+                    Ok(()) => self.push(Rebalanced::Assigned(partitions)),
+                    Err(err) => {
+                        warn!(error = %err, ?partitions, "could not take the assigned partitions")
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+                if !consumer.assignment_lost() && !self.closing.load(Ordering::SeqCst) =>
+            {
+                self.hold(list);
+                self.push(Rebalanced::Revoked(partitions));
+            }
+            _ => {
+                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    warn!(error = ?err, "rebalance error; giving up the partitions");
+                }
+                if let Err(err) = unassign(consumer, list) {
+                    warn!(error = %err, ?partitions, "could not give up the partitions");
+                }
+                self.push(Rebalanced::Lost(partitions));
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Identifies one assignment of a partition to this maker. A partition revoked and assigned again gets a new
@@ -17,15 +18,32 @@ pub type Epoch = u64;
 struct Slot<T> {
     offset: i64,
     result: Option<T>,
+    /// When its work started.
+    started: Instant,
+    /// Stops its work (a child of the partition's token).
+    cancel: CancellationToken,
 }
 
 #[derive(Debug)]
 struct PartitionLedger<T> {
     epoch: Epoch,
-    /// Cancelled when the partition is revoked or rewound: its in-flight work stops.
+    /// Revoked, being handed over: no new record is tracked; the work in flight finishes (or is abandoned).
+    leaving: bool,
+    /// Cancelled when the partition is revoked or rewound: all its in-flight work stops.
     cancel: CancellationToken,
     /// Fetched records in offset order.
     slots: VecDeque<Slot<T>>,
+}
+
+impl<T> PartitionLedger<T> {
+    /// Drops the records from `keep` on and cancels their work; returns how many.
+    fn truncate(&mut self, keep: usize) -> usize {
+        let dropped = self.slots.len().saturating_sub(keep);
+        for slot in self.slots.drain(keep.min(self.slots.len())..) {
+            slot.cancel.cancel();
+        }
+        dropped
+    }
 }
 
 /// Finished results ready to commit: per partition, the offset to commit (the next one to read) and the results
@@ -71,6 +89,7 @@ impl<T> Ledger<T> {
             partition,
             PartitionLedger {
                 epoch,
+                leaving: false,
                 cancel: CancellationToken::new(),
                 slots: VecDeque::new(),
             },
@@ -90,29 +109,61 @@ impl<T> Ledger<T> {
         }
     }
 
+    /// Marks `partition` as leaving (revoked, being handed over): no new record of it is tracked. The work in
+    /// flight goes on, to be committed as it finishes, up to the first unfinished record whose work started
+    /// when `finishes_in_time` says it will not finish in time: that one and every later one are dropped (their
+    /// work cancelled) at once. Returns how many were dropped.
+    pub fn leave(&mut self, partition: i32, finishes_in_time: impl Fn(Instant) -> bool) -> usize {
+        let Some(ledger) = self.partitions.get_mut(&partition) else {
+            return 0;
+        };
+        ledger.leaving = true;
+        let keep = ledger
+            .slots
+            .iter()
+            .position(|s| s.result.is_none() && !finishes_in_time(s.started))
+            .unwrap_or(ledger.slots.len());
+        let dropped = ledger.truncate(keep);
+        self.in_flight -= dropped;
+        dropped
+    }
+
     /// Forgets everything (after an aborted transaction, before rewinding to the committed offsets). The
-    /// partitions stay assigned under new epochs. Returns how many records were dropped.
+    /// partitions stay assigned under new epochs, except those leaving, which are forgotten. Returns how many
+    /// records were dropped.
     pub fn reset(&mut self) -> usize {
-        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
-        let dropped = partitions.iter().map(|&p| self.revoke(p)).sum();
-        for partition in partitions {
-            self.assign(partition);
+        let partitions: Vec<(i32, bool)> = self
+            .partitions
+            .iter()
+            .map(|(&p, ledger)| (p, ledger.leaving))
+            .collect();
+        let dropped = partitions.iter().map(|&(p, _)| self.revoke(p)).sum();
+        for (partition, leaving) in partitions {
+            if !leaving {
+                self.assign(partition);
+            }
         }
         dropped
     }
 
-    /// Records that `offset` of `partition` was fetched and its work starts. Returns the epoch and the
-    /// cancellation token the work must carry, or `None` if the partition is not assigned (a record that raced
-    /// a revocation: it is not ours to process).
+    /// Records that `offset` of `partition` was fetched and its work starts now. Returns the epoch and the
+    /// cancellation token the work must carry, or `None` if the partition is not assigned or is leaving (a record
+    /// that raced a revocation: it is not ours to process).
     pub fn track(&mut self, partition: i32, offset: i64) -> Option<(Epoch, CancellationToken)> {
-        let ledger = self.partitions.get_mut(&partition)?;
+        let ledger = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|ledger| !ledger.leaving)?;
         debug_assert!(ledger.slots.back().is_none_or(|last| last.offset < offset));
+        let cancel = ledger.cancel.child_token();
         ledger.slots.push_back(Slot {
             offset,
             result: None,
+            started: Instant::now(),
+            cancel: cancel.clone(),
         });
         self.in_flight += 1;
-        Some((ledger.epoch, ledger.cancel.clone()))
+        Some((ledger.epoch, cancel))
     }
 
     /// Stores the result of `offset`. Returns false (and drops it) when it is stale: the partition was revoked or
@@ -154,6 +205,7 @@ impl<T> Ledger<T> {
                 let Some(Slot {
                     offset,
                     result: Some(result),
+                    ..
                 }) = ledger.slots.pop_front()
                 else {
                     unreachable!("the loop condition checked the head is finished");
@@ -180,16 +232,24 @@ impl<T> Ledger<T> {
     /// what is finished and contiguous stays, to be committed. Used when the drain timeout runs out: the dropped
     /// records are redelivered to the next maker.
     pub fn abandon_unfinished(&mut self) -> usize {
+        self.abandon_unfinished_where(|_| true)
+    }
+
+    /// [`abandon_unfinished`](Self::abandon_unfinished) for the leaving partitions only: the hand-over bound ran
+    /// out.
+    pub fn abandon_leaving(&mut self) -> usize {
+        self.abandon_unfinished_where(|ledger| ledger.leaving)
+    }
+
+    fn abandon_unfinished_where(&mut self, which: impl Fn(&PartitionLedger<T>) -> bool) -> usize {
         let mut dropped = 0;
-        for ledger in self.partitions.values_mut() {
-            ledger.cancel.cancel();
+        for ledger in self.partitions.values_mut().filter(|l| which(l)) {
             let keep = ledger
                 .slots
                 .iter()
                 .position(|s| s.result.is_none())
                 .unwrap_or(ledger.slots.len());
-            dropped += ledger.slots.len() - keep;
-            ledger.slots.truncate(keep);
+            dropped += ledger.truncate(keep);
         }
         self.in_flight -= dropped;
         dropped
@@ -310,5 +370,65 @@ mod tests {
         let ready = ledger.take_ready();
         assert_eq!(ready.offsets, BTreeMap::from([(0, 2)]));
         assert_eq!(ledger.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_leaving_partition_finishes_its_work_but_tracks_nothing_new() {
+        let (mut ledger, epoch) = ledger_with(0, &[1, 2]);
+        ledger.leave(0, |_| true);
+        assert!(ledger.track(0, 3).is_none(), "nothing new once leaving");
+        assert!(
+            ledger.complete(0, epoch, 1, 1),
+            "work in flight still counts"
+        );
+        assert_eq!(ledger.take_ready().offsets, BTreeMap::from([(0, 2)]));
+        assert_eq!(ledger.in_flight_of(0), 1);
+    }
+
+    #[test]
+    fn the_hand_over_bound_abandons_only_the_leaving_partitions() {
+        let mut ledger = Ledger::default();
+        ledger.assign(0);
+        ledger.assign(1);
+        let (e0, _) = ledger.track(0, 1).unwrap();
+        let (_, leaving_cancel) = ledger.track(0, 2).unwrap();
+        let (_, staying_cancel) = ledger.track(1, 1).unwrap();
+        ledger.complete(0, e0, 1, 1);
+        ledger.leave(0, |_| true);
+        assert_eq!(ledger.abandon_leaving(), 1, "offset 2 is unfinished");
+        assert!(leaving_cancel.is_cancelled());
+        assert!(!staying_cancel.is_cancelled());
+        assert_eq!(ledger.take_ready().offsets, BTreeMap::from([(0, 2)]));
+        assert_eq!((ledger.in_flight_of(0), ledger.in_flight_of(1)), (0, 1));
+    }
+
+    #[test]
+    fn reset_forgets_leaving_partitions() {
+        let mut ledger: Ledger<i64> = Ledger::default();
+        ledger.assign(0);
+        ledger.assign(1);
+        ledger.track(0, 1).unwrap();
+        ledger.leave(0, |_| true);
+        assert_eq!(ledger.reset(), 1);
+        assert!(
+            ledger.track(0, 1).is_none(),
+            "the leaving partition is gone"
+        );
+        assert!(ledger.track(1, 1).is_some());
+    }
+
+    #[test]
+    fn leaving_drops_at_once_what_will_not_finish_in_time_and_all_after_it() {
+        let (mut ledger, epoch) = ledger_with(0, &[1]);
+        let late = Instant::now();
+        let (_, second) = ledger.track(0, 2).unwrap();
+        let (_, third) = ledger.track(0, 3).unwrap();
+        ledger.complete(0, epoch, 3, 3);
+        // Records started at `late` or after will not finish in time; 3 is finished but comes after 2.
+        assert_eq!(ledger.leave(0, |started| started < late), 2);
+        assert!(second.is_cancelled() && third.is_cancelled());
+        assert_eq!(ledger.in_flight_of(0), 1, "1 started in time and goes on");
+        assert!(ledger.complete(0, epoch, 1, 1));
+        assert_eq!(ledger.take_ready().offsets, BTreeMap::from([(0, 2)]));
     }
 }

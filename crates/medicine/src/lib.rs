@@ -137,6 +137,13 @@ pub struct Config {
           help_heading = "Lifecycle")]
     pub startup_timeout: Duration,
 
+    /// When the group takes partitions back (a maker joined): their orders in flight that will be made within this
+    /// time are finished and committed before the partitions go; the others are handed back at once (their next
+    /// owner makes them). Meanwhile this maker fetches nothing new (librdkafka holds it until the hand-over).
+    #[arg(long, env = "MEDECINEPUBSUB_HANDOVER_TIMEOUT", default_value = "500ms", value_parser = parse_duration,
+          help_heading = "Scaling")]
+    pub handover_timeout: Duration,
+
     /// KEDA's `lagThreshold` for this group. With it, a maker that KEDA's rule no longer counts leaves by
     /// itself (see --surplus-exit-after); without it, makers leave only when idle.
     #[arg(long, env = "MEDECINEPUBSUB_LAG_THRESHOLD", value_parser = clap::value_parser!(u64).range(1..),
@@ -213,6 +220,7 @@ impl Config {
             idle_exit_after: self.idle_exit_after,
             max_orders: self.max_orders,
             drain_timeout: self.drain_timeout,
+            handover_timeout: self.handover_timeout,
             startup_timeout: self.startup_timeout,
             surplus: self.surplus_rule(),
         }

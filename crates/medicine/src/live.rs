@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::at_least_once::Publisher;
 use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched, GroupFuture};
 use crate::consumer::{
-    partition_list, restart_fetching, seek_to_committed, MakerContext, Rebalanced,
+    partition_list, restart_fetching, seek_to_committed, HandBackOnDrop, MakerContext, Rebalanced,
 };
 use crate::surplus::GroupView;
 use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
@@ -42,6 +42,8 @@ enum Output {
 
 /// Kafka as the maker's loop sees it.
 pub struct Live {
+    /// Declared first: dropped before the consumer.
+    hand_back: HandBackOnDrop,
     consumer: Arc<StreamConsumer<MakerContext>>,
     output: Output,
     kafka: KafkaArgs,
@@ -114,6 +116,7 @@ impl Live {
             .subscribe(&[config.topics.orders()])
             .context("subscribing to the orders topic")?;
         Ok(Self {
+            hand_back: HandBackOnDrop(Arc::clone(&consumer)),
             consumer,
             output,
             kafka: config.kafka.clone(),
@@ -132,6 +135,7 @@ impl Live {
         match rebalanced {
             Rebalanced::Assigned(partitions) => Event::Assigned(partitions),
             Rebalanced::Revoked(partitions) => Event::Revoked(partitions),
+            Rebalanced::Lost(partitions) => Event::Lost(partitions),
         }
     }
 
@@ -233,6 +237,13 @@ impl Broker for Live {
             .context("resuming partitions")?;
         restart_fetching(&self.consumer);
         Ok(())
+    }
+
+    fn release(&mut self) -> anyhow::Result<()> {
+        self.consumer
+            .context()
+            .release(&*self.consumer)
+            .context("handing revoked partitions back to the group")
     }
 
     fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture> {
@@ -343,8 +354,14 @@ impl Broker for Live {
             let publisher = publisher.clone();
             let _ = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await;
         }
-        let consumer = self.consumer;
+        let Self {
+            hand_back,
+            consumer,
+            output,
+            ..
+        } = self;
         let close = tokio::task::spawn_blocking(move || {
+            drop(hand_back);
             consumer.unsubscribe();
             drop(consumer);
         });
@@ -354,7 +371,6 @@ impl Broker for Live {
             info!("left the group");
         }
         // The producers are dropped on the blocking pool: destroying a librdkafka client waits for its threads.
-        let output = self.output;
         let _ = tokio::task::spawn_blocking(move || drop(output)).await;
     }
 }

@@ -26,6 +26,8 @@ pub struct Stats {
     pub in_flight: Gauge,
     pub commits: Counter,
     pub aborts: Counter,
+    /// Orders started and dropped before they were committed: made again by whoever reads them next.
+    pub dropped: Counter,
     latency: Histogram,
     /// Order latency in microseconds, for the exit summary's percentiles (bounded memory, 3 significant digits).
     latency_us: Mutex<Hdr<u64>>,
@@ -48,6 +50,9 @@ pub struct Summary {
     pub commits: u64,
     /// Transactions aborted.
     pub aborts: u64,
+    /// Orders started and dropped uncommitted (a partition lost or handed over unfinished, an abort, the drain
+    /// deadline): made again by whoever reads them next.
+    pub dropped: u64,
 }
 
 impl Stats {
@@ -61,6 +66,7 @@ impl Stats {
             in_flight: Gauge::default(),
             commits: Counter::default(),
             aborts: Counter::default(),
+            dropped: Counter::default(),
             latency: Histogram::new(tabs::metrics::latency_buckets()),
             latency_us: Mutex::new(
                 Hdr::new_with_bounds(1, 3_600_000_000, 3)
@@ -101,6 +107,12 @@ impl Stats {
             "medicine_transactions_aborted",
             "Transactions aborted; their orders were made again",
             stats.aborts.clone(),
+        );
+        registry.register(
+            "medicine_orders_dropped",
+            "Orders started and dropped before their commit (partition lost or handed over unfinished, abort, \
+             drain deadline); made again by whoever reads them next",
+            stats.dropped.clone(),
         );
         stats
     }
@@ -149,6 +161,7 @@ impl Stats {
             latency_p99_ms: p99,
             commits: self.commits.get(),
             aborts: self.aborts.get(),
+            dropped: self.dropped.get(),
         }
     }
 }

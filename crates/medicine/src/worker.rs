@@ -38,6 +38,8 @@ pub struct Settings {
     pub idle_exit_after: Duration,
     pub max_orders: u64,
     pub drain_timeout: Duration,
+    /// How long a revoked partition's orders in flight get to finish before it is handed back without them.
+    pub handover_timeout: Duration,
     pub startup_timeout: Duration,
     /// KEDA's rule, to leave by when surplus (`--lag-threshold`); none: never.
     pub surplus: Option<SurplusRule>,
@@ -49,6 +51,8 @@ struct InFlightCommit {
     began: Instant,
     /// Orders (and rejected records) it commits.
     records: usize,
+    /// The partitions it commits offsets of.
+    partitions: Vec<i32>,
 }
 
 /// What woke the loop.
@@ -58,6 +62,7 @@ enum Wake {
     CommitDone(Result<Committed, tokio::task::JoinError>),
     CommitDue,
     DrainExpired,
+    HandoverExpired,
     JoinTimedOut,
     IdleCheck,
     LookDue,
@@ -80,8 +85,10 @@ pub struct Worker<B: Broker> {
     ),
     tasks: TaskTracker,
     committing: Option<InFlightCommit>,
-    /// The partitions the group gave this maker.
+    /// The partitions the group gave this maker (and has not taken back).
     assigned: BTreeSet<i32>,
+    /// Revoked partitions not yet handed back (see [`assignment`]).
+    handover: Option<assignment::Handover>,
     /// The partitions paused in the client (see [`sharing`]).
     paused: BTreeSet<i32>,
     /// Records fetched and not yet taken, per partition in offset order: the least-served partition's go first
@@ -132,6 +139,7 @@ impl<B: Broker> Worker<B> {
             tasks: TaskTracker::new(),
             committing: None,
             assigned: BTreeSet::new(),
+            handover: None,
             paused: BTreeSet::new(),
             waiting: BTreeMap::new(),
             last_served: -1,
@@ -162,6 +170,7 @@ impl<B: Broker> Worker<B> {
                     continue;
                 }
             }
+            self.hand_over_when_settled()?;
             self.update_pause()?;
             self.stats.in_flight.set(self.in_flight() as i64);
             match self.next_wake().await {
@@ -170,6 +179,7 @@ impl<B: Broker> Worker<B> {
                 Wake::CommitDone(result) => self.on_commit_done(result).await?,
                 Wake::CommitDue => self.commit()?,
                 Wake::DrainExpired => self.drain_expired(),
+                Wake::HandoverExpired => self.handover_expired(),
                 Wake::JoinTimedOut => bail!(
                     "no assignment from group {} within {:?} (--startup-timeout)",
                     self.settings.group,
@@ -213,6 +223,7 @@ impl<B: Broker> Worker<B> {
             Phase::Draining { deadline, .. } => Some(deadline),
             _ => None,
         };
+        let handover_at = self.handover.as_ref().and_then(|h| h.deadline);
         let join_at = match self.phase {
             Phase::Joining { deadline } => Some(deadline),
             _ => None,
@@ -246,7 +257,7 @@ impl<B: Broker> Worker<B> {
 
         // Biased, in this order: a shutdown is seen even under a flood of records; finished work is taken before
         // new work (it frees in-flight slots); the end of a commit before the timers (the next commit can start);
-        // the commit, drain and join deadlines and the looks at the group before the broker (a stream of records
+        // the commit, drain, hand-over and join deadlines and the looks at the group before the broker (a stream of records
         // must not delay them); and the idle check only when nothing else is ready.
         tokio::select! {
             biased;
@@ -255,6 +266,7 @@ impl<B: Broker> Worker<B> {
             result = commit_done => Wake::CommitDone(result),
             () = tokio::time::sleep_until(commit_at), if commit_due => Wake::CommitDue,
             () = tokio::time::sleep_until(drain_at.unwrap_or(never)), if drain_at.is_some() => Wake::DrainExpired,
+            () = tokio::time::sleep_until(handover_at.unwrap_or(never)), if handover_at.is_some() => Wake::HandoverExpired,
             () = tokio::time::sleep_until(join_at.unwrap_or(never)), if join_at.is_some() => Wake::JoinTimedOut,
             view = looked => Wake::Looked(view),
             () = tokio::time::sleep_until(next_look), if look_due => Wake::LookDue,
@@ -270,7 +282,8 @@ impl<B: Broker> Worker<B> {
                 self.wait(record);
             }
             Event::Assigned(partitions) => self.on_assigned(partitions)?,
-            Event::Revoked(partitions) => self.on_revoked(&partitions),
+            Event::Revoked(partitions) => self.on_revoked(partitions)?,
+            Event::Lost(partitions) => self.on_lost(&partitions),
             Event::Failed(err) => return Err(err),
         }
         Ok(())
@@ -304,6 +317,7 @@ impl<B: Broker> Worker<B> {
         };
         self.phase = Phase::DrainExpired { reason };
         let abandoned = self.ledger.abandon_unfinished();
+        self.stats.dropped.inc_by(abandoned as u64);
         if abandoned > 0 {
             warn!(
                 orders = abandoned,

@@ -860,7 +860,7 @@ async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back(prot
         maker
             .log_events("partitions revoked")
             .iter()
-            .any(|e| e["dropped_orders"].as_u64() > Some(0))
+            .any(|e| e["in_flight"].as_u64() > Some(0))
     };
     for _ in 0..10 {
         // Saturated: fetching paused.
@@ -913,6 +913,97 @@ async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back_clas
 #[tokio::test]
 async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back_consumer() {
     a_partition_revoked_while_saturated_moves_again_when_it_comes_back("consumer").await;
+}
+
+/// A maker joining takes partitions over without the orders the first had in flight on them being made again:
+/// the first finishes and commits them, then hands the partitions over (KIP-848 revokes only those; the classic
+/// protocol's eager assignors revoke them all).
+async fn a_joining_maker_takes_partitions_over_without_the_orders_in_flight_made_again(
+    protocol: &str,
+) {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 4).await;
+    let orders = orders(120, 12);
+    setup.produce_orders(&orders).await;
+    let maker = |extra: &[&str]| {
+        let common = [
+            "--group-protocol",
+            protocol,
+            "--tab-making-time",
+            "2s",
+            "--max-in-flight-orders",
+            "8",
+            "--handover-timeout",
+            "10s",
+            "--idle-exit-after",
+            "3s",
+        ];
+        setup.maker(&[&common[..], extra].concat())
+    };
+    let mut first = maker(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&first).await;
+    // After a first round the slots go round every partition (the first round goes to those fetched first).
+    assert!(
+        first
+            .wait_for_log("first orders committed", Duration::from_secs(30))
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_in_flight(&first, &addr, 8.0).await;
+    let mut second = maker(&[]);
+    assert!(
+        first
+            .wait_for_log("partitions handed over", Duration::from_secs(60))
+            .await,
+        "{}",
+        first.stderr_text()
+    );
+    let revoked = &first.log_events("partitions revoked")[0];
+    assert!(
+        revoked["in_flight"].as_u64() > Some(0),
+        "the revoked partitions had orders in flight: {revoked:?}\n{}",
+        first.stderr_text()
+    );
+    let handed = &first.log_events("partitions handed over")[0];
+    assert_eq!(
+        handed["dropped"].as_u64(),
+        Some(0),
+        "the orders in flight were finished, not dropped: {handed:?}"
+    );
+    let took = handed["took_ms"].as_u64().unwrap();
+    assert!(
+        took < 2_000 + 3_000,
+        "handed over once the orders begun before the revocation (2 s each) were committed, not at the \
+         10 s bound: {took} ms"
+    );
+
+    let tabs = setup.committed_tabs(total_tabs(&orders)).await;
+    assert_exactly_once(&tabs, &orders);
+    for maker in [&mut first, &mut second] {
+        assert_eq!(
+            maker.exit_code(Duration::from_secs(60)).await,
+            0,
+            "{}",
+            maker.stderr_text()
+        );
+        let stopped = &maker.log_events("maker stopped")[0];
+        assert_eq!(
+            stopped["dropped"].as_u64(),
+            Some(0),
+            "no order was begun and dropped, so none was made twice: {}",
+            maker.stderr_text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_joining_maker_takes_partitions_over_without_the_orders_in_flight_made_again_classic() {
+    a_joining_maker_takes_partitions_over_without_the_orders_in_flight_made_again("classic").await;
+}
+
+#[tokio::test]
+async fn a_joining_maker_takes_partitions_over_without_the_orders_in_flight_made_again_consumer() {
+    a_joining_maker_takes_partitions_over_without_the_orders_in_flight_made_again("consumer").await;
 }
 
 /// Orders completed per partition over `window`, from the group's committed offsets.

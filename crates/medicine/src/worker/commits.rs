@@ -30,6 +30,7 @@ impl<B: Broker> Worker<B> {
             return Ok(());
         }
         let records = ready.results.len();
+        let partitions = ready.offsets.keys().copied().collect();
         let batch = Batch {
             offsets: ready.offsets,
             results: ready.results,
@@ -39,6 +40,7 @@ impl<B: Broker> Worker<B> {
             handle: tokio::spawn(future),
             began: Instant::now(),
             records,
+            partitions,
         });
         Ok(())
     }
@@ -102,6 +104,7 @@ impl<B: Broker> Worker<B> {
     /// topic for the next maker).
     fn count_lost_commit(&mut self, reason: &str, orders: usize, what: &str) -> anyhow::Result<()> {
         self.stats.aborts.inc();
+        self.stats.dropped.inc_by(orders as u64);
         self.consecutive_aborts += 1;
         warn!(error = %reason, orders, consecutive = self.consecutive_aborts, "{what}");
         if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
@@ -113,6 +116,7 @@ impl<B: Broker> Worker<B> {
     /// After a commit that did not happen: forget everything in flight and fetch again from the committed offsets.
     async fn rewind(&mut self, replace_producer: bool) -> anyhow::Result<()> {
         let dropped = self.ledger.reset();
+        self.stats.dropped.inc_by(dropped as u64);
         self.waiting.clear();
         self.broker.rewind(replace_producer).await?;
         info!(dropped_orders = dropped, "rewound to the committed offsets");
@@ -228,6 +232,7 @@ impl<B: Broker> Worker<B> {
             latency_p99_ms = summary.latency_p99_ms,
             commits = summary.commits,
             aborts = summary.aborts,
+            dropped = summary.dropped,
             last_commit_s = last_success.map_or(0.0, |at| at.duration_since(started).as_secs_f64()),
             uptime_s = started.elapsed().as_secs_f64(),
             "maker stopped"

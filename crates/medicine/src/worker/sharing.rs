@@ -24,6 +24,15 @@ impl<B: Broker> Worker<B> {
 
     /// Queues a fetched record; the loop takes it when a slot is free and its partition's turn comes.
     pub(super) fn wait(&mut self, record: Fetched) {
+        if !self.assigned.contains(&record.partition) {
+            // Fetched before its partition was revoked: its next owner reads it again.
+            debug!(
+                partition = record.partition,
+                offset = record.offset,
+                "record of a revoked partition; skipped"
+            );
+            return;
+        }
         self.waiting
             .entry(record.partition)
             .or_default()

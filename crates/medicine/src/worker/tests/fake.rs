@@ -20,7 +20,12 @@ use crate::surplus::GroupView;
 /// What a test tells the fake broker while the loop runs.
 pub(super) enum Script {
     Assign(Vec<i32>),
+    /// The group takes partitions back: held (still assigned, nothing fetched) until the loop releases them.
     Revoke(Vec<i32>),
+    /// The group took partitions without a hand-over.
+    Lose(Vec<i32>),
+    /// `n` more orders are written to a partition.
+    Append(i32, usize),
 }
 
 /// The fake broker's view of Kafka: per-partition logs, positions, committed offsets, and pause flags that,
@@ -31,6 +36,13 @@ pub(super) struct State {
     positions: BTreeMap<i32, i64>,
     pub(super) committed: BTreeMap<i32, i64>,
     pub(super) assigned: BTreeSet<i32>,
+    /// Revoked and not yet released: as librdkafka, nothing at all is fetched meanwhile.
+    pub(super) held: BTreeSet<i32>,
+    /// When the loop released revoked partitions (tokio's clock), and which.
+    pub(super) releases: Vec<(tokio::time::Instant, Vec<i32>)>,
+    /// Commits refused because they carried offsets of a partition not (or no longer) assigned, as the group
+    /// coordinator refuses them.
+    pub(super) refused_commits: usize,
     pub(super) paused: BTreeSet<i32>,
     /// Outcomes of the next commits (then: committed).
     pub(super) commit_outcomes: VecDeque<Result<(), CommitError>>,
@@ -83,10 +95,19 @@ impl Fake {
                 self.events.push_back(Event::Assigned(partitions));
             }
             Script::Revoke(partitions) => {
+                state.held.extend(&partitions);
+                self.events.push_back(Event::Revoked(partitions));
+            }
+            Script::Append(partition, n) => {
+                let log = state.logs.entry(partition).or_default();
+                let first = log.len();
+                log.extend((first..first + n).map(order));
+            }
+            Script::Lose(partitions) => {
                 for p in &partitions {
                     state.assigned.remove(p);
                 }
-                self.events.push_back(Event::Revoked(partitions));
+                self.events.push_back(Event::Lost(partitions));
             }
         }
     }
@@ -94,6 +115,9 @@ impl Fake {
     /// The next record of an assigned partition that is not paused, taking partitions in turn.
     fn record(&self) -> Option<Fetched> {
         let mut state = self.state.lock().unwrap();
+        if !state.held.is_empty() {
+            return None;
+        }
         let candidates: Vec<i32> = state
             .assigned
             .iter()
@@ -168,8 +192,25 @@ impl Broker for Fake {
         Ok(())
     }
 
+    fn release(&mut self) -> anyhow::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        let held: Vec<i32> = std::mem::take(&mut state.held).into_iter().collect();
+        for p in &held {
+            state.assigned.remove(p);
+        }
+        state.releases.push((tokio::time::Instant::now(), held));
+        Ok(())
+    }
+
     fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture> {
         let mut state = self.state.lock().unwrap();
+        if let Some(p) = batch.offsets.keys().find(|p| !state.assigned.contains(p)) {
+            state.refused_commits += 1;
+            let refused = Err(CommitError::Aborted(format!(
+                "partition {p} is not assigned"
+            )));
+            return Ok(Box::pin(std::future::ready((refused, batch.results))));
+        }
         let outcome = state.commit_outcomes.pop_front().unwrap_or(Ok(()));
         if outcome.is_ok() {
             for result in &batch.results {
@@ -230,6 +271,7 @@ pub(super) fn settings() -> Settings {
         idle_exit_after: Duration::from_secs(5),
         max_orders: 0,
         drain_timeout: Duration::from_secs(20),
+        handover_timeout: Duration::from_secs(1),
         startup_timeout: Duration::from_secs(60),
         surplus: None,
     }
