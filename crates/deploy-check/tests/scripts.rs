@@ -132,6 +132,7 @@ fn the_test_broker_runs_with_the_deployed_clusters_group_settings() {
         "group.initial.rebalance.delay.ms",
         "group.consumer.min.heartbeat.interval.ms",
         "group.consumer.heartbeat.interval.ms",
+        "group.consumer.assignment.interval.ms",
         "group.consumer.min.session.timeout.ms",
         "group.consumer.session.timeout.ms",
     ] {
