@@ -10,6 +10,7 @@ mod auditing;
 mod capacity;
 mod ceiling;
 mod coldstart;
+mod recovery;
 mod scale;
 mod support;
 
@@ -73,7 +74,10 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
-    /// Local mode, 1 → 50 patients: time until the lag is back under one threshold per maker.
+    /// A maker killed with SIGKILL: time until its partitions' orders are committed again, on the deployed settings
+    /// and on Kafka's defaults.
+    Recovery,
+    /// Local mode, 1 → 50 patients: time until the step's backlog is made.
     Scale {
         /// When the load steps up (and how long it then lasts).
         #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
@@ -135,6 +139,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale { step } => {
             scale::run(bootstrap, step).await?;
         }
+        Command::Recovery => {
+            recovery::run(bootstrap).await?;
+        }
         Command::Audit { orders } => {
             auditing::run(bootstrap, orders).await?;
         }
@@ -160,8 +167,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             let scale = scale::run(bootstrap, Duration::from_secs(20)).await?;
             let auditing = auditing::run(bootstrap, if quick { 50_000 } else { 200_000 }).await?;
+            let recovery = recovery::run(bootstrap).await?;
             if let Some(path) = write {
-                let text = markdown(&command, &ceiling, &cold, &capacity, &scale, &auditing);
+                let text = markdown(
+                    &command, &ceiling, &cold, &capacity, &scale, &auditing, &recovery,
+                );
                 std::fs::write(&path, text)?;
                 println!("wrote {}", path.display());
             }
@@ -206,6 +216,7 @@ fn markdown(
     capacity: &capacity::Capacity,
     scale: &scale::Scale,
     auditing: &auditing::Auditing,
+    recovery: &[recovery::Recovery],
 ) -> String {
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
     let f0 = |x: f64| format!("{x:.0}");
@@ -304,6 +315,19 @@ fn markdown(
             "bytes_per_order": f0(auditing.bytes_per_order()),
             "million_mib": f0(auditing.bytes_per_order() * 1e6 / 1024.0 / 1024.0),
         },
+        "recovery": recovery.iter().map(|r| serde_json::json!({
+            "settings": r.settings,
+            "protocol": r.protocol,
+            "session_timeout_s": f0(r.session_timeout.as_secs_f64()),
+            "abort_interval_s": f0(r.abort_interval.as_secs_f64()),
+            "partitions": r.partitions,
+            "reassigned_s": f1(r.reassigned_s),
+            "first_s": f1(r.first_s),
+            "all_s": f1(r.all_s),
+            "reference_s": f0(r.reference().as_secs_f64()),
+            "ratio": f2(r.first_s / r.reference().as_secs_f64()),
+            "audit_passed": r.audit_passed,
+        })).collect::<Vec<_>>(),
     });
     render(&context)
         .unwrap_or_else(|err| format!("# Benchmarks\n\nthe report template failed: {err:#}\n"))
@@ -393,6 +417,17 @@ mod tests {
                 large: run,
                 consumer_records_per_s: 2e5,
             },
+            &[recovery::Recovery {
+                settings: "deployed",
+                protocol: "consumer",
+                session_timeout: Duration::from_secs(10),
+                abort_interval: Duration::from_secs(2),
+                partitions: 3,
+                reassigned_s: 10.2,
+                first_s: 12.1,
+                all_s: 12.4,
+                audit_passed: true,
+            }],
         );
         assert!(!text.contains("template failed"), "{text}");
         for expected in [
@@ -403,6 +438,7 @@ mod tests {
             "2000 of its makers",
             "| the step's backlog made (the lag back under what arrives in one making time and 0.5 s) | 7.0 | 1.00 |",
             "| lag back under one threshold per running maker (KEDA's view: it starts no more makers) | 5.0 | 0.71 |",
+            "| deployed | `consumer` | 10 s | 2 s | 3 | 10.2 | 12.1 | 12.4 | 14 | 0.86 | passed |",
         ] {
             assert!(text.contains(expected), "{expected} is not in:\n{text}");
         }

@@ -117,8 +117,8 @@ fn the_scripts_build_and_check_exactly_the_images_deploy_runs() {
     assert_eq!(scripted, deployed);
 }
 
-/// The test broker runs with the deployed cluster's group and transaction settings, so what the tests measure
-/// (join times, recovery after a kill) is what the cluster does.
+/// The test broker runs with the deployed cluster's group and transaction settings, so what the tests and
+/// benchmarks measure (join times, recovery after a kill) is what the cluster does.
 #[test]
 fn the_test_broker_runs_with_the_deployed_clusters_group_settings() {
     let script = std::fs::read_to_string(repo_root().join("scripts/kafka-dev.sh")).unwrap();
@@ -135,6 +135,7 @@ fn the_test_broker_runs_with_the_deployed_clusters_group_settings() {
         "group.consumer.assignment.interval.ms",
         "group.consumer.min.session.timeout.ms",
         "group.consumer.session.timeout.ms",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     ] {
         let deployed = &config[key];
         assert!(

@@ -54,8 +54,8 @@ pub struct Harness {
     /// The makers' `--group-protocol` (`None`: their default, `consumer`).
     pub protocol: Option<&'static str>,
     /// How often the broker aborts transactions that timed out (its
-    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`): 1 s on the test brokers, 10 s with Kafka's
-    /// defaults. Part of how long a killed maker's partitions can wait.
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`): 2 s on the test brokers (as on the deployed
+    /// cluster), 10 s with Kafka's defaults. Part of how long a killed maker's partitions can wait.
     pub transaction_cleanup: Duration,
 }
 
@@ -165,7 +165,7 @@ impl Harness {
             exe,
             bootstrap: bootstrap.into(),
             protocol: None,
-            transaction_cleanup: Duration::from_secs(1),
+            transaction_cleanup: Duration::from_secs(2),
         }
     }
 
