@@ -418,7 +418,7 @@ mod tests {
                 consumer_records_per_s: 2e5,
             },
             &[recovery::Recovery {
-                settings: "deployed",
+                settings: "deployed settings",
                 protocol: "consumer",
                 session_timeout: Duration::from_secs(10),
                 abort_interval: Duration::from_secs(2),
@@ -438,7 +438,7 @@ mod tests {
             "2000 of its makers",
             "| the step's backlog made (the lag back under what arrives in one making time and 0.5 s) | 7.0 | 1.00 |",
             "| lag back under one threshold per running maker (KEDA's view: it starts no more makers) | 5.0 | 0.71 |",
-            "| deployed | `consumer` | 10 s | 2 s | 3 | 10.2 | 12.1 | 12.4 | 14 | 0.86 | passed |",
+            "| deployed settings | `consumer` | 10 s | 2 s | 3 | 10.2 | 12.1 | 12.4 | 14 | 0.86 | passed |",
         ] {
             assert!(text.contains(expected), "{expected} is not in:\n{text}");
         }

@@ -57,7 +57,7 @@ pub async fn run(bootstrap: &str) -> anyhow::Result<Vec<Recovery>> {
     let mut results = vec![
         once(
             &deployed,
-            "deployed",
+            "deployed settings",
             Duration::from_secs(10),
             deployed.transaction_cleanup,
         )
@@ -92,7 +92,7 @@ async fn once(
     abort_interval: Duration,
 ) -> anyhow::Result<Recovery> {
     let protocol = harness.protocol.unwrap_or("consumer");
-    println!("recovery after kill -9: {settings} settings, {protocol} protocol");
+    println!("recovery after kill -9: {settings}, {protocol} protocol");
     let topics = Topics::create(&harness.bootstrap).await;
     let making = ["--tab-making-time", "2s", "--idle-exit-after", "0"];
     // About 30 orders/s on 6 partitions: both makers have orders in flight all along.
