@@ -165,7 +165,7 @@ async fn once(
         .iter()
         .filter_map(|e| {
             let at = log_time(e.get("timestamp")?.as_str()?)?;
-            let partitions = partitions(e.get("partitions")?.as_str()?);
+            let partitions = testkit::logged_partitions(e.get("partitions")?.as_str()?);
             (at > killed_at && held.iter().any(|p| partitions.contains(p)))
                 .then(|| at.duration_since(killed_at).ok())
                 .flatten()
@@ -220,12 +220,4 @@ async fn committed(
 fn log_time(text: &str) -> Option<SystemTime> {
     let ns = crate::support::parse_log_timestamp(text)?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(ns))
-}
-
-/// The partitions of a `partitions assigned` event (logged as `"[0, 3]"`).
-fn partitions(list: &str) -> Vec<i32> {
-    list.trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .filter_map(|p| p.trim().parse().ok())
-        .collect()
 }

@@ -88,13 +88,7 @@ fn event(
     event: &std::collections::HashMap<String, serde_json::Value>,
 ) -> Option<(SystemTime, Vec<i32>)> {
     let at = humantime::parse_rfc3339(event.get("timestamp")?.as_str()?).ok()?;
-    let partitions = event
-        .get("partitions")?
-        .as_str()?
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .filter_map(|p| p.trim().parse().ok())
-        .collect();
+    let partitions = testkit::logged_partitions(event.get("partitions")?.as_str()?);
     Some((at, partitions))
 }
 

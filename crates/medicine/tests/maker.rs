@@ -813,19 +813,11 @@ async fn a_misspelt_secret_property_is_refused_without_showing_its_value() {
 }
 
 /// The partitions in a maker's log events with `message` (`partitions assigned`, `partitions revoked`).
-fn partitions_in(maker: &Proc, message: &str) -> Vec<Vec<i64>> {
+fn partitions_in(maker: &Proc, message: &str) -> Vec<Vec<i32>> {
     maker
         .log_events(message)
         .iter()
-        .map(|e| {
-            e["partitions"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_matches(|c| c == '[' || c == ']')
-                .split(',')
-                .filter_map(|p| p.trim().parse().ok())
-                .collect()
-        })
+        .map(|e| testkit::logged_partitions(e["partitions"].as_str().unwrap_or_default()))
         .collect()
 }
 
@@ -891,7 +883,7 @@ async fn a_partition_revoked_while_saturated_moves_again_when_it_comes_back(prot
 
     let tabs = setup.committed_tabs(total_tabs(&orders)).await;
     assert_exactly_once(&tabs, &orders);
-    let revoked: Vec<i64> = partitions_in(&first, "partitions revoked").concat();
+    let revoked: Vec<i32> = partitions_in(&first, "partitions revoked").concat();
     assert!(
         partitions_in(&first, "partitions assigned")
             .iter()

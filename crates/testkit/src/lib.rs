@@ -13,7 +13,7 @@ mod proc;
 use std::time::{Duration, Instant};
 
 pub use nix;
-pub use proc::{assert_secret_values_hidden, run_verbose, Proc};
+pub use proc::{assert_secret_values_hidden, logged_partitions, run_verbose, Proc};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -189,3 +189,11 @@ impl Drop for Proc {
         }
     }
 }
+
+/// The partitions of a maker's `partitions assigned` / `partitions revoked` log event, logged as `"[0, 3]"`.
+pub fn logged_partitions(list: &str) -> Vec<i32> {
+    list.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
