@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark against the test broker and rewrites documentation/BENCHMARKS.md:
-#   bench/run.sh            full run (about 15 minutes)
+#   bench/run.sh            full run (about 17 minutes)
 #   bench/run.sh --quick    shorter holds, fewer levels (about 5 minutes, noisier figures)
 # Benchmarks are not tests: ./make_test.sh does not run them.
 set -euo pipefail
