@@ -68,6 +68,30 @@ fn hostile_record(rng: &mut impl rand::Rng, order: &Order) -> Vec<u8> {
     }
 }
 
+/// `records` bad records, each from its own order (patient id from `flood_id`, timestamps from `base`).
+///
+/// Some mutations are still valid orders (a flipped digit), and none may take the identity of another order:
+/// the index is written twice in the patient id, so a mutation changes at most one copy, and an id whose copies
+/// differ is that record's alone. With the index once, record i's id flipped into record j's, and record j's
+/// timestamp flipped into record i's, made the same order twice (seen once in 100,000 records).
+fn flood_records(
+    rng: &mut impl rand::Rng,
+    flood_id: &str,
+    base: u64,
+    records: usize,
+) -> Vec<Vec<u8>> {
+    (0..records)
+        .map(|i| {
+            let order = Order {
+                patient_id: format!("{flood_id}-{i}-{i}"),
+                order_timestamp_ns: base + i as u64,
+                tabs_count: 5,
+            };
+            hostile_record(rng, &order)
+        })
+        .collect()
+}
+
 /// A flood of random and mutated records into the orders topic while valid orders keep coming. Nothing may
 /// crash; every bad record must be in the DLQ with a reason; every good order must be made exactly once.
 pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<Findings> {
@@ -89,20 +113,12 @@ pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<
     let mut patients = harness.patients(&topics, 20, "100ms");
 
     let mut rng = rand::rng();
-    // Each mutated record starts from its own order (own patient id, own timestamp): a mutation that is still a
-    // valid order then changes one field only, so it never takes the identity of another order.
-    let flood_id = testkit::unique("flood");
-    let base = tabs::time::now_ns();
-    let flood: Vec<Vec<u8>> = (0..records)
-        .map(|i| {
-            let order = Order {
-                patient_id: format!("{flood_id}-{i}"),
-                order_timestamp_ns: base + i as u64,
-                tabs_count: 5,
-            };
-            hostile_record(&mut rng, &order)
-        })
-        .collect();
+    let flood = flood_records(
+        &mut rng,
+        &testkit::unique("flood"),
+        tabs::time::now_ns(),
+        records,
+    );
     // The validator decides which mutations still are valid orders (a flipped byte in an id, say).
     let bad = flood
         .iter()
@@ -249,4 +265,35 @@ pub async fn oversized_records(harness: &Harness, rounds: usize) -> anyhow::Resu
     result.faults_injected = sent;
     result.dead_letters = outcome.dead_lettered;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// The flood's valid mutations must each keep an identity of their own: two records with one identity are one
+    /// order ordered twice, which the audit counts as duplicated tabs. A flipped digit in one record's patient id
+    /// and another in a second record's timestamp once gave two records the same order.
+    #[test]
+    fn no_two_valid_records_of_a_flood_are_the_same_order() {
+        let mut rng = rand::rng();
+        for _ in 0..3 {
+            let flood = flood_records(&mut rng, "flood-test", 1_000_000_000, 200_000);
+            let mut seen: HashMap<(String, u64), &[u8]> = HashMap::new();
+            for record in &flood {
+                if let Ok(order) = parse_order(Some(record), 30) {
+                    let identity = (order.patient_id, order.order_timestamp_ns);
+                    if let Some(earlier) = seen.insert(identity.clone(), record) {
+                        panic!(
+                            "{identity:?} twice: {} and {}",
+                            String::from_utf8_lossy(earlier),
+                            String::from_utf8_lossy(record)
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
