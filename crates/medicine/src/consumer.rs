@@ -1,7 +1,7 @@
 //! The consumer side: the rdkafka context that turns rebalance callbacks into events for the loop and holds a
 //! revocation until the loop hands the partitions back, and the partition lists of pause, resume and rewind.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tabs::kafka::ErrorTracker;
 use tokio::sync::Notify;
+
+use crate::broker::resume_offset;
 use tracing::warn;
 
 /// A change of assignment, reported by the rebalance callbacks.
@@ -217,10 +219,11 @@ pub fn restart_fetching(consumer: &StreamConsumer<MakerContext>) {
     }
 }
 
-/// Seeks every assigned partition back to its committed offset (the beginning, for a partition that has none).
-/// Blocking.
+/// Seeks every assigned partition back to its committed offset (the beginning, for a partition that has none),
+/// but not before `own`, what this maker's own transactions committed of it (see [`resume_offset`]). Blocking.
 pub fn seek_to_committed(
     consumer: &StreamConsumer<MakerContext>,
+    own: &BTreeMap<i32, i64>,
     timeout: Duration,
 ) -> KafkaResult<()> {
     let assignment = consumer.assignment()?;
@@ -230,12 +233,26 @@ pub fn seek_to_committed(
     let committed = consumer.committed_offsets(assignment, timeout)?;
     let mut seeks = TopicPartitionList::new();
     for element in committed.elements() {
-        let offset = match element.offset() {
-            Offset::Offset(offset) => Offset::Offset(offset),
-            // Nothing committed yet: start where a new group starts.
-            _ => Offset::Beginning,
+        // A partition whose offset could not be read (say, still unstable) must not be read from the beginning.
+        element.error()?;
+        let partition = element.partition();
+        let group = match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
         };
-        seeks.add_partition_offset(element.topic(), element.partition(), offset)?;
+        let own = own.get(&partition).copied();
+        let resume = resume_offset(group, own);
+        if resume != group {
+            warn!(
+                partition,
+                group_offset = group,
+                own_commit = own,
+                "the group's committed offset is behind this maker's last commit (the broker lost a commit it \
+                 acknowledged); reading on from this maker's own"
+            );
+        }
+        let offset = resume.map_or(Offset::Beginning, Offset::Offset);
+        seeks.add_partition_offset(element.topic(), partition, offset)?;
     }
     consumer.seek_partitions(seeks, timeout)?;
     Ok(())

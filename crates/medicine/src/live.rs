@@ -1,6 +1,7 @@
 //! The real [`Broker`]: rdkafka's consumer in the makers' group, and the transactional (exactly-once) or
 //! idempotent (at-least-once) producer.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -322,7 +323,11 @@ impl Broker for Live {
         }
     }
 
-    async fn rewind(&mut self, replace_producer: bool) -> anyhow::Result<()> {
+    async fn rewind(
+        &mut self,
+        replace_producer: bool,
+        own: &BTreeMap<i32, i64>,
+    ) -> anyhow::Result<()> {
         if replace_producer {
             // The producer instance is unusable: fenced because its transaction timed out on the broker
             // (typically while the broker was away). Its transactional id is this process's alone, so no other
@@ -343,7 +348,8 @@ impl Broker for Live {
         }
         self.held = None;
         let consumer = Arc::clone(&self.consumer);
-        tokio::task::spawn_blocking(move || seek_to_committed(&consumer, BROKER_CALL_TIMEOUT))
+        let own = own.clone();
+        tokio::task::spawn_blocking(move || seek_to_committed(&consumer, &own, BROKER_CALL_TIMEOUT))
             .await
             .context("rewind task")?
             .context("rewinding to the committed offsets")

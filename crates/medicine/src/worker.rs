@@ -51,8 +51,8 @@ struct InFlightCommit {
     began: Instant,
     /// Orders (and rejected records) it commits.
     records: usize,
-    /// The partitions it commits offsets of.
-    partitions: Vec<i32>,
+    /// The offsets it commits, by partition.
+    offsets: BTreeMap<i32, i64>,
 }
 
 /// What woke the loop.
@@ -85,6 +85,9 @@ pub struct Worker<B: Broker> {
     ),
     tasks: TaskTracker,
     committing: Option<InFlightCommit>,
+    /// The offsets this maker's transactions committed, by partition, since the group gave it the partition: a
+    /// rewind never goes back before them (see [`crate::broker::resume_offset`]).
+    own_commits: BTreeMap<i32, i64>,
     /// The partitions the group gave this maker (and has not taken back).
     assigned: BTreeSet<i32>,
     /// Revoked partitions not yet handed back (see [`assignment`]).
@@ -138,6 +141,7 @@ impl<B: Broker> Worker<B> {
             completions: mpsc::unbounded_channel(),
             tasks: TaskTracker::new(),
             committing: None,
+            own_commits: BTreeMap::new(),
             assigned: BTreeSet::new(),
             handover: None,
             paused: BTreeSet::new(),

@@ -36,6 +36,8 @@ impl<B: Broker> Worker<B> {
         for &partition in &partitions {
             self.ledger.assign(partition);
             self.assigned.insert(partition);
+            // Another maker may have held it since: the group's offset is the only truth to start from.
+            self.own_commits.remove(&partition);
         }
         // Resumed explicitly: a partition paused under an earlier assignment stays paused inside the client
         // until resumed, and would never be fetched again. The next pause update pauses it if it must.
@@ -112,7 +114,7 @@ impl<B: Broker> Worker<B> {
         let committing = self.committing.as_ref();
         let settled = handover.partitions.iter().all(|&p| {
             self.ledger.in_flight_of(p) == 0
-                && committing.is_none_or(|c| !c.partitions.contains(&p))
+                && committing.is_none_or(|c| !c.offsets.contains_key(&p))
         });
         if !settled {
             return Ok(());
@@ -122,6 +124,7 @@ impl<B: Broker> Worker<B> {
         };
         for &partition in &handover.partitions {
             self.ledger.revoke(partition);
+            self.own_commits.remove(&partition);
         }
         self.broker.release()?;
         self.clear_pause(&handover.partitions);
@@ -142,6 +145,7 @@ impl<B: Broker> Worker<B> {
         for partition in partitions {
             self.assigned.remove(partition);
             self.waiting.remove(partition);
+            self.own_commits.remove(partition);
         }
         if let Some(handover) = self.handover.as_mut() {
             handover.partitions.retain(|p| !partitions.contains(p));

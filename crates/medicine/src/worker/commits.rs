@@ -30,7 +30,7 @@ impl<B: Broker> Worker<B> {
             return Ok(());
         }
         let records = ready.results.len();
-        let partitions = ready.offsets.keys().copied().collect();
+        let offsets = ready.offsets.clone();
         let batch = Batch {
             offsets: ready.offsets,
             results: ready.results,
@@ -40,7 +40,7 @@ impl<B: Broker> Worker<B> {
             handle: tokio::spawn(future),
             began: Instant::now(),
             records,
-            partitions,
+            offsets,
         });
         Ok(())
     }
@@ -66,6 +66,7 @@ impl<B: Broker> Worker<B> {
                 );
                 self.consecutive_aborts = 0;
                 self.stats.commits.inc();
+                self.own_commits.extend(&commit.offsets);
                 let committed_at = now_ns();
                 for outcome in &results {
                     self.record_done(outcome, committed_at);
@@ -118,7 +119,9 @@ impl<B: Broker> Worker<B> {
         let dropped = self.ledger.reset();
         self.stats.dropped.inc_by(dropped as u64);
         self.waiting.clear();
-        self.broker.rewind(replace_producer).await?;
+        self.broker
+            .rewind(replace_producer, &self.own_commits)
+            .await?;
         info!(dropped_orders = dropped, "rewound to the committed offsets");
         Ok(())
     }

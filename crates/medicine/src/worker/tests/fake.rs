@@ -242,13 +242,18 @@ impl Broker for Fake {
         None
     }
 
-    async fn rewind(&mut self, _replace_producer: bool) -> anyhow::Result<()> {
+    async fn rewind(
+        &mut self,
+        _replace_producer: bool,
+        own: &BTreeMap<i32, i64>,
+    ) -> anyhow::Result<()> {
         let mut state = self.state.lock().unwrap();
         state.rewinds += 1;
         let assigned: Vec<i32> = state.assigned.iter().copied().collect();
         for p in assigned {
-            let committed = state.committed.get(&p).copied().unwrap_or(0);
-            state.positions.insert(p, committed);
+            let committed = state.committed.get(&p).copied();
+            let resume = crate::broker::resume_offset(committed, own.get(&p).copied());
+            state.positions.insert(p, resume.unwrap_or(0));
         }
         self.events.clear();
         Ok(())
