@@ -112,28 +112,14 @@ pub trait Broker {
     /// The at-least-once publisher (`None` when exactly-once).
     fn deliverer(&self) -> Option<Self::Deliverer>;
 
-    /// After a commit that did not happen: the positions go back to the committed offsets, but never before
-    /// `own`, what this maker itself committed of a partition (see [`resume_offset`]); `replace_producer` when
-    /// the producer cannot go on.
+    /// After a commit that did not happen: the positions go back to the group's committed offsets, which it
+    /// returns by partition (`None`: nothing committed, read from the beginning); `replace_producer` when the
+    /// producer cannot go on.
     fn rewind(
         &mut self,
         replace_producer: bool,
-        own: &BTreeMap<i32, i64>,
-    ) -> impl Future<Output = anyhow::Result<()>>;
+    ) -> impl Future<Output = anyhow::Result<BTreeMap<i32, Option<i64>>>>;
 
     /// Leaves the group and lets the producer finish; bounded.
     fn close(self) -> impl Future<Output = ()>;
-}
-
-/// Where a partition is read again from after a rewind: the group's committed offset (`None`: none, from the
-/// beginning), but not before `own`, the offset this maker's last successful transaction committed for it while it
-/// held the partition. Only this maker commits a partition it holds, so the group cannot truly be behind `own`;
-/// when it reads behind, the broker has lost a commit it acknowledged (seen on a single Kafka 4.3 node stopped
-/// right after a transaction: its offsets were never marked committed, and the next transaction's abort dropped
-/// them), and reading from there would make that transaction's orders a second time.
-pub fn resume_offset(group: Option<i64>, own: Option<i64>) -> Option<i64> {
-    match (group, own) {
-        (Some(group), Some(own)) => Some(group.max(own)),
-        (group, own) => group.or(own),
-    }
 }

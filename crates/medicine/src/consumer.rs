@@ -14,8 +14,6 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tabs::kafka::ErrorTracker;
 use tokio::sync::Notify;
-
-use crate::broker::resume_offset;
 use tracing::warn;
 
 /// A change of assignment, reported by the rebalance callbacks.
@@ -220,40 +218,33 @@ pub fn restart_fetching(consumer: &StreamConsumer<MakerContext>) {
 }
 
 /// Seeks every assigned partition back to its committed offset (the beginning, for a partition that has none),
-/// but not before `own`, what this maker's own transactions committed of it (see [`resume_offset`]). Blocking.
+/// and returns those offsets by partition. Blocking.
 pub fn seek_to_committed(
     consumer: &StreamConsumer<MakerContext>,
-    own: &BTreeMap<i32, i64>,
+    topic: &str,
     timeout: Duration,
-) -> KafkaResult<()> {
+) -> KafkaResult<BTreeMap<i32, Option<i64>>> {
+    let mut resumed = BTreeMap::new();
     let assignment = consumer.assignment()?;
     if assignment.count() == 0 {
-        return Ok(());
+        return Ok(resumed);
     }
     let committed = consumer.committed_offsets(assignment, timeout)?;
     let mut seeks = TopicPartitionList::new();
     for element in committed.elements() {
         // A partition whose offset could not be read (say, still unstable) must not be read from the beginning.
         element.error()?;
-        let partition = element.partition();
-        let group = match element.offset() {
+        let committed = match element.offset() {
             Offset::Offset(offset) => Some(offset),
             _ => None,
         };
-        let own = own.get(&partition).copied();
-        let resume = resume_offset(group, own);
-        if resume != group {
-            warn!(
-                partition,
-                group_offset = group,
-                own_commit = own,
-                "the group's committed offset is behind this maker's last commit (the broker lost a commit it \
-                 acknowledged); reading on from this maker's own"
-            );
+        if element.topic() == topic {
+            resumed.insert(element.partition(), committed);
         }
-        let offset = resume.map_or(Offset::Beginning, Offset::Offset);
-        seeks.add_partition_offset(element.topic(), partition, offset)?;
+        // Nothing committed yet: start where a new group starts.
+        let offset = committed.map_or(Offset::Beginning, Offset::Offset);
+        seeks.add_partition_offset(element.topic(), element.partition(), offset)?;
     }
     consumer.seek_partitions(seeks, timeout)?;
-    Ok(())
+    Ok(resumed)
 }

@@ -326,8 +326,7 @@ impl Broker for Live {
     async fn rewind(
         &mut self,
         replace_producer: bool,
-        own: &BTreeMap<i32, i64>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
         if replace_producer {
             // The producer instance is unusable: fenced because its transaction timed out on the broker
             // (typically while the broker was away). Its transactional id is this process's alone, so no other
@@ -348,11 +347,13 @@ impl Broker for Live {
         }
         self.held = None;
         let consumer = Arc::clone(&self.consumer);
-        let own = own.clone();
-        tokio::task::spawn_blocking(move || seek_to_committed(&consumer, &own, BROKER_CALL_TIMEOUT))
-            .await
-            .context("rewind task")?
-            .context("rewinding to the committed offsets")
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            seek_to_committed(&consumer, &topic, BROKER_CALL_TIMEOUT)
+        })
+        .await
+        .context("rewind task")?
+        .context("rewinding to the committed offsets")
     }
 
     async fn close(self) {

@@ -28,6 +28,9 @@ pub struct Stats {
     pub aborts: Counter,
     /// Orders started and dropped before they were committed: made again by whoever reads them next.
     pub dropped: Counter,
+    /// Partitions whose committed offset a rewind read back behind this maker's own last commit: the broker lost a
+    /// commit it had acknowledged.
+    pub lost_commits: Counter,
     latency: Histogram,
     /// Order latency in microseconds, for the exit summary's percentiles (bounded memory, 3 significant digits).
     latency_us: Mutex<Hdr<u64>>,
@@ -67,6 +70,7 @@ impl Stats {
             commits: Counter::default(),
             aborts: Counter::default(),
             dropped: Counter::default(),
+            lost_commits: Counter::default(),
             latency: Histogram::new(tabs::metrics::latency_buckets()),
             latency_us: Mutex::new(
                 Hdr::new_with_bounds(1, 3_600_000_000, 3)
@@ -113,6 +117,12 @@ impl Stats {
             "Orders started and dropped before their commit (partition lost or handed over unfinished, abort, \
              drain deadline); made again by whoever reads them next",
             stats.dropped.clone(),
+        );
+        registry.register(
+            "medicine_broker_lost_commits",
+            "Partitions whose committed offset was read back behind this maker's own last commit: the broker lost \
+             a commit it had acknowledged, and those orders were made again",
+            stats.lost_commits.clone(),
         );
         stats
     }

@@ -1,6 +1,8 @@
 //! Committing: the finished prefix of each partition in one transaction (or one offset commit), its end, the
 //! rewind after a commit that did not happen, and the last commits at exit.
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context as _};
 use tabs::time::now_ns;
 use tokio::time::{Duration, Instant};
@@ -119,11 +121,39 @@ impl<B: Broker> Worker<B> {
         let dropped = self.ledger.reset();
         self.stats.dropped.inc_by(dropped as u64);
         self.waiting.clear();
-        self.broker
-            .rewind(replace_producer, &self.own_commits)
-            .await?;
+        let resumed = self.broker.rewind(replace_producer).await?;
+        self.check_commits_kept(&resumed);
         info!(dropped_orders = dropped, "rewound to the committed offsets");
         Ok(())
+    }
+
+    /// Compares the committed offsets a rewind read with this maker's own last commits. Only the maker holding a
+    /// partition commits it, so a group offset behind its own last commit means the broker lost a commit it
+    /// acknowledged (seen on a single Kafka 4.3 node stopped right after a transaction: sometimes the whole
+    /// transaction, sometimes only its offsets). The maker cannot tell which, so it reads from the group's
+    /// offset: those orders are made again, never lost, and their tabs are in the topic twice if the broker kept
+    /// them. It says so, and counts it.
+    fn check_commits_kept(&mut self, resumed: &BTreeMap<i32, Option<i64>>) {
+        for (&partition, &group) in resumed {
+            let Some(&own) = self.own_commits.get(&partition) else {
+                continue;
+            };
+            if group.is_none_or(|group| group < own) {
+                self.stats.lost_commits.inc();
+                warn!(
+                    partition,
+                    group_offset = group,
+                    own_commit = own,
+                    "the group's committed offset is behind this maker's last commit: the broker lost a commit it \
+                     acknowledged; its orders are made again (their tabs twice if the broker kept them)"
+                );
+                // What the group holds is the truth from here on.
+                match group {
+                    Some(group) => self.own_commits.insert(partition, group),
+                    None => self.own_commits.remove(&partition),
+                };
+            }
+        }
     }
 
     /// Notes a successful commit: the first is logged (cold start), the last goes in the summary (the end of the

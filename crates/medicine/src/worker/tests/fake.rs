@@ -245,18 +245,18 @@ impl Broker for Fake {
     async fn rewind(
         &mut self,
         _replace_producer: bool,
-        own: &BTreeMap<i32, i64>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
         let mut state = self.state.lock().unwrap();
         state.rewinds += 1;
         let assigned: Vec<i32> = state.assigned.iter().copied().collect();
+        let mut resumed = BTreeMap::new();
         for p in assigned {
             let committed = state.committed.get(&p).copied();
-            let resume = crate::broker::resume_offset(committed, own.get(&p).copied());
-            state.positions.insert(p, resume.unwrap_or(0));
+            state.positions.insert(p, committed.unwrap_or(0));
+            resumed.insert(p, committed);
         }
         self.events.clear();
-        Ok(())
+        Ok(resumed)
     }
 
     async fn close(self) {}
