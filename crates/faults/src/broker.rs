@@ -202,11 +202,6 @@ pub async fn restart_broker(
     Ok(result)
 }
 
-/// The maker's warning for a rewind that read a partition's committed offset behind its own last commit (see the
-/// maker's `check_commits_kept`).
-const LOST_COMMIT: &str = "the group's committed offset is behind this maker's last commit: the broker lost a \
-                           commit it acknowledged; its orders are made again (their tabs twice if the broker kept them)";
-
 /// Tabs duplicated because the broker lost a commit it had acknowledged (seen on this single test node stopped
 /// right after a transaction: its offsets gone, its tabs sometimes kept). Counts only the duplicated tabs whose
 /// order lies in a range the maker itself reported lost (partition, the offset read back up to its own commit);
@@ -218,7 +213,7 @@ async fn duplicates_of_lost_commits(
     tabs: u64,
 ) -> anyhow::Result<(u64, Vec<(i32, i64, i64)>)> {
     let lost: Vec<(i32, i64, i64)> = maker
-        .log_events(LOST_COMMIT)
+        .log_events(medicine::LOST_COMMIT)
         .iter()
         .filter_map(|e| {
             let field = |name: &str| e.get(name).and_then(serde_json::Value::as_i64);

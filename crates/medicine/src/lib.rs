@@ -50,6 +50,7 @@ use tabs::shutdown::Service;
 use tracing::info;
 
 pub use stats::Summary;
+pub use worker::LOST_COMMIT;
 
 /// Command line and environment of `medicine`.
 #[derive(Debug, Clone, Parser)]

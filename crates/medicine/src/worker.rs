@@ -86,7 +86,8 @@ pub struct Worker<B: Broker> {
     tasks: TaskTracker,
     committing: Option<InFlightCommit>,
     /// The offsets this maker's transactions committed, by partition, since the group gave it the partition: a
-    /// rewind never goes back before them (see [`crate::broker::resume_offset`]).
+    /// rewind that reads a group offset behind them has found a commit the broker lost (see
+    /// `check_commits_kept` in `worker/commits.rs`).
     own_commits: BTreeMap<i32, i64>,
     /// The partitions the group gave this maker (and has not taken back).
     assigned: BTreeSet<i32>,
@@ -334,6 +335,7 @@ impl<B: Broker> Worker<B> {
 mod accept;
 mod assignment;
 mod commits;
+pub use commits::LOST_COMMIT;
 mod scaling;
 mod sharing;
 #[cfg(test)]

@@ -23,6 +23,12 @@ const FINAL_COMMIT_GRACE: Duration = Duration::from_secs(2);
 /// How long the order tasks get to notice their cancellation at exit.
 const TASKS_GRACE: Duration = Duration::from_secs(1);
 
+/// The warning of a rewind that read a partition's committed offset behind this maker's own last commit of it
+/// (with `partition`, `group_offset` and `own_commit`); the fault campaign attributes duplicates by it.
+pub const LOST_COMMIT: &str = "the group's committed offset is behind this maker's last commit: the broker lost a \
+                               commit it acknowledged; its orders are made again (their tabs twice if the broker \
+                               kept them)";
+
 impl<B: Broker> Worker<B> {
     /// Commits every partition's finished prefix; the commit runs beside the loop and its end arrives as
     /// [`Wake::CommitDone`].
@@ -144,8 +150,7 @@ impl<B: Broker> Worker<B> {
                     partition,
                     group_offset = group,
                     own_commit = own,
-                    "the group's committed offset is behind this maker's last commit: the broker lost a commit it \
-                     acknowledged; its orders are made again (their tabs twice if the broker kept them)"
+                    "{LOST_COMMIT}"
                 );
                 // What the group holds is the truth from here on.
                 match group {
