@@ -180,7 +180,7 @@ pub async fn restart_broker(
     let (by_broker, lost) =
         duplicates_of_lost_commits(&harness.bootstrap, &topics, maker, result.tabs).await?;
     if by_broker > 0 {
-        result.duplicated -= by_broker;
+        result.duplicated = result.duplicated.saturating_sub(by_broker);
         result.notes.push(format!(
             "the broker lost commits it had acknowledged (partition, offsets read back..committed: {lost:?}); the \
              maker named them and made those orders again, and the broker had kept {by_broker} of their tabs, \
