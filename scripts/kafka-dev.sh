@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# A real, single-node Apache Kafka (KRaft, the version Strimzi runs) on 127.0.0.1 for tests and benchmarks.
+# A real Apache Kafka (KRaft, the version Strimzi runs) on 127.0.0.1 for tests and benchmarks: one node, or with
+# KAFKA_DEV_NODES=3 three, each broker and controller as deploy/'s KafkaNodePool has them and with deploy/'s
+# replication (RF 3, min.insync.replicas 2, the transaction state log's too).
 #
 #   scripts/kafka-dev.sh resolve  resolve the jars with Maven (once: cached by the pom's hash, see below)
-#   scripts/kafka-dev.sh start    resolve the jars, format a fresh store, start, wait
-#   scripts/kafka-dev.sh stop     stop the broker cleanly (SIGTERM, then SIGKILL after a bound)
-#   scripts/kafka-dev.sh restart  stop it and start it again on the same store (fault tests)
-#   scripts/kafka-dev.sh status   exit 0 when the broker runs and answers
+#   scripts/kafka-dev.sh start    resolve the jars, format a fresh store, start every node, wait
+#   scripts/kafka-dev.sh stop     stop every node cleanly (SIGTERM, then SIGKILL after a bound)
+#   scripts/kafka-dev.sh restart  stop and start again on the same store (fault tests)
+#   scripts/kafka-dev.sh status   exit 0 when every node runs and answers
+#   scripts/kafka-dev.sh node I stop|kill|start   one node of a cluster (0-based): SIGTERM and wait, SIGKILL,
+#                                 or start it again on its store and wait until it is up (fault tests)
+#   scripts/kafka-dev.sh pid I    the process id of node I
+#   scripts/kafka-dev.sh classpath   the Kafka jars' Java classpath (Kafka's own tools, run by the fault campaign)
 #   scripts/kafka-dev.sh env      print the variables tests read (eval "$(scripts/kafka-dev.sh env)")
 #   scripts/kafka-dev.sh topics   create tabs.orders, tabs.deliveries and tabs.dlq (if absent) for manual runs
 #   scripts/kafka-dev.sh access < SPEC   create SCRAM users and replace their ACLs (format: kafka-dev/KafkaAccess.java)
@@ -15,8 +21,9 @@
 # ANONYMOUS and ANONYMOUS is a super user (on the cluster only the broker pods reach that listener); SASL_SSL
 # (TLS, SCRAM-SHA-512) on the next port, where every user but the test harness's own (a super user) has only the
 # ACLs `access` gives it (KRaft's StandardAuthorizer); the KRaft controller on the one after. The TLS certificate
-# is signed by a CA of this store's own, $KAFKA_DEV_DIR/tls/ca.crt. Safe to run twice: `start` on a running
-# broker only reports it.
+# is signed by a CA of this store's own, $KAFKA_DEV_DIR/tls/ca.crt. Node I of a cluster listens on
+# $KAFKA_DEV_PORT + 3*I and the two ports after, its store in $KAFKA_DEV_DIR/node-I. Safe to run twice: `start` on a
+# running broker only reports it.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +38,9 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${KAFKA_DEV_SCRAM_USER:=medicine-test}"
 : "${KAFKA_DEV_SCRAM_PASSWORD:=medicine-test-secret}"
 : "${KAFKA_DEV_START_TIMEOUT:=120}"
+# How many nodes (each broker and controller); 3 is the cluster deploy/ ships.
+: "${KAFKA_DEV_NODES:=1}"
+[[ "${KAFKA_DEV_NODES}" =~ ^[1-9]$ ]] || { echo "kafka-dev: KAFKA_DEV_NODES must be 1 to 9" >&2; exit 2; }
 # A process whose end stops the broker (the local mode sets its own pid, so a run killed with SIGKILL leaves no
 # broker behind); unset, the broker runs until `stop`.
 : "${KAFKA_DEV_STOP_WITH_PID:=}"
@@ -43,19 +53,58 @@ case "${KAFKA_DEV_GROUP_SETTINGS}" in
 esac
 : "${MEDICINE_PUBSUB_CACHE:=${XDG_CACHE_HOME:-${HOME}/.cache}/medicine-pubsub}"
 
-sasl_port=$((KAFKA_DEV_PORT + 1))
-controller_port=$((KAFKA_DEV_PORT + 2))
 pom="${repo_root}/scripts/kafka-dev/pom.xml"
 # The jars, shared by every broker directory (tests, the Kubernetes end-to-end test, local mode) and resolved once
 # per version of the pom.
 libs_dir="${MEDICINE_PUBSUB_CACHE}/kafka-dev/$(sha256sum "${pom}" | cut -c1-16)/libs"
-data_dir="${KAFKA_DEV_DIR}/data"
-config_file="${KAFKA_DEV_DIR}/server.properties"
-log4j_file="${KAFKA_DEV_DIR}/log4j2.properties"
-log_file="${KAFKA_DEV_DIR}/server.log"
-console_file="${KAFKA_DEV_DIR}/console.log"
-pid_file="${KAFKA_DEV_DIR}/kafka.pid"
 tls_dir="${KAFKA_DEV_DIR}/tls"
+cluster_id_file="${KAFKA_DEV_DIR}/cluster.id"
+
+# select_node I: the ports and files of node I (a single node keeps its store in KAFKA_DEV_DIR itself).
+select_node() {
+  node=$1
+  plain_port=$((KAFKA_DEV_PORT + 3 * node))
+  sasl_port=$((plain_port + 1))
+  controller_port=$((plain_port + 2))
+  if ((KAFKA_DEV_NODES == 1)); then
+    node_dir=${KAFKA_DEV_DIR}
+    node_id=1
+  else
+    node_dir="${KAFKA_DEV_DIR}/node-${node}"
+    # Strimzi numbers a node pool's nodes from 0, as its pods kafka-0, kafka-1, kafka-2.
+    node_id=${node}
+  fi
+  data_dir="${node_dir}/data"
+  config_file="${node_dir}/server.properties"
+  log4j_file="${node_dir}/log4j2.properties"
+  log_file="${node_dir}/server.log"
+  console_file="${node_dir}/console.log"
+  pid_file="${node_dir}/kafka.pid"
+}
+select_node 0
+
+nodes() {
+  seq 0 $((KAFKA_DEV_NODES - 1))
+}
+
+# The controller quorum: every node (each is broker and controller, as the KafkaNodePool's roles).
+quorum_voters() {
+  local i voters=()
+  for i in $(nodes); do
+    local id=$i
+    ((KAFKA_DEV_NODES == 1)) && id=1
+    voters+=("${id}@127.0.0.1:$((KAFKA_DEV_PORT + 3 * i + 2))")
+  done
+  (IFS=,; echo "${voters[*]}")
+}
+
+bootstrap_list() {
+  local i servers=()
+  for i in $(nodes); do
+    servers+=("127.0.0.1:$((KAFKA_DEV_PORT + 3 * i + $1))")
+  done
+  (IFS=,; echo "${servers[*]}")
+}
 
 die() {
   echo "kafka-dev: $*" >&2
@@ -101,6 +150,31 @@ resolve_libs() {
   touch "${stamp}"
 }
 
+# The replication of internal topics and the defaults of new topics: deploy/'s on three nodes or more, none on one.
+replication_settings() {
+  if ((KAFKA_DEV_NODES >= 3)); then
+    cat <<'SETTINGS'
+# As deploy/infra/kafka.yaml: every partition on three nodes, a write acknowledged by two.
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+SETTINGS
+  else
+    cat <<SETTINGS
+# Fewer than three nodes: internal topics on every node, no more.
+offsets.topic.replication.factor=${KAFKA_DEV_NODES}
+transaction.state.log.replication.factor=${KAFKA_DEV_NODES}
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=${KAFKA_DEV_NODES}
+share.coordinator.state.topic.min.isr=1
+SETTINGS
+  fi
+}
+
 write_config() {
   local group_settings=""
   if [[ "${KAFKA_DEV_GROUP_SETTINGS}" == project ]]; then
@@ -121,13 +195,14 @@ transaction.abort.timed.out.transaction.cleanup.interval.ms=2000
 SETTINGS
 )
   fi
-  cat >"${config_file}" <<EOF
-# Generated by scripts/kafka-dev.sh: a throwaway single-node KRaft broker for tests.
+  mkdir -p "${node_dir}"
+  cat >"${config_file}" <<EOF2
+# Generated by scripts/kafka-dev.sh: a throwaway KRaft node for tests (node ${node_id} of ${KAFKA_DEV_NODES}).
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:${controller_port}
-listeners=PLAINTEXT://127.0.0.1:${KAFKA_DEV_PORT},SASL_SSL://127.0.0.1:${sasl_port},CONTROLLER://127.0.0.1:${controller_port}
-advertised.listeners=PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${KAFKA_DEV_PORT},SASL_SSL://${KAFKA_DEV_ADVERTISED_HOST}:${sasl_port}
+node.id=${node_id}
+controller.quorum.voters=$(quorum_voters)
+listeners=PLAINTEXT://127.0.0.1:${plain_port},SASL_SSL://127.0.0.1:${sasl_port},CONTROLLER://127.0.0.1:${controller_port}
+advertised.listeners=PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${plain_port},SASL_SSL://${KAFKA_DEV_ADVERTISED_HOST}:${sasl_port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
@@ -143,22 +218,18 @@ log.dirs=${data_dir}
 # Topics are created on purpose (by tests or the KafkaTopic resources), as in the Strimzi deployment.
 auto.create.topics.enable=false
 num.partitions=1
-# One node: internal topics cannot be replicated.
-offsets.topic.replication.factor=1
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=8
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+$(replication_settings)
 ${group_settings}
 # Sized for a 2-core machine shared with the clients under test (Kafka's defaults are 3 and 8 threads).
 num.network.threads=2
 num.io.threads=2
+num.replica.fetchers=1
 log.retention.hours=1
 log.segment.bytes=67108864
-EOF
-  cat >"${log4j_file}" <<EOF
+EOF2
+  cat >"${log4j_file}" <<EOF2
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = FILE
 appender.file.type = File
@@ -170,7 +241,7 @@ logger.kafka.name = kafka
 logger.kafka.level = INFO
 logger.apache.name = org.apache.kafka
 logger.apache.level = INFO
-EOF
+EOF2
 }
 
 java_classpath() {
@@ -183,7 +254,7 @@ run_tool() {
   java -Xmx256m -Dlog4j2.configurationFile="${log4j_file}" -cp "$(java_classpath)" "${class}" "$@"
 }
 
-# A CA of this store's own and the broker's certificate, valid for every name clients may use for it: loopback,
+# A CA of this store's own and the brokers' certificate, valid for every name clients may use for them: loopback,
 # and the advertised host as a Kubernetes Service is named (the end-to-end test's bootstrap Service).
 make_tls() {
   require openssl "install OpenSSL (Debian: apt-get install openssl) to make the broker's TLS certificate"
@@ -206,50 +277,70 @@ make_tls() {
   ) >/dev/null 2>&1 || die "making the broker's TLS certificate in ${tls_dir} failed"
 }
 
+# Formats node $node's store for the cluster id in $cluster_id_file.
 format_store() {
-  local cluster_id
   rm -rf "${data_dir}"
-  cluster_id=$(run_tool kafka.tools.StorageTool random-uuid)
-  run_tool kafka.tools.StorageTool format --config "${config_file}" --cluster-id "${cluster_id}" \
+  run_tool kafka.tools.StorageTool format --config "${config_file}" --cluster-id "$(<"${cluster_id_file}")" \
     --add-scram "SCRAM-SHA-512=[name=${KAFKA_DEV_SCRAM_USER},password=${KAFKA_DEV_SCRAM_PASSWORD}]" \
     >/dev/null || die "formatting the KRaft store in ${data_dir} failed"
 }
 
 start() {
-  local pid
+  local pid i
+  select_node 0
   if pid=$(running_pid); then
-    say "already running (pid ${pid}) on 127.0.0.1:${KAFKA_DEV_PORT}"
+    say "already running (pid ${pid}) on $(bootstrap_list 0)"
     return 0
   fi
   require java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
   mkdir -p "${KAFKA_DEV_DIR}"
   stop_strays
   resolve_libs
-  write_config
   make_tls
-  format_store
-  launch
+  for i in $(nodes); do
+    select_node "${i}"
+    stop_strays
+    rm -f "${node_dir}/server-earlier.log"
+    write_config
+  done
+  run_tool kafka.tools.StorageTool random-uuid >"${cluster_id_file}"
+  for i in $(nodes); do
+    select_node "${i}"
+    format_store
+  done
+  # Every node is launched before any is waited for: a controller quorum needs a majority to start.
+  for i in $(nodes); do
+    select_node "${i}"
+    launch
+  done
+  for i in $(nodes); do
+    select_node "${i}"
+    wait_ready
+  done
 }
 
-# Starts the broker on the existing store (its topics, offsets and transactions survive).
+# Starts node $node on its existing store (its topics, offsets and transactions survive); does not wait.
 launch() {
-  if port_open "${KAFKA_DEV_PORT}"; then
-    die "port ${KAFKA_DEV_PORT} is taken by another process; set KAFKA_DEV_PORT to a free port"
+  if port_open "${plain_port}"; then
+    die "port ${plain_port} is taken by another process; set KAFKA_DEV_PORT to a free port"
   fi
-  rm -f "${log_file}"
-  say "starting Kafka on 127.0.0.1:${KAFKA_DEV_PORT} (TLS with SCRAM on ${sasl_port}), store ${data_dir}"
+  # The log of the node's earlier runs is kept (fault tests read what the broker said at each restart).
+  if [[ -f "${log_file}" ]]; then
+    cat "${log_file}" >>"${node_dir}/server-earlier.log"
+    rm -f "${log_file}"
+  fi
+  say "starting Kafka node ${node_id} on 127.0.0.1:${plain_port} (TLS with SCRAM on ${sasl_port}), store ${data_dir}"
   # setsid: the broker gets its own session so a Ctrl-C aimed at the caller does not kill it half-way;
   # `stop` (or the caller's trap) is what ends it. JVM flags as Kafka's own start script sets them.
   setsid java \
     "-Xms${KAFKA_DEV_HEAP}" "-Xmx${KAFKA_DEV_HEAP}" \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-    -Djava.awt.headless=true -Dlog4j2.configurationFile="${log4j_file}" \
+    -Djava.awt.headless=true -Duser.timezone=UTC -Dlog4j2.configurationFile="${log4j_file}" \
     -cp "$(java_classpath)" kafka.Kafka "${config_file}" >"${console_file}" 2>&1 </dev/null &
   echo "$!" >"${pid_file}"
   if [[ -n "${KAFKA_DEV_STOP_WITH_PID}" ]]; then
     stop_with "${KAFKA_DEV_STOP_WITH_PID}" "$!"
   fi
-  wait_ready
 }
 
 # Watches process $1 from a session of its own and sends the broker ($2) SIGTERM when it is gone.
@@ -259,29 +350,38 @@ stop_with() {
     kafka-dev-watch "$1" "$2" </dev/null >/dev/null 2>&1 &
 }
 
-# Stops the broker and starts it again on the same store: a broker restart as clients see it.
+# Stops every node and starts them again on the same store: a broker restart as clients see it.
 restart() {
+  local i
+  select_node 0
   [[ -f "${data_dir}/meta.properties" ]] || die "no store in ${data_dir}; start the broker first: $0 start"
   stop
-  launch
+  for i in $(nodes); do
+    select_node "${i}"
+    launch
+  done
+  for i in $(nodes); do
+    select_node "${i}"
+    wait_ready
+  done
 }
 
 wait_ready() {
   local deadline=$((SECONDS + KAFKA_DEV_START_TIMEOUT)) pid
   pid=$(<"${pid_file}")
-  until port_open "${KAFKA_DEV_PORT}" && grep -q 'Kafka Server started' "${log_file}" 2>/dev/null; do
+  until port_open "${plain_port}" && grep -q 'Kafka Server started' "${log_file}" 2>/dev/null; do
     if ! kill -0 "${pid}" 2>/dev/null; then
       tail -n 30 "${console_file}" "${log_file}" >&2 2>/dev/null || true
       rm -f "${pid_file}"
-      die "the broker exited during start-up (logs above, full log in ${log_file})"
+      die "node ${node_id} exited during start-up (logs above, full log in ${log_file})"
     fi
     if ((SECONDS >= deadline)); then
       stop
-      die "the broker did not answer on 127.0.0.1:${KAFKA_DEV_PORT} within ${KAFKA_DEV_START_TIMEOUT}s (see ${log_file})"
+      die "node ${node_id} did not answer on 127.0.0.1:${plain_port} within ${KAFKA_DEV_START_TIMEOUT}s (see ${log_file})"
     fi
     sleep 0.5
   done
-  say "ready on 127.0.0.1:${KAFKA_DEV_PORT}"
+  say "ready on 127.0.0.1:${plain_port}"
 }
 
 # Sends SIGTERM to the given pids, waits for them to exit, and SIGKILLs what is left after 30 s.
@@ -310,47 +410,94 @@ stop_strays() {
   fi
 }
 
+# Stops every node: SIGTERM to all at once (a cluster shuts down faster than one by one), then waits.
 stop() {
-  local pid
-  if pid=$(running_pid); then
-    say "stopping (pid ${pid})"
-    terminate "${pid}"
+  local i pid pids=()
+  for i in $(nodes); do
+    select_node "${i}"
+    if pid=$(running_pid); then
+      say "stopping node ${node_id} (pid ${pid})"
+      pids+=("${pid}")
+    fi
+  done
+  ((${#pids[@]} == 0)) || terminate "${pids[@]}"
+  for i in $(nodes); do
+    select_node "${i}"
+    rm -f "${pid_file}"
+    stop_strays
+  done
+}
+
+# node I stop|kill|start: one node of the cluster, for fault tests.
+node_action() {
+  local index=${1:-} action=${2:-} pid
+  if ! [[ "${index}" =~ ^[0-9]+$ ]] || ((index >= KAFKA_DEV_NODES)); then
+    die "usage: $0 node I stop|kill|start, with I from 0 to $((KAFKA_DEV_NODES - 1))"
   fi
-  rm -f "${pid_file}"
-  stop_strays
+  select_node "${index}"
+  [[ -f "${data_dir}/meta.properties" ]] || die "no store in ${data_dir}; start the cluster first: $0 start"
+  case "${action}" in
+    stop)
+      if pid=$(running_pid); then
+        say "stopping node ${node_id} (pid ${pid})"
+        terminate "${pid}"
+      fi
+      rm -f "${pid_file}"
+      ;;
+    kill)
+      if pid=$(running_pid); then
+        say "killing node ${node_id} (pid ${pid})"
+        kill -9 "${pid}" 2>/dev/null || true
+        while kill -0 "${pid}" 2>/dev/null; do sleep 0.05; done
+      fi
+      rm -f "${pid_file}"
+      ;;
+    start)
+      if pid=$(running_pid); then
+        say "node ${node_id} already running (pid ${pid})"
+        return 0
+      fi
+      launch
+      wait_ready
+      ;;
+    *) die "usage: $0 node I stop|kill|start" ;;
+  esac
 }
 
 status() {
-  local pid
-  if pid=$(running_pid) && port_open "${KAFKA_DEV_PORT}"; then
-    echo "running (pid ${pid}) on 127.0.0.1:${KAFKA_DEV_PORT}"
-  else
-    echo "not running"
-    return 1
-  fi
+  local i pid
+  for i in $(nodes); do
+    select_node "${i}"
+    if pid=$(running_pid) && port_open "${plain_port}"; then
+      echo "node ${node_id}: running (pid ${pid}) on 127.0.0.1:${plain_port}"
+    else
+      echo "node ${node_id}: not running"
+      return 1
+    fi
+  done
 }
 
 print_env() {
-  cat <<EOF
-export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:${KAFKA_DEV_PORT}
-export KAFKA_TEST_SASL_BOOTSTRAP_SERVERS=127.0.0.1:${sasl_port}
+  cat <<EOF2
+export KAFKA_BOOTSTRAP_SERVERS=$(bootstrap_list 0)
+export KAFKA_TEST_SASL_BOOTSTRAP_SERVERS=$(bootstrap_list 1)
 export KAFKA_TEST_SASL_USERNAME=${KAFKA_DEV_SCRAM_USER}
 export KAFKA_TEST_SASL_PASSWORD=${KAFKA_DEV_SCRAM_PASSWORD}
 export KAFKA_TEST_SASL_CA_LOCATION=${tls_dir}/ca.crt
 export KAFKA_DEV_DIR=${KAFKA_DEV_DIR}
-EOF
+EOF2
 }
 
 create_topics() {
   running_pid >/dev/null || die "not running; start it first: $0 start"
-  local spec topic partitions
+  local spec topic partitions replicas=$((KAFKA_DEV_NODES < 3 ? KAFKA_DEV_NODES : 3))
   for spec in tabs.orders:12 tabs.deliveries:12 tabs.dlq:1; do
     topic=${spec%%:*}
     partitions=${spec##*:}
-    run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:${KAFKA_DEV_PORT}" \
-      --create --if-not-exists --topic "${topic}" --partitions "${partitions}" --replication-factor 1 >&2
+    run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap_list 0)" \
+      --create --if-not-exists --topic "${topic}" --partitions "${partitions}" --replication-factor "${replicas}" >&2
   done
-  say "topics ready: tabs.orders (12 partitions), tabs.deliveries (12), tabs.dlq (1)"
+  say "topics ready: tabs.orders (12 partitions), tabs.deliveries (12), tabs.dlq (1), ${replicas} replicas each"
 }
 
 # Creates SCRAM users and replaces their ACLs, as read from standard input (kafka-dev/KafkaAccess.java says how):
@@ -358,11 +505,15 @@ create_topics() {
 apply_access() {
   running_pid >/dev/null || die "not running; start it first: $0 start"
   java -Xmx256m -Dlog4j2.configurationFile="${log4j_file}" -cp "$(java_classpath)" \
-    "${repo_root}/scripts/kafka-dev/KafkaAccess.java" "127.0.0.1:${KAFKA_DEV_PORT}"
+    "${repo_root}/scripts/kafka-dev/KafkaAccess.java" "$(bootstrap_list 0)"
 }
 
 case "${1:-}" in
   resolve) resolve_libs ;;
+  classpath)
+    resolve_libs
+    java_classpath
+    ;;
   access) apply_access ;;
   start) start ;;
   restart) restart ;;
@@ -370,15 +521,24 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   env) print_env ;;
+  node)
+    shift
+    node_action "$@"
+    ;;
+  pid)
+    [[ "${2:-}" =~ ^[0-9]+$ ]] || die "usage: $0 pid I"
+    select_node "$2"
+    running_pid
+    ;;
   tool)
     shift
     [[ $# -ge 1 ]] || die "usage: $0 tool CLASS [ARGS...]"
     resolve_libs
-    [[ -f "${log4j_file}" ]] || { mkdir -p "${KAFKA_DEV_DIR}"; write_config; }
+    [[ -f "${log4j_file}" ]] || write_config
     run_tool "$@"
     ;;
   *)
-    echo "usage: $0 resolve|start|stop|restart|status|env|topics|access|tool CLASS [ARGS...]" >&2
+    echo "usage: $0 resolve|classpath|start|stop|restart|status|env|topics|access|node I stop|kill|start|pid I|tool CLASS [ARGS...]" >&2
     exit 2
     ;;
 esac

@@ -178,7 +178,7 @@ async fn once(
     let outcome = harness
         .audit(&topics, MAKING, Duration::from_secs(30))
         .await?;
-    crew.stop_all(Duration::from_secs(30)).await;
+    crew.stop_all(Duration::from_secs(30)).await?;
     let times: Vec<f64> = moved.into_iter().flatten().collect();
     let result = Recovery {
         settings,

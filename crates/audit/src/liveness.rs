@@ -1,6 +1,6 @@
-//! Liveness: while a maker holds a partition with backlog, the group's committed offset on it advances. A
-//! [`Watch`] samples the group's lag (as KEDA reads it) during a run; [`stalls`] finds the partitions that stood
-//! still with backlog, for longer than a bound, under one holder.
+//! Liveness: every partition with backlog sees the group's committed offset on it advance. A [`Watch`] samples
+//! the group's lag (as KEDA reads it) during a run; [`stalls`] finds the partitions that stood still with backlog
+//! for longer than a bound, held or not.
 //!
 //! Who holds a partition is not in the broker's answer to a reader (KIP-848 groups describe their members only
 //! through the admin API), so the caller says it as [`Holding`]s: the fault campaign reads them from the makers'
@@ -165,7 +165,7 @@ pub struct Holding {
     pub until: Option<SystemTime>,
 }
 
-/// A partition that stood still with backlog under one holder for longer than the bound.
+/// A partition that stood still with backlog for longer than the bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stall {
     pub partition: i32,
@@ -186,32 +186,46 @@ fn holder(holdings: &[Holding], partition: i32, at: SystemTime) -> Option<&str> 
         .map(|h| h.maker.as_str())
 }
 
-/// The stalls longer than `bound`: for each partition, each stretch of samples over which one maker held it, it
-/// had backlog, and its committed offset did not move. Also returns the longest such stretch of any length, the
-/// figure reports print.
-pub fn stalls(samples: &[Sample], holdings: &[Holding], bound: Duration) -> (Vec<Stall>, Duration) {
-    // Per partition, the stretch in progress: where it began, the offset it stands at, its holder.
-    let mut open: BTreeMap<i32, (SystemTime, Option<i64>, String)> = BTreeMap::new();
+/// Who the report names for a stretch without a holder.
+pub const NO_HOLDER: &str = "no maker";
+
+/// The stalls longer than `bound`: for each partition, each stretch of samples over which it had backlog and its
+/// committed offset did not move, whoever held it (a partition with backlog that no maker holds is stalled as
+/// much as one whose maker is stuck; a change of holder does not restart the clock). A stall names the holder
+/// when it was last seen ([`NO_HOLDER`] if none). Also returns the longest such stretch of any length, the figure
+/// reports print. Fails without samples: a watch that saw nothing cannot vouch for anything.
+pub fn stalls(
+    samples: &[Sample],
+    holdings: &[Holding],
+    bound: Duration,
+) -> anyhow::Result<(Vec<Stall>, Duration)> {
+    anyhow::ensure!(
+        samples.len() >= 2,
+        "the liveness watch took {} samples of the group's lag: nothing to judge liveness by",
+        samples.len()
+    );
+    // Per partition, the stretch in progress: where it began and the offset it stands at.
+    let mut open: BTreeMap<i32, (SystemTime, Option<i64>)> = BTreeMap::new();
     let mut found: BTreeMap<(i32, SystemTime), Stall> = BTreeMap::new();
     let mut longest = Duration::ZERO;
     for sample in samples {
         for lag in &sample.partitions {
-            let held = holder(holdings, lag.partition, sample.at).filter(|_| lag.lag() > 0);
-            let Some(maker) = held else {
+            if lag.lag() == 0 {
                 open.remove(&lag.partition);
                 continue;
-            };
+            }
             let continues = open
                 .get(&lag.partition)
-                .is_some_and(|(_, committed, m)| *committed == lag.committed && m == maker);
+                .is_some_and(|(_, committed)| *committed == lag.committed);
             if !continues {
-                open.insert(lag.partition, (sample.at, lag.committed, maker.to_owned()));
+                open.insert(lag.partition, (sample.at, lag.committed));
                 continue;
             }
-            let (began, _, _) = &open[&lag.partition];
+            let (began, _) = &open[&lag.partition];
             let lasted = sample.at.duration_since(*began).unwrap_or_default();
             longest = longest.max(lasted);
             if lasted > bound {
+                let maker = holder(holdings, lag.partition, sample.at).unwrap_or(NO_HOLDER);
                 found.insert(
                     (lag.partition, *began),
                     Stall {
@@ -225,7 +239,7 @@ pub fn stalls(samples: &[Sample], holdings: &[Holding], bound: Duration) -> (Vec
             }
         }
     }
-    (found.into_values().collect(), longest)
+    Ok((found.into_values().collect(), longest))
 }
 
 #[cfg(test)]
@@ -267,7 +281,8 @@ mod tests {
             &samples(&[10, 20, 20, 20, 20, 20, 20]),
             &[held_by("maker-1", 0, None)],
             Duration::from_secs(3),
-        );
+        )
+        .unwrap();
         assert_eq!(
             found,
             vec![Stall {
@@ -287,38 +302,60 @@ mod tests {
             &samples(&[10, 10, 10, 20, 20, 30, 40]),
             &[held_by("maker-1", 0, None)],
             Duration::from_secs(3),
-        );
+        )
+        .unwrap();
         assert!(found.is_empty());
         assert_eq!(longest, Duration::from_secs(2));
     }
 
     #[test]
-    fn standing_still_without_a_holder_or_without_backlog_is_no_stall() {
-        // Unheld from 1 s to 9 s (a killed maker's partitions wait for the group).
+    fn a_partition_with_backlog_and_no_holder_is_a_stall() {
+        // Held until 1 s, then nobody takes it over: from 0 s to 8 s it stands at 10 with backlog.
         let (found, _) = stalls(
             &samples(&[10, 10, 10, 10, 10, 10, 10, 10, 10]),
             &[held_by("maker-1", 0, Some(1))],
             Duration::from_secs(3),
-        );
-        assert!(found.is_empty());
+        )
+        .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].maker, NO_HOLDER);
+        assert_eq!(found[0].lasted_ms, 8_000);
+    }
+
+    #[test]
+    fn standing_still_without_backlog_is_no_stall() {
         // Held, but nothing to do: committed at the end.
         let (found, _) = stalls(
             &samples(&[100; 9]),
             &[held_by("maker-1", 0, None)],
             Duration::from_secs(3),
-        );
+        )
+        .unwrap();
         assert!(found.is_empty());
     }
 
     #[test]
-    fn a_new_holder_starts_a_new_stretch() {
-        // maker-1 stands still 3 s and leaves; maker-2 takes over and stands still 3 s: neither over 3 s.
+    fn a_new_holder_does_not_restart_the_clock() {
+        // maker-1 stands still 4 s and leaves; maker-2 takes over and stands still 3 s more: one stall of 7 s,
+        // named after the holder when it was last seen.
         let (found, longest) = stalls(
             &samples(&[10, 10, 10, 10, 10, 10, 10, 10]),
             &[held_by("maker-1", 0, Some(4)), held_by("maker-2", 4, None)],
             Duration::from_secs(3),
+        )
+        .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].maker.as_str(), found[0].lasted_ms),
+            ("maker-2", 7_000)
         );
-        assert!(found.is_empty(), "{found:?}");
-        assert_eq!(longest, Duration::from_secs(3));
+        assert_eq!(longest, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn no_samples_is_no_verdict() {
+        let err = stalls(&[], &[held_by("maker-1", 0, None)], Duration::from_secs(3)).unwrap_err();
+        assert!(err.to_string().contains("0 samples"), "{err}");
+        assert!(stalls(&samples(&[10]), &[], Duration::from_secs(3)).is_err());
     }
 }

@@ -117,10 +117,11 @@ fn the_scripts_build_and_check_exactly_the_images_deploy_runs() {
     assert_eq!(scripted, deployed);
 }
 
-/// The test broker runs with the deployed cluster's group and transaction settings, so what the tests and
-/// benchmarks measure (join times, recovery after a kill) is what the cluster does.
+/// The test broker runs with the deployed cluster's group and transaction settings, and the three-node test
+/// cluster with its replication too, so what the tests and benchmarks measure (join times, recovery after a kill,
+/// exactly-once through broker restarts) is what the cluster does.
 #[test]
-fn the_test_broker_runs_with_the_deployed_clusters_group_settings() {
+fn the_test_brokers_run_with_the_deployed_clusters_settings() {
     let script = std::fs::read_to_string(repo_root().join("scripts/kafka-dev.sh")).unwrap();
     let kafka = load_manifests(&repo_root().join("deploy/infra"));
     let config = &kafka
@@ -136,6 +137,12 @@ fn the_test_broker_runs_with_the_deployed_clusters_group_settings() {
         "group.consumer.min.session.timeout.ms",
         "group.consumer.session.timeout.ms",
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        // The three-node test cluster's replication (KAFKA_DEV_NODES=3).
+        "default.replication.factor",
+        "min.insync.replicas",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
     ] {
         let deployed = &config[key];
         assert!(
@@ -147,4 +154,24 @@ fn the_test_broker_runs_with_the_deployed_clusters_group_settings() {
             "scripts/kafka-dev.sh does not set {key}={deployed}"
         );
     }
+    // The test cluster has the node pool's nodes, each in both of its roles.
+    let pool = &kafka
+        .iter()
+        .find(|m| m.kind() == "KafkaNodePool")
+        .expect("the KafkaNodePool resource")
+        .doc["spec"];
+    let faults = std::fs::read_to_string(repo_root().join("crates/faults/src/cluster.rs")).unwrap();
+    assert!(
+        faults.contains(&format!("pub const NODES: usize = {};", pool["replicas"])),
+        "the fault campaign's cluster does not have the node pool's {} nodes",
+        pool["replicas"]
+    );
+    let roles: Vec<&str> = pool["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["controller", "broker"]);
+    assert!(script.contains("process.roles=broker,controller"));
 }

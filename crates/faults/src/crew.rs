@@ -2,7 +2,11 @@
 //! each held and when, read from their `partitions assigned` and `partitions revoked` log events.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
+
+use anyhow::ensure;
 
 use audit::liveness::Holding;
 use testkit::nix::sys::signal::Signal;
@@ -48,33 +52,84 @@ impl Crew {
         &self.members[index].proc
     }
 
-    /// Sends `signal` to a maker and waits up to `timeout` for it to exit; returns its exit code (`None`: still
+    /// Every maker started, running or gone.
+    pub fn running_and_gone(&self) -> Vec<&Proc> {
+        self.members.iter().map(|m| &m.proc).collect()
+    }
+
+    /// Sends `signal` to a maker and waits up to `timeout` for it to exit; returns how it ended (`None`: still
     /// running, which the caller judges).
-    pub async fn stop(&mut self, index: usize, signal: Signal, timeout: Duration) -> Option<i32> {
+    pub async fn stop(
+        &mut self,
+        index: usize,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Option<ExitStatus> {
         let member = &mut self.members[index];
         member.proc.signal(signal);
         let status = member.proc.wait_timeout(timeout).await?;
         member.ended = Some(SystemTime::now());
-        Some(status.code().unwrap_or(-1))
+        Some(status)
     }
 
-    /// Marks makers that exited by themselves (`--max-orders`, idle) as ended; returns their exit codes.
-    pub async fn reap(&mut self) -> Vec<i32> {
-        let mut codes = Vec::new();
+    /// Kills a running maker with SIGKILL and checks that this is what it died of (not of something of its own
+    /// a moment before).
+    pub async fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        let status = self
+            .stop(index, Signal::SIGKILL, Duration::from_secs(5))
+            .await;
+        ensure!(
+            status.and_then(|s| s.signal()) == Some(Signal::SIGKILL as i32),
+            "{} ended {status:?}, not by the SIGKILL sent to it: {}",
+            self.members[index].name,
+            self.members[index].proc.stderr_text()
+        );
+        Ok(())
+    }
+
+    /// Sends SIGTERM to a running maker and checks that it drains and exits 0 within `timeout`.
+    pub async fn terminate(&mut self, index: usize, timeout: Duration) -> anyhow::Result<()> {
+        let status = self.stop(index, Signal::SIGTERM, timeout).await;
+        ensure!(
+            status.and_then(|s| s.code()) == Some(0),
+            "{} ended {status:?} on SIGTERM (expected exit 0 within {timeout:?}): {}",
+            self.members[index].name,
+            self.members[index].proc.stderr_text()
+        );
+        Ok(())
+    }
+
+    /// Marks makers that exited by themselves (`--max-orders`, idle, surplus) as ended; returns how each ended.
+    pub async fn reap(&mut self) -> Vec<ExitStatus> {
+        let mut ended = Vec::new();
         for member in self.members.iter_mut().filter(|m| m.ended.is_none()) {
             if let Some(status) = member.proc.wait_timeout(Duration::ZERO).await {
                 member.ended = Some(SystemTime::now());
-                codes.push(status.code().unwrap_or(-1));
+                ended.push(status);
             }
         }
-        codes
+        ended
     }
 
-    /// Stops every running maker with SIGTERM (each gets `timeout`).
-    pub async fn stop_all(&mut self, timeout: Duration) {
-        for index in self.running() {
-            self.stop(index, Signal::SIGTERM, timeout).await;
+    /// Fails if a maker exited by itself with anything but 0 (makers that leave by themselves drain first).
+    pub async fn reap_clean(&mut self) -> anyhow::Result<()> {
+        for status in self.reap().await {
+            ensure!(
+                status.code() == Some(0),
+                "a maker ended {status:?} by itself"
+            );
         }
+        Ok(())
+    }
+
+    /// Stops every running maker with SIGTERM; each must exit 0 within `timeout`, and none may have ended
+    /// otherwise by itself before.
+    pub async fn stop_all(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.reap_clean().await?;
+        for index in self.running() {
+            self.terminate(index, timeout).await?;
+        }
+        Ok(())
     }
 
     /// Which partitions each maker held, and from when to when, by its log.

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use rand::seq::IndexedRandom as _;
 use tabs::messages::{parse_order, to_json, DeadLetter, Order};
-use testkit::nix::sys::signal::Signal;
 
-use crate::{findings, liveness_bound, stop_patients, Crew, Findings, Harness, Topics};
+use crate::{
+    findings, liveness_bound, stop_patients, wind_down, Crew, Ending, Findings, Harness, Topics,
+};
 
 /// A bad record: random bytes, or a valid order mutated.
 fn hostile_record(rng: &mut impl rand::Rng, order: &Order) -> Vec<u8> {
@@ -99,7 +100,7 @@ pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<
     let topics = Topics::create(&harness.bootstrap).await;
     let watch = harness.watch(&topics)?;
     let mut crew = Crew::default();
-    let maker = crew.add(harness.maker(
+    crew.add(harness.maker(
         &topics,
         &[
             "--tab-making-time",
@@ -150,30 +151,22 @@ pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<
         Duration::from_secs(180),
     )
     .await;
-    let outcome = harness
-        .audit(&topics, Duration::ZERO, Duration::from_secs(60))
-        .await?;
+    let ending = Ending {
+        scenario: "hostile input flood".to_owned(),
+        started,
+        making_time: Duration::ZERO,
+        wait: Duration::from_secs(60),
+        bound: liveness_bound(Duration::ZERO, Duration::ZERO),
+    };
+    let (outcome, samples) = wind_down(harness, &topics, &mut crew, watch, &ending).await?;
     let mut result = findings(
-        "hostile input flood",
+        ending.scenario.clone(),
         started,
         &outcome,
-        watch,
+        &samples,
         &crew,
-        liveness_bound(Duration::ZERO, Duration::ZERO),
+        ending.bound,
     )?;
-    ensure!(
-        crew.reap().await.is_empty(),
-        "the maker stopped: {}",
-        crew.proc(maker).stderr_text()
-    );
-    let code = crew
-        .stop(maker, Signal::SIGTERM, Duration::from_secs(60))
-        .await;
-    ensure!(
-        code == Some(0),
-        "the maker failed: {}",
-        crew.proc(maker).stderr_text()
-    );
 
     let mut without_reason = 0;
     for letter in &letters {
@@ -241,22 +234,22 @@ pub async fn oversized_records(harness: &Harness, rounds: usize) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stop_patients(&mut patients).await?;
-    let outcome = harness
-        .audit(&topics, making_time, Duration::from_secs(60))
-        .await?;
+    let ending = Ending {
+        scenario: "records at the broker's size limit".to_owned(),
+        started,
+        making_time,
+        wait: Duration::from_secs(60),
+        bound: liveness_bound(making_time, Duration::ZERO),
+    };
+    let (outcome, samples) = wind_down(harness, &topics, &mut crew, watch, &ending).await?;
     let mut result = findings(
-        "records at the broker's size limit",
+        ending.scenario.clone(),
         started,
         &outcome,
-        watch,
+        &samples,
         &crew,
-        liveness_bound(making_time, Duration::ZERO),
+        ending.bound,
     )?;
-    ensure!(
-        crew.reap().await.is_empty(),
-        "a maker stopped on an oversized record"
-    );
-    crew.stop_all(Duration::from_secs(60)).await;
     ensure!(
         outcome.invalid_orders == sent,
         "{sent} oversized records sent, {} seen as invalid",

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use faults::cluster::Cluster;
+use faults::replicated::{self, ClusterFault, Workers};
 use faults::Harness;
 
 #[derive(Debug, Parser)]
@@ -26,9 +28,14 @@ struct Cli {
     )]
     bootstrap_servers: String,
 
-    /// Long versions: two minutes of kills and of SIGTERMs instead of twenty seconds.
+    /// Long versions: two minutes of kills and of SIGTERMs instead of twenty seconds, and each fault of the
+    /// three-node cluster on its own.
     #[arg(long)]
     long: bool,
+
+    /// Only the scenarios of the three-node cluster (the makers and Kafka's own copier side by side).
+    #[arg(long)]
+    cluster_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,14 +83,65 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
         println!("{}", findings.summary());
         all.push(findings);
     };
-    report(faults::kill_makers(&harness, duration).await?);
-    report(faults::sigterm_storm(&harness, duration).await?);
-    report(faults::saturated_churn(&harness, duration).await?);
-    report(faults::hostile_flood(&harness, 100_000).await?);
-    report(faults::oversized_records(&harness, if cli.long { 20 } else { 4 }).await?);
+    if !cli.cluster_only {
+        single_node(&cli, &exe, &harness, duration, &mut report).await?;
+    }
+
+    // Where exactly-once is promised: three replicated nodes, as deploy/ ships. Kafka's own client through the
+    // same faults, side by side: whatever it achieves there, the makers must.
+    let cluster = Cluster::start(&repo_root(), 29300, "target/kafka-dev-cluster").await?;
+    let on_cluster = Harness::new(exe.clone(), cluster.bootstrap.clone());
+    let plans: Vec<Vec<ClusterFault>> = if cli.long {
+        vec![
+            vec![ClusterFault::RollingRestart],
+            vec![ClusterFault::KillTransactionCoordinator],
+            vec![ClusterFault::KillGroupCoordinator],
+            vec![ClusterFault::StopTransactionCoordinator],
+        ]
+    } else {
+        vec![vec![
+            ClusterFault::RollingRestart,
+            ClusterFault::KillTransactionCoordinator,
+        ]]
+    };
+    for plan in &plans {
+        for workers in [Workers::Makers, Workers::Copiers] {
+            report(
+                replicated::on_cluster(
+                    &on_cluster,
+                    &cluster,
+                    &repo_root(),
+                    workers,
+                    plan,
+                    Duration::from_secs(5),
+                )
+                .await?,
+            );
+        }
+    }
+    drop(cluster);
+
+    let clean = all.iter().all(faults::Findings::passed);
+    println!("verdict: {}", if clean { "PASS" } else { "FAIL" });
+    Ok(clean)
+}
+
+/// The scenarios on a single node.
+async fn single_node(
+    cli: &Cli,
+    exe: &std::path::Path,
+    harness: &Harness,
+    duration: Duration,
+    report: &mut impl FnMut(faults::Findings),
+) -> anyhow::Result<()> {
+    report(faults::kill_makers(harness, duration).await?);
+    report(faults::sigterm_storm(harness, duration).await?);
+    report(faults::saturated_churn(harness, duration).await?);
+    report(faults::hostile_flood(harness, 100_000).await?);
+    report(faults::oversized_records(harness, if cli.long { 20 } else { 4 }).await?);
 
     let second = faults::SecondBroker::start(&repo_root()).await?;
-    let restart = Harness::new(exe.clone(), second.bootstrap.clone());
+    let restart = Harness::new(exe.to_owned(), second.bootstrap.clone());
     let down = if cli.long {
         Duration::from_secs(15)
     } else {
@@ -98,17 +156,13 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
         let on_defaults = Harness {
             protocol: Some(protocol),
             transaction_cleanup: Duration::from_secs(10),
-            ..Harness::new(exe.clone(), defaults.bootstrap.clone())
+            ..Harness::new(exe.to_owned(), defaults.bootstrap.clone())
         };
         let mut findings = faults::kill_makers(&on_defaults, duration).await?;
         findings.scenario += " on a broker with Kafka's default group settings";
         report(findings);
     }
-    drop(defaults);
-
-    let clean = all.iter().all(faults::Findings::passed);
-    println!("verdict: {}", if clean { "PASS" } else { "FAIL" });
-    Ok(clean)
+    Ok(())
 }
 
 fn repo_root() -> PathBuf {

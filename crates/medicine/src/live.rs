@@ -81,8 +81,11 @@ impl Live {
         // group is joined; the first commit waits for it. This keeps it off the cold-start path.
         let output = match config.guarantee {
             Guarantee::ExactlyOnce => {
+                let id = format!("{maker_id}.{}", uuid::Uuid::new_v4().simple());
+                // Its transaction coordinator is found from it (an operator's `kafka-transactions.sh describe`).
+                info!(transactional_id = %id, "transactional producer created");
                 let kind = ProducerKind::Transactional {
-                    id: format!("{maker_id}.{}", uuid::Uuid::new_v4().simple()),
+                    id,
                     timeout: config.transaction_timeout,
                 };
                 let (producer, ready) =
@@ -340,9 +343,15 @@ impl Broker for Live {
                 let (fresh, init) =
                     transactions::start_producer(&self.kafka, kind, self.startup_timeout)?;
                 let old = std::mem::replace(producer, fresh);
-                *ready = Some(init);
                 // Destroying a librdkafka client blocks until its threads end.
                 tokio::task::spawn_blocking(move || drop(old));
+                // The previous producer's transaction is settled (aborted or committed, its markers written) only
+                // once the new producer's init_transactions has returned: a rewind that read the group's offsets
+                // before could read them from under an offset commit still on its way, and make orders again.
+                *ready = None;
+                init.await
+                    .context("transactions init task")?
+                    .context("initialising Kafka transactions for the replaced producer")?;
             }
         }
         self.held = None;

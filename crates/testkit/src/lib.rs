@@ -81,7 +81,9 @@ pub async fn create_topic_with_config(
     let admin: AdminClient<DefaultClientContext> = admin_config(&kafka(bootstrap))
         .create()
         .expect("admin client");
-    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    // The broker's default replication: 1 on the single test node, 3 (with `min.insync.replicas` 2) on the
+    // three-node cluster, as deploy/'s topics.
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
     for (key, value) in config {
         topic = topic.set(key, value);
     }

@@ -1,0 +1,225 @@
+//! The three-node cluster deploy/ ships, on loopback (`KAFKA_DEV_NODES=3 scripts/kafka-dev.sh`): each node broker
+//! and controller, replication factor 3, `min.insync.replicas` 2. Its nodes are stopped, killed and restarted one
+//! at a time, as Strimzi's rolling restarts and a dying pod do, and what each broker logged is searched for the
+//! transaction markers its coordinator skipped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tabs::kafka::{reader_config, KafkaArgs, ReaderOptions};
+
+/// Nodes in the cluster, as deploy/infra/kafka-nodepool.yaml has them.
+pub const NODES: usize = 3;
+/// `offsets.topic.num.partitions` and `transaction.state.log.num.partitions` of the test brokers.
+const INTERNAL_PARTITIONS: i32 = 8;
+/// What the transaction coordinator logs when it drops the markers of a partition without a leader (Kafka 4.3's
+/// `TransactionMarkerChannelManager`): the fault that lets a transaction be committed on one partition only.
+pub const SKIPPED_MARKERS: &str = "Couldn't find leader endpoint for partitions";
+
+/// How a node is taken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    /// SIGTERM, waiting for its controlled shutdown (leadership moved away first).
+    Clean,
+    /// SIGKILL: its leaderships and its coordinators move only when the controller notices it is gone.
+    Hard,
+}
+
+/// A cluster of the scenario's own. Stopped when dropped.
+pub struct Cluster {
+    pub bootstrap: String,
+    script: PathBuf,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts three nodes on `port` (and the eight ports after), stores under `dir` (relative to the repository).
+    pub async fn start(repo_root: &Path, port: u16, dir: &str) -> anyhow::Result<Self> {
+        let bootstrap = (0..NODES)
+            .map(|i| format!("127.0.0.1:{}", usize::from(port) + 3 * i))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster = Self {
+            bootstrap,
+            script: repo_root.join("scripts/kafka-dev.sh"),
+            port,
+            dir: repo_root.join(dir),
+        };
+        cluster.run(&["start"]).await?;
+        cluster.wait_in_sync(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.script);
+        command
+            .args(args)
+            .env("KAFKA_DEV_NODES", NODES.to_string())
+            .env("KAFKA_DEV_PORT", self.port.to_string())
+            .env("KAFKA_DEV_DIR", &self.dir)
+            // Three JVMs beside the clients on two cores: smaller heaps than the single node's.
+            .env("KAFKA_DEV_HEAP", "400m");
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let status = tokio::process::Command::from(self.command(args))
+            .status()
+            .await
+            .with_context(|| format!("running kafka-dev.sh {}", args.join(" ")))?;
+        ensure!(status.success(), "kafka-dev.sh {} failed", args.join(" "));
+        Ok(())
+    }
+
+    /// Takes node `node` down.
+    pub async fn take_down(&self, node: i32, how: Down) -> anyhow::Result<()> {
+        let action = match how {
+            Down::Clean => "stop",
+            Down::Hard => "kill",
+        };
+        self.run(&["node", &node.to_string(), action]).await
+    }
+
+    /// Starts node `node` again on its store and waits until it serves clients.
+    pub async fn bring_up(&self, node: i32) -> anyhow::Result<()> {
+        self.run(&["node", &node.to_string(), "start"]).await
+    }
+
+    /// A restart as Strimzi rolls a cluster: one node at a time, the next only once every partition has all its
+    /// replicas in sync again. Returns how long the roll took.
+    pub async fn rolling_restart(&self, how: Down) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        for node in 0..NODES as i32 {
+            self.take_down(node, how).await?;
+            self.bring_up(node).await?;
+            self.wait_in_sync(Duration::from_secs(120)).await?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Waits until every partition of every topic (the internal ones too) has a leader and all its replicas in
+    /// sync.
+    pub async fn wait_in_sync(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lagging = self.partitions_out_of_sync().await;
+            match lagging {
+                Ok(0) => return Ok(()),
+                Ok(n) if Instant::now() >= deadline => {
+                    bail!("{n} partitions still lack a leader or an in-sync replica after {timeout:?}")
+                }
+                Err(err) if Instant::now() >= deadline => return Err(err),
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    async fn partitions_out_of_sync(&self) -> anyhow::Result<usize> {
+        let bootstrap = self.bootstrap.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer = metadata_client(&bootstrap)?;
+            let metadata = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .filter(|p| p.leader() < 0 || p.isr().len() < p.replicas().len())
+                .count())
+        })
+        .await?
+    }
+
+    /// The node leading `partition` of `topic` now.
+    pub async fn leader(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
+        let bootstrap = self.bootstrap.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer = metadata_client(&bootstrap)?;
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+            metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .find(|p| p.id() == partition)
+                .map(|p| p.leader())
+                .filter(|&leader| leader >= 0)
+                .with_context(|| format!("{topic}-{partition} has no leader"))
+        })
+        .await?
+    }
+
+    /// The node leading the group coordinator of `group` (its partition of `__consumer_offsets`).
+    pub async fn group_coordinator(&self, group: &str) -> anyhow::Result<i32> {
+        self.leader("__consumer_offsets", coordinator_partition(group))
+            .await
+    }
+
+    /// The node leading the transaction coordinator of `transactional_id` (its partition of
+    /// `__transaction_state`).
+    pub async fn transaction_coordinator(&self, transactional_id: &str) -> anyhow::Result<i32> {
+        self.leader(
+            "__transaction_state",
+            coordinator_partition(transactional_id),
+        )
+        .await
+    }
+
+    /// Every line any node logged, over all its runs, saying its transaction coordinator skipped markers.
+    pub fn skipped_markers(&self) -> Vec<String> {
+        (0..NODES)
+            .flat_map(|node| {
+                let dir = self.dir.join(format!("node-{node}"));
+                ["server-earlier.log", "server.log"]
+                    .into_iter()
+                    .filter_map(move |log| std::fs::read_to_string(dir.join(log)).ok())
+            })
+            .flat_map(|text| {
+                text.lines()
+                    .filter(|line| line.contains(SKIPPED_MARKERS))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["stop"]).status();
+    }
+}
+
+fn metadata_client(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(reader_config(
+        &KafkaArgs::plaintext(bootstrap),
+        &ReaderOptions::plain(false),
+    )
+    .create()?)
+}
+
+/// The partition of an internal topic that holds `key`'s coordinator: Kafka's `Utils.abs(key.hashCode()) %
+/// partitions`, with Java's `String.hashCode` over UTF-16 code units.
+pub fn coordinator_partition(key: &str) -> i32 {
+    let hash = key.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs % INTERNAL_PARTITIONS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coordinator_partition_is_kafkas() {
+        // Java's hashCode: "" 0, "a" 97, "medicine-maker" 1968770801, "zzzzzzzzzzz" -1765712838 (negative: abs).
+        assert_eq!(coordinator_partition(""), 0);
+        assert_eq!(coordinator_partition("a"), 97 % 8);
+        assert_eq!(coordinator_partition("medicine-maker"), 1_968_770_801 % 8);
+        assert_eq!(coordinator_partition("zzzzzzzzzzz"), 1_765_712_838 % 8);
+    }
+}

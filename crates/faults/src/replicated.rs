@@ -1,0 +1,349 @@
+//! Exactly-once where Kafka promises it: on the three-node cluster deploy/ ships ([`Cluster`]), under the
+//! patients' load, while its nodes are restarted as Strimzi rolls them and killed as a node dies. The makers, or
+//! Kafka's own `TransactionalMessageCopier` ([`Copiers`]) through the very same faults, side by side. After every
+//! process has stopped, an independent `read_committed` reader reads both topics to their ends: nothing missing,
+//! nothing twice, and every partition with backlog moving within its bound.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use audit::liveness::Sample;
+use audit::{Start, TopicReader};
+use rdkafka::message::Message as _;
+use tabs::kafka::KafkaArgs;
+
+use crate::cluster::{Cluster, Down};
+use crate::copier::{self, Copiers};
+use crate::{drained, findings, liveness_bound, stop_patients, Crew, Findings, Harness, Topics};
+
+/// How long the controller waits before it fences a node that stopped heartbeating (`broker.session.timeout.ms`,
+/// Kafka's default): a killed node's partitions have no usable leader until then.
+const BROKER_SESSION_TIMEOUT: Duration = Duration::from_secs(9);
+/// The makers' and the copiers' transaction timeout, and how often the brokers abort timed-out transactions.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+const TRANSACTION_CLEANUP: Duration = Duration::from_secs(2);
+/// How long a killed node stays down before it is started again.
+const KILLED_FOR: Duration = Duration::from_secs(5);
+/// The makers' making time in these scenarios.
+const MAKING: Duration = Duration::from_millis(200);
+
+/// A fault on the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterFault {
+    /// Every node restarted as Strimzi rolls a cluster: SIGTERM, one at a time, the next only once every
+    /// partition has all its replicas in sync again.
+    RollingRestart,
+    /// The node leading the transaction coordinator of the first worker's transactional id killed with SIGKILL,
+    /// started again after a few seconds.
+    KillTransactionCoordinator,
+    /// The node leading the group's coordinator killed with SIGKILL, started again after a few seconds.
+    KillGroupCoordinator,
+    /// The node leading the transaction coordinator stopped cleanly (SIGTERM) and started again.
+    StopTransactionCoordinator,
+}
+
+/// Who turns orders into output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// Two makers (exactly-once, the shipped default).
+    Makers,
+    /// Two of Kafka's `TransactionalMessageCopier`s, copying the orders to an output topic.
+    Copiers,
+}
+
+enum Running {
+    Makers(Crew),
+    Copiers(Copiers),
+}
+
+impl Running {
+    /// Starts again copiers that ended (a copier copies what it was assigned and exits, a Job's life).
+    async fn tend(&mut self) {
+        if let Self::Copiers(copiers) = self {
+            copiers.restart_ended().await;
+        }
+    }
+}
+
+/// Drives `work` to its end while tending the workers every 250 ms.
+async fn tending<T>(running: &mut Running, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            () = tokio::time::sleep(Duration::from_millis(250)) => running.tend().await,
+        }
+    }
+}
+
+/// The liveness bound on the cluster: a killed node's partitions wait for the controller to fence it, and a
+/// transaction caught by the fault for its timeout and the broker's next abort.
+pub fn cluster_liveness_bound() -> Duration {
+    liveness_bound(
+        MAKING,
+        BROKER_SESSION_TIMEOUT + TRANSACTION_TIMEOUT + TRANSACTION_CLEANUP,
+    )
+}
+
+/// Runs `faults` one after the other on `cluster` while `workers` turn the patients' orders into output, `calm`
+/// before the first and after the last; then judges the run.
+pub async fn on_cluster(
+    harness: &Harness,
+    cluster: &Cluster,
+    repo_root: &Path,
+    workers: Workers,
+    faults: &[ClusterFault],
+    calm: Duration,
+) -> anyhow::Result<Findings> {
+    let started = Instant::now();
+    let topics = Topics::create(&harness.bootstrap).await;
+    let output = match workers {
+        Workers::Makers => topics.deliveries.clone(),
+        // The copier writes each record to its input partition's number.
+        Workers::Copiers => {
+            let name = format!("{}.copies", topics.orders);
+            testkit::create_topic(&harness.bootstrap, &name, 6).await;
+            name
+        }
+    };
+    let watch = harness.watch(&topics)?;
+    let mut patients = harness.patients(&topics, 30, "200ms");
+    let (mut running, transactional_id) = match workers {
+        Workers::Makers => {
+            let mut crew = Crew::default();
+            let making = [
+                "--tab-making-time",
+                "200ms",
+                "--max-in-flight-orders",
+                "64",
+                "--idle-exit-after",
+                "0",
+            ];
+            let first = crew.add(harness.maker(&topics, &making));
+            crew.add(harness.maker(&topics, &making));
+            let id = first_transactional_id(&crew, first).await?;
+            (Running::Makers(crew), id)
+        }
+        Workers::Copiers => {
+            let copiers = Copiers::start(
+                repo_root,
+                &harness.bootstrap,
+                &topics.orders,
+                &output,
+                &topics.group,
+                2,
+            )
+            .await?;
+            let id = copiers.transactional_ids()[0].clone();
+            (Running::Copiers(copiers), id)
+        }
+    };
+
+    let mut notes = Vec::new();
+    tending(&mut running, tokio::time::sleep(calm)).await;
+    for &fault in faults {
+        let note = tending(
+            &mut running,
+            inject(cluster, fault, &transactional_id, &topics.group),
+        )
+        .await?;
+        notes.push(note);
+    }
+    tending(&mut running, tokio::time::sleep(calm)).await;
+    let acknowledged = stop_patients(&mut patients).await?;
+    let drain = drained(
+        &harness.bootstrap,
+        &topics.group,
+        &topics.orders,
+        Duration::from_secs(120),
+    );
+    tending(&mut running, drain).await?;
+    let samples = watch.finish()?;
+
+    let bound = cluster_liveness_bound();
+    let scenario = format!(
+        "{} on three nodes: {}",
+        workers_name(workers),
+        faults_name(faults)
+    );
+    let mut result = match running {
+        Running::Makers(mut crew) => {
+            crew.stop_all(Duration::from_secs(60)).await?;
+            let outcome = harness.audit(&topics, MAKING, Duration::ZERO).await?;
+            let mut result = findings(scenario, started, &outcome, &samples, &crew, bound)?;
+            let aborts: u64 = crew
+                .running_and_gone()
+                .iter()
+                .filter_map(|p| p.log_events("maker stopped").first().cloned())
+                .filter_map(|e| e.get("aborts").and_then(serde_json::Value::as_u64))
+                .sum();
+            result
+                .notes
+                .push(format!("{aborts} transactions aborted and redone"));
+            result
+        }
+        Running::Copiers(mut copiers) => {
+            copiers.finish(Duration::from_secs(60)).await;
+            let mut result =
+                copied(harness, &topics.orders, &output, started, &samples, bound).await?;
+            result.scenario = scenario;
+            result.makers_started = copiers.runs;
+            result.notes.push(format!(
+                "{} copier runs, {} ended other than with exit 0{}",
+                copiers.runs,
+                copiers.failures.len(),
+                copiers
+                    .failures
+                    .first()
+                    .map(|f| format!(" (the first: {f})"))
+                    .unwrap_or_default()
+            ));
+            result
+        }
+    };
+    crate::acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
+    result.faults_injected = faults.len() as u64;
+    result.notes.extend(notes);
+    // On three nodes the brokers' word is reported, never an excuse.
+    let skipped = cluster.skipped_markers();
+    result.notes.push(format!(
+        "the brokers' logs hold {} lines of skipped transaction markers since the cluster started",
+        skipped.len()
+    ));
+    Ok(result)
+}
+
+/// The transactional id the first maker logged.
+async fn first_transactional_id(crew: &Crew, first: usize) -> anyhow::Result<String> {
+    let maker = crew.proc(first);
+    anyhow::ensure!(
+        maker
+            .wait_for_log("transactional producer created", Duration::from_secs(30))
+            .await,
+        "the maker did not create its producer: {}",
+        maker.stderr_text()
+    );
+    maker
+        .log_events("transactional producer created")
+        .first()
+        .and_then(|e| e.get("transactional_id")?.as_str().map(str::to_owned))
+        .context("the maker logged no transactional id")
+}
+
+/// Injects one fault; returns what was done, for the report.
+async fn inject(
+    cluster: &Cluster,
+    fault: ClusterFault,
+    transactional_id: &str,
+    group: &str,
+) -> anyhow::Result<String> {
+    let begun = Instant::now();
+    let (node, role, how) = match fault {
+        ClusterFault::RollingRestart => {
+            let took = cluster.rolling_restart(Down::Clean).await?;
+            return Ok(format!(
+                "rolling restart (SIGTERM, one node at a time, the next once all replicas were in sync) in {:.1} s",
+                took.as_secs_f64()
+            ));
+        }
+        ClusterFault::KillTransactionCoordinator => (
+            cluster.transaction_coordinator(transactional_id).await?,
+            "the transaction coordinator",
+            Down::Hard,
+        ),
+        ClusterFault::StopTransactionCoordinator => (
+            cluster.transaction_coordinator(transactional_id).await?,
+            "the transaction coordinator",
+            Down::Clean,
+        ),
+        ClusterFault::KillGroupCoordinator => (
+            cluster.group_coordinator(group).await?,
+            "the group coordinator",
+            Down::Hard,
+        ),
+    };
+    cluster.take_down(node, how).await?;
+    if how == Down::Hard {
+        tokio::time::sleep(KILLED_FOR).await;
+    }
+    cluster.bring_up(node).await?;
+    cluster.wait_in_sync(Duration::from_secs(120)).await?;
+    Ok(format!(
+        "node {node} ({role}) {} and started again, in sync after {:.1} s",
+        match how {
+            Down::Clean => "stopped (SIGTERM)",
+            Down::Hard => "killed (SIGKILL)",
+        },
+        begun.elapsed().as_secs_f64()
+    ))
+}
+
+/// The copiers' run judged: the orders topic and the copies read to their ends, read_committed.
+async fn copied(
+    harness: &Harness,
+    input: &str,
+    output: &str,
+    started: Instant,
+    samples: &[Sample],
+    bound: Duration,
+) -> anyhow::Result<Findings> {
+    let inputs = read_to_end(&harness.bootstrap, input).await?;
+    let outputs = read_to_end(&harness.bootstrap, output).await?;
+    let (missing, duplicated) = copier::compare(&inputs, &outputs);
+    let (frozen, longest_stall) = audit::liveness::stalls(samples, &[], bound)?;
+    Ok(Findings {
+        duration: started.elapsed(),
+        orders: inputs.len() as u64,
+        tabs: outputs.len() as u64,
+        missing,
+        duplicated,
+        frozen,
+        liveness_bound: bound,
+        longest_stall,
+        ..Findings::default()
+    })
+}
+
+/// Every committed record of `topic`, read from the beginning to its end (the last stable offset).
+async fn read_to_end(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<testkit::Record>> {
+    let kafka = KafkaArgs::plaintext(bootstrap);
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = TopicReader::open(&kafka, &topic, Start::Beginning, true)?;
+        let mut records = Vec::new();
+        while !reader.caught_up() {
+            if let Some(message) = reader.next(Duration::from_millis(500))? {
+                records.push(testkit::Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                });
+            }
+        }
+        Ok(records)
+    })
+    .await?
+}
+
+fn workers_name(workers: Workers) -> &'static str {
+    match workers {
+        Workers::Makers => "makers",
+        Workers::Copiers => "Kafka's TransactionalMessageCopier",
+    }
+}
+
+fn faults_name(faults: &[ClusterFault]) -> String {
+    faults
+        .iter()
+        .map(|f| match f {
+            ClusterFault::RollingRestart => "rolling restart",
+            ClusterFault::KillTransactionCoordinator => "transaction coordinator's node killed",
+            ClusterFault::KillGroupCoordinator => "group coordinator's node killed",
+            ClusterFault::StopTransactionCoordinator => "transaction coordinator's node stopped",
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
