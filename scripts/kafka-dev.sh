@@ -10,6 +10,8 @@
 #   scripts/kafka-dev.sh status   exit 0 when every node runs and answers
 #   scripts/kafka-dev.sh node I stop|kill|start   one node of a cluster (0-based): SIGTERM and wait, SIGKILL,
 #                                 or start it again on its store and wait until it is up (fault tests)
+#   scripts/kafka-dev.sh node I cut|heal   with KAFKA_DEV_NETWORK=namespaces: take node I's link down (cut off
+#                                 from clients and the other nodes) or up again
 #   scripts/kafka-dev.sh pid I    the process id of node I
 #   scripts/kafka-dev.sh classpath   the Kafka jars' Java classpath (Kafka's own tools, run by the fault campaign)
 #   scripts/kafka-dev.sh env      print the variables tests read (eval "$(scripts/kafka-dev.sh env)")
@@ -38,8 +40,23 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${KAFKA_DEV_SCRAM_USER:=medicine-test}"
 : "${KAFKA_DEV_SCRAM_PASSWORD:=medicine-test-secret}"
 : "${KAFKA_DEV_START_TIMEOUT:=120}"
-# How many nodes (each broker and controller); 3 is the cluster deploy/ ships.
+# How many nodes (each broker and controller); 3 is the cluster deploy/ ships. `start` writes it, and the network
+# below, into the store, so later commands on the same KAFKA_DEV_DIR need not be told again.
+if [[ -z "${KAFKA_DEV_NODES:-}" && -f "${KAFKA_DEV_DIR}/nodes" ]]; then
+  KAFKA_DEV_NODES=$(<"${KAFKA_DEV_DIR}/nodes")
+fi
+if [[ -z "${KAFKA_DEV_NETWORK:-}" && -f "${KAFKA_DEV_DIR}/network" ]]; then
+  KAFKA_DEV_NETWORK=$(<"${KAFKA_DEV_DIR}/network")
+fi
 : "${KAFKA_DEV_NODES:=1}"
+# `loopback`: every node on 127.0.0.1. `namespaces` (root, iproute2): each node in a network namespace of its own,
+# on a bridge with the host, at $KAFKA_DEV_SUBNET.1N (the host is .1), so that one node can be cut off (`node I cut`).
+: "${KAFKA_DEV_NETWORK:=loopback}"
+case "${KAFKA_DEV_NETWORK}" in
+  loopback | namespaces) ;;
+  *) echo "kafka-dev: KAFKA_DEV_NETWORK must be loopback or namespaces" >&2; exit 2 ;;
+esac
+: "${KAFKA_DEV_SUBNET:=10.77.0}"
 [[ "${KAFKA_DEV_NODES}" =~ ^[1-9]$ ]] || { echo "kafka-dev: KAFKA_DEV_NODES must be 1 to 9" >&2; exit 2; }
 # A process whose end stops the broker (the local mode sets its own pid, so a run killed with SIGKILL leaves no
 # broker behind); unset, the broker runs until `stop`.
@@ -60,9 +77,26 @@ libs_dir="${MEDICINE_PUBSUB_CACHE}/kafka-dev/$(sha256sum "${pom}" | cut -c1-16)/
 tls_dir="${KAFKA_DEV_DIR}/tls"
 cluster_id_file="${KAFKA_DEV_DIR}/cluster.id"
 
+# node_host I: the address node I listens on.
+node_host() {
+  if [[ "${KAFKA_DEV_NETWORK}" == namespaces ]]; then
+    echo "${KAFKA_DEV_SUBNET}.$((10 + $1))"
+  else
+    echo 127.0.0.1
+  fi
+}
+
+# The network devices and namespaces of namespaces mode, named after the first port (one cluster per port).
+bridge="kdev${KAFKA_DEV_PORT}"
+netns_of() { echo "kdev${KAFKA_DEV_PORT}-n$1"; }
+host_link_of() { echo "kd${KAFKA_DEV_PORT}h$1"; }
+
 # select_node I: the ports and files of node I (a single node keeps its store in KAFKA_DEV_DIR itself).
 select_node() {
   node=$1
+  host=$(node_host "${node}")
+  advertised=${host}
+  [[ "${KAFKA_DEV_NETWORK}" == namespaces ]] || advertised=${KAFKA_DEV_ADVERTISED_HOST}
   plain_port=$((KAFKA_DEV_PORT + 3 * node))
   sasl_port=$((plain_port + 1))
   controller_port=$((plain_port + 2))
@@ -93,7 +127,7 @@ quorum_voters() {
   for i in $(nodes); do
     local id=$i
     ((KAFKA_DEV_NODES == 1)) && id=1
-    voters+=("${id}@127.0.0.1:$((KAFKA_DEV_PORT + 3 * i + 2))")
+    voters+=("${id}@$(node_host "${i}"):$((KAFKA_DEV_PORT + 3 * i + 2))")
   done
   (IFS=,; echo "${voters[*]}")
 }
@@ -101,7 +135,7 @@ quorum_voters() {
 bootstrap_list() {
   local i servers=()
   for i in $(nodes); do
-    servers+=("127.0.0.1:$((KAFKA_DEV_PORT + 3 * i + $1))")
+    servers+=("$(node_host "${i}"):$((KAFKA_DEV_PORT + 3 * i + $1))")
   done
   (IFS=,; echo "${servers[*]}")
 }
@@ -119,8 +153,9 @@ require() {
   command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed; $2"
 }
 
+# port_open PORT [HOST]
 port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null
 }
 
 running_pid() {
@@ -201,8 +236,8 @@ SETTINGS
 process.roles=broker,controller
 node.id=${node_id}
 controller.quorum.voters=$(quorum_voters)
-listeners=PLAINTEXT://127.0.0.1:${plain_port},SASL_SSL://127.0.0.1:${sasl_port},CONTROLLER://127.0.0.1:${controller_port}
-advertised.listeners=PLAINTEXT://${KAFKA_DEV_ADVERTISED_HOST}:${plain_port},SASL_SSL://${KAFKA_DEV_ADVERTISED_HOST}:${sasl_port}
+listeners=PLAINTEXT://${host}:${plain_port},SASL_SSL://${host}:${sasl_port},CONTROLLER://${host}:${controller_port}
+advertised.listeners=PLAINTEXT://${advertised}:${plain_port},SASL_SSL://${advertised}:${sasl_port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
@@ -260,7 +295,12 @@ make_tls() {
   require openssl "install OpenSSL (Debian: apt-get install openssl) to make the broker's TLS certificate"
   rm -rf "${tls_dir}"
   mkdir -p "${tls_dir}"
-  local names="DNS:localhost,IP:127.0.0.1" host=${KAFKA_DEV_ADVERTISED_HOST}
+  local names="DNS:localhost,IP:127.0.0.1" host=${KAFKA_DEV_ADVERTISED_HOST} i
+  if [[ "${KAFKA_DEV_NETWORK}" == namespaces ]]; then
+    for i in $(nodes); do
+      names+=",IP:$(node_host "${i}")"
+    done
+  fi
   if [[ "${host}" != 127.0.0.1 ]]; then
     names+=",DNS:${host},DNS:${host}.default.svc,DNS:${host}.default.svc.cluster.local"
   fi
@@ -297,6 +337,9 @@ start() {
   stop_strays
   resolve_libs
   make_tls
+  echo "${KAFKA_DEV_NODES}" >"${KAFKA_DEV_DIR}/nodes"
+  echo "${KAFKA_DEV_NETWORK}" >"${KAFKA_DEV_DIR}/network"
+  [[ "${KAFKA_DEV_NETWORK}" == loopback ]] || network_up
   for i in $(nodes); do
     select_node "${i}"
     stop_strays
@@ -319,9 +362,38 @@ start() {
   done
 }
 
+# namespaces mode: a bridge on the host at .1 and, per node, a namespace joined to it by a veth pair.
+network_up() {
+  require ip "install iproute2 (Debian: apt-get install iproute2) for KAFKA_DEV_NETWORK=namespaces"
+  network_down
+  ip link add "${bridge}" type bridge || die "cannot create the bridge ${bridge} (root is needed)"
+  ip addr add "${KAFKA_DEV_SUBNET}.1/24" dev "${bridge}"
+  ip link set "${bridge}" up
+  local i ns link
+  for i in $(nodes); do
+    ns=$(netns_of "${i}")
+    link=$(host_link_of "${i}")
+    ip netns add "${ns}"
+    ip link add "${link}" type veth peer name eth0 netns "${ns}"
+    ip link set "${link}" master "${bridge}" up
+    ip -n "${ns}" addr add "$(node_host "${i}")/24" dev eth0
+    ip -n "${ns}" link set eth0 up
+    ip -n "${ns}" link set lo up
+  done
+}
+
+network_down() {
+  local i
+  for i in $(nodes); do
+    ip link del "$(host_link_of "${i}")" 2>/dev/null || true
+    ip netns del "$(netns_of "${i}")" 2>/dev/null || true
+  done
+  ip link del "${bridge}" 2>/dev/null || true
+}
+
 # Starts node $node on its existing store (its topics, offsets and transactions survive); does not wait.
 launch() {
-  if port_open "${plain_port}"; then
+  if port_open "${plain_port}" "${host}"; then
     die "port ${plain_port} is taken by another process; set KAFKA_DEV_PORT to a free port"
   fi
   # The log of the node's earlier runs is kept (fault tests read what the broker said at each restart).
@@ -329,10 +401,12 @@ launch() {
     cat "${log_file}" >>"${node_dir}/server-earlier.log"
     rm -f "${log_file}"
   fi
-  say "starting Kafka node ${node_id} on 127.0.0.1:${plain_port} (TLS with SCRAM on ${sasl_port}), store ${data_dir}"
+  say "starting Kafka node ${node_id} on ${host}:${plain_port} (TLS with SCRAM on ${sasl_port}), store ${data_dir}"
+  local in_netns=()
+  [[ "${KAFKA_DEV_NETWORK}" == loopback ]] || in_netns=(ip netns exec "$(netns_of "${node}")")
   # setsid: the broker gets its own session so a Ctrl-C aimed at the caller does not kill it half-way;
   # `stop` (or the caller's trap) is what ends it. JVM flags as Kafka's own start script sets them.
-  setsid java \
+  setsid "${in_netns[@]}" java \
     "-Xms${KAFKA_DEV_HEAP}" "-Xmx${KAFKA_DEV_HEAP}" \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -Djava.awt.headless=true -Duser.timezone=UTC -Dlog4j2.configurationFile="${log4j_file}" \
@@ -369,7 +443,7 @@ restart() {
 wait_ready() {
   local deadline=$((SECONDS + KAFKA_DEV_START_TIMEOUT)) pid
   pid=$(<"${pid_file}")
-  until port_open "${plain_port}" && grep -q 'Kafka Server started' "${log_file}" 2>/dev/null; do
+  until port_open "${plain_port}" "${host}" && grep -q 'Kafka Server started' "${log_file}" 2>/dev/null; do
     if ! kill -0 "${pid}" 2>/dev/null; then
       tail -n 30 "${console_file}" "${log_file}" >&2 2>/dev/null || true
       rm -f "${pid_file}"
@@ -377,11 +451,11 @@ wait_ready() {
     fi
     if ((SECONDS >= deadline)); then
       stop
-      die "node ${node_id} did not answer on 127.0.0.1:${plain_port} within ${KAFKA_DEV_START_TIMEOUT}s (see ${log_file})"
+      die "node ${node_id} did not answer on ${host}:${plain_port} within ${KAFKA_DEV_START_TIMEOUT}s (see ${log_file})"
     fi
     sleep 0.5
   done
-  say "ready on 127.0.0.1:${plain_port}"
+  say "ready on ${host}:${plain_port}"
 }
 
 # Sends SIGTERM to the given pids, waits for them to exit, and SIGKILLs what is left after 30 s.
@@ -426,13 +500,14 @@ stop() {
     rm -f "${pid_file}"
     stop_strays
   done
+  [[ "${KAFKA_DEV_NETWORK}" == loopback ]] || network_down
 }
 
 # node I stop|kill|start: one node of the cluster, for fault tests.
 node_action() {
   local index=${1:-} action=${2:-} pid
   if ! [[ "${index}" =~ ^[0-9]+$ ]] || ((index >= KAFKA_DEV_NODES)); then
-    die "usage: $0 node I stop|kill|start, with I from 0 to $((KAFKA_DEV_NODES - 1))"
+    die "usage: $0 node I stop|kill|start|cut|heal, with I from 0 to $((KAFKA_DEV_NODES - 1))"
   fi
   select_node "${index}"
   [[ -f "${data_dir}/meta.properties" ]] || die "no store in ${data_dir}; start the cluster first: $0 start"
@@ -460,7 +535,14 @@ node_action() {
       launch
       wait_ready
       ;;
-    *) die "usage: $0 node I stop|kill|start" ;;
+    cut | heal)
+      [[ "${KAFKA_DEV_NETWORK}" == namespaces ]] || die "cutting a node off needs KAFKA_DEV_NETWORK=namespaces"
+      local state=down
+      [[ "${action}" == heal ]] && state=up
+      say "node ${node_id}: link ${state}"
+      ip link set "$(host_link_of "${index}")" "${state}"
+      ;;
+    *) die "usage: $0 node I stop|kill|start|cut|heal" ;;
   esac
 }
 
@@ -468,8 +550,8 @@ status() {
   local i pid
   for i in $(nodes); do
     select_node "${i}"
-    if pid=$(running_pid) && port_open "${plain_port}"; then
-      echo "node ${node_id}: running (pid ${pid}) on 127.0.0.1:${plain_port}"
+    if pid=$(running_pid) && port_open "${plain_port}" "${host}"; then
+      echo "node ${node_id}: running (pid ${pid}) on ${host}:${plain_port}"
     else
       echo "node ${node_id}: not running"
       return 1

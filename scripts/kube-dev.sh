@@ -480,9 +480,11 @@ EOF
   write_agent_config
   start agent "${repo_root}/target/release/kube-dev" --log-format text agent --config "${KUBE_DEV_DIR}/agent.yaml"
 
-  # The broker of the cluster, where the manifests expect it: medicine-pubsub-kafka-bootstrap:9092 (plain) and
-  # :9093 (TLS with SCRAM-SHA-512, signed by the broker's own CA, which the stand-in publishes as the cluster CA).
-  inside env KAFKA_DEV_DIR="${KUBE_DEV_DIR}/kafka" KAFKA_DEV_PORT=9092 \
+  # The cluster's three brokers (deploy/'s node pool, RF 3, min.insync.replicas 2), where the manifests expect
+  # them: medicine-pubsub-kafka-bootstrap:9092 (plain) and :9093 (TLS with SCRAM-SHA-512, signed by the brokers'
+  # own CA, which the stand-in publishes as the cluster CA); the other nodes on the ports after (9095/9096,
+  # 9098/9099), advertised under the same name.
+  inside env KAFKA_DEV_DIR="${KUBE_DEV_DIR}/kafka" KAFKA_DEV_PORT=9092 KAFKA_DEV_NODES=3 KAFKA_DEV_HEAP=400m \
     KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap "${repo_root}/scripts/kafka-dev.sh" start
   start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092 \
     --kafka-dev-script "${repo_root}/scripts/kafka-dev.sh" --kafka-dev-dir "${KUBE_DEV_DIR}/kafka"

@@ -163,6 +163,9 @@ pub struct Holding {
     pub from: SystemTime,
     /// `None`: still held when the run ended.
     pub until: Option<SystemTime>,
+    /// The hold ended because the run killed its maker (SIGKILL): the partition waits for the group to notice and
+    /// for the dead maker's transaction to be aborted, which the bound allows once per kill.
+    pub killed: bool,
 }
 
 /// A partition that stood still with backlog for longer than the bound.
@@ -193,7 +196,9 @@ pub const NO_HOLDER: &str = "no maker";
 /// committed offset did not move, whoever held it (a partition with backlog that no maker holds is stalled as
 /// much as one whose maker is stuck; a change of holder does not restart the clock). A stall names the holder
 /// when it was last seen ([`NO_HOLDER`] if none). Also returns the longest such stretch of any length, the figure
-/// reports print. Fails without samples: a watch that saw nothing cannot vouch for anything.
+/// reports print. A kill of the holder (a fault the run injected, [`Holding::killed`]) starts the clock again at
+/// the kill: the bound allows each kill its wait once. Fails without samples: a watch that saw nothing cannot vouch
+/// for anything.
 pub fn stalls(
     samples: &[Sample],
     holdings: &[Holding],
@@ -214,9 +219,28 @@ pub fn stalls(
                 open.remove(&lag.partition);
                 continue;
             }
-            let continues = open
-                .get(&lag.partition)
-                .is_some_and(|(_, committed)| *committed == lag.committed);
+            // The latest kill of a holder of this partition before this sample.
+            let killed = holdings
+                .iter()
+                .filter(|h| h.partition == lag.partition && h.killed)
+                .filter_map(|h| h.until)
+                .filter(|&until| until <= sample.at)
+                .max();
+            let continues = open.get(&lag.partition).is_some_and(|(began, committed)| {
+                *committed == lag.committed && killed.is_none_or(|k| k <= *began)
+            });
+            if !continues
+                && open
+                    .get(&lag.partition)
+                    .is_some_and(|(_, c)| *c == lag.committed)
+            {
+                // Standing still across a kill: a new stretch from the kill.
+                let from = killed.unwrap_or(sample.at);
+                open.insert(lag.partition, (from, lag.committed));
+                let lasted = sample.at.duration_since(from).unwrap_or_default();
+                longest = longest.max(lasted);
+                continue;
+            }
             if !continues {
                 open.insert(lag.partition, (sample.at, lag.committed));
                 continue;
@@ -272,6 +296,7 @@ mod tests {
             maker: maker.to_owned(),
             from: at(from),
             until: until.map(at),
+            killed: false,
         }
     }
 
@@ -350,6 +375,33 @@ mod tests {
             ("maker-2", 7_000)
         );
         assert_eq!(longest, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_kill_of_the_holder_starts_the_clock_again() {
+        // Standing still 10 s through two kills (at 3 s and 6 s): no stretch between kills reaches 4 s.
+        let killed = |maker: &str, from, until| Holding {
+            killed: true,
+            ..held_by(maker, from, Some(until))
+        };
+        let holdings = [
+            killed("maker-1", 0, 3),
+            killed("maker-2", 4, 6),
+            held_by("maker-3", 7, None),
+        ];
+        let (found, longest) =
+            stalls(&samples(&[10; 11]), &holdings, Duration::from_secs(4)).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(longest, Duration::from_secs(4));
+        // Without the kills, the same standstill is a stall.
+        let calm = [held_by("maker-1", 0, None)];
+        assert_eq!(
+            stalls(&samples(&[10; 11]), &calm, Duration::from_secs(4))
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
     }
 
     #[test]

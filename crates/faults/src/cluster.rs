@@ -18,6 +18,15 @@ const INTERNAL_PARTITIONS: i32 = 8;
 /// `TransactionMarkerChannelManager`): the fault that lets a transaction be committed on one partition only.
 pub const SKIPPED_MARKERS: &str = "Couldn't find leader endpoint for partitions";
 
+/// Where the nodes listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// All on 127.0.0.1.
+    Loopback,
+    /// Each in a network namespace of its own on a bridge with the host (root), so one can be cut off.
+    Namespaces,
+}
+
 /// How a node is taken down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Down {
@@ -33,22 +42,33 @@ pub struct Cluster {
     script: PathBuf,
     port: u16,
     dir: PathBuf,
+    network: Network,
 }
 
 impl Cluster {
     /// Starts three nodes on `port` (and the eight ports after), stores under `dir` (relative to the repository).
-    pub async fn start(repo_root: &Path, port: u16, dir: &str) -> anyhow::Result<Self> {
-        let bootstrap = (0..NODES)
-            .map(|i| format!("127.0.0.1:{}", usize::from(port) + 3 * i))
-            .collect::<Vec<_>>()
-            .join(",");
-        let cluster = Self {
-            bootstrap,
+    pub async fn start(
+        repo_root: &Path,
+        port: u16,
+        dir: &str,
+        network: Network,
+    ) -> anyhow::Result<Self> {
+        let mut cluster = Self {
+            bootstrap: String::new(),
             script: repo_root.join("scripts/kafka-dev.sh"),
             port,
             dir: repo_root.join(dir),
+            network,
         };
         cluster.run(&["start"]).await?;
+        let printed = tokio::process::Command::from(cluster.command(&["env"]))
+            .output()
+            .await?;
+        cluster.bootstrap = String::from_utf8(printed.stdout)?
+            .lines()
+            .find_map(|l| l.strip_prefix("export KAFKA_BOOTSTRAP_SERVERS="))
+            .context("kafka-dev.sh env printed no KAFKA_BOOTSTRAP_SERVERS")?
+            .to_owned();
         cluster.wait_in_sync(Duration::from_secs(60)).await?;
         Ok(cluster)
     }
@@ -60,6 +80,13 @@ impl Cluster {
             .env("KAFKA_DEV_NODES", NODES.to_string())
             .env("KAFKA_DEV_PORT", self.port.to_string())
             .env("KAFKA_DEV_DIR", &self.dir)
+            .env(
+                "KAFKA_DEV_NETWORK",
+                match self.network {
+                    Network::Loopback => "loopback",
+                    Network::Namespaces => "namespaces",
+                },
+            )
             // Three JVMs beside the clients on two cores: smaller heaps than the single node's.
             .env("KAFKA_DEV_HEAP", "400m");
         command
@@ -81,6 +108,16 @@ impl Cluster {
             Down::Hard => "kill",
         };
         self.run(&["node", &node.to_string(), action]).await
+    }
+
+    /// Cuts node `node` off from clients and the other nodes (its link down), or heals it (`Network::Namespaces`).
+    pub async fn cut(&self, node: i32, cut: bool) -> anyhow::Result<()> {
+        ensure!(
+            self.network == Network::Namespaces,
+            "a node can be cut off only from a cluster in network namespaces"
+        );
+        self.run(&["node", &node.to_string(), if cut { "cut" } else { "heal" }])
+            .await
     }
 
     /// Starts node `node` again on its store and waits until it serves clients.

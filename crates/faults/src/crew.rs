@@ -17,6 +17,8 @@ struct Member {
     name: String,
     proc: Proc,
     ended: Option<SystemTime>,
+    /// Killed by the scenario (SIGKILL).
+    killed: bool,
 }
 
 /// The makers a scenario started, in order.
@@ -32,6 +34,7 @@ impl Crew {
             name: format!("maker pid {}", proc.pid()),
             proc,
             ended: None,
+            killed: false,
         });
         self.members.len() - 1
     }
@@ -75,6 +78,7 @@ impl Crew {
     /// Kills a running maker with SIGKILL and checks that this is what it died of (not of something of its own
     /// a moment before).
     pub async fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        self.members[index].killed = true;
         let status = self
             .stop(index, Signal::SIGKILL, Duration::from_secs(5))
             .await;
@@ -159,18 +163,19 @@ fn holdings_of(member: &Member) -> Vec<Holding> {
     changes.sort_by_key(|(at, _, _)| *at);
     let mut open: BTreeMap<i32, SystemTime> = BTreeMap::new();
     let mut holdings = Vec::new();
-    let close = |partition: i32, from: SystemTime, until: Option<SystemTime>| Holding {
+    let close = |partition: i32, from: SystemTime, until: Option<SystemTime>, killed| Holding {
         partition,
         maker: member.name.clone(),
         from,
         until,
+        killed,
     };
     for (at, assigned, partitions) in changes {
         for partition in partitions {
             if assigned {
                 open.entry(partition).or_insert(at);
             } else if let Some(from) = open.remove(&partition) {
-                holdings.push(close(partition, from, Some(at)));
+                holdings.push(close(partition, from, Some(at), false));
             }
         }
     }
@@ -183,7 +188,7 @@ fn holdings_of(member: &Member) -> Vec<Holding> {
         .or(member.ended);
     holdings.extend(
         open.into_iter()
-            .map(|(partition, from)| close(partition, from, left)),
+            .map(|(partition, from)| close(partition, from, left, member.killed)),
     );
     holdings
 }

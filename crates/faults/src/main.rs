@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use faults::cluster::Cluster;
+use faults::cluster::{Cluster, Network};
 use faults::replicated::{self, ClusterFault, Workers};
 use faults::Harness;
 
@@ -89,7 +89,14 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
 
     // Where exactly-once is promised: three replicated nodes, as deploy/ ships. Kafka's own client through the
     // same faults, side by side: whatever it achieves there, the makers must.
-    let cluster = Cluster::start(&repo_root(), 29300, "target/kafka-dev-cluster").await?;
+    // In network namespaces (root), so that a node can be cut off.
+    let cluster = Cluster::start(
+        &repo_root(),
+        29300,
+        "target/kafka-dev-cluster",
+        Network::Namespaces,
+    )
+    .await?;
     let on_cluster = Harness::new(exe.clone(), cluster.bootstrap.clone());
     let plans: Vec<Vec<ClusterFault>> = if cli.long {
         vec![
@@ -97,11 +104,13 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
             vec![ClusterFault::KillTransactionCoordinator],
             vec![ClusterFault::KillGroupCoordinator],
             vec![ClusterFault::StopTransactionCoordinator],
+            vec![ClusterFault::CutOffTransactionCoordinator],
         ]
     } else {
         vec![vec![
             ClusterFault::RollingRestart,
             ClusterFault::KillTransactionCoordinator,
+            ClusterFault::CutOffTransactionCoordinator,
         ]]
     };
     for plan in &plans {

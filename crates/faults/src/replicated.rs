@@ -26,6 +26,8 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 const TRANSACTION_CLEANUP: Duration = Duration::from_secs(2);
 /// How long a killed node stays down before it is started again.
 const KILLED_FOR: Duration = Duration::from_secs(5);
+/// How long a node is cut off: past the controller's fencing, so its leaderships move.
+const CUT_FOR: Duration = Duration::from_secs(15);
 /// The makers' making time in these scenarios.
 const MAKING: Duration = Duration::from_millis(200);
 
@@ -42,6 +44,9 @@ pub enum ClusterFault {
     KillGroupCoordinator,
     /// The node leading the transaction coordinator stopped cleanly (SIGTERM) and started again.
     StopTransactionCoordinator,
+    /// The node leading the transaction coordinator cut off from clients and the other nodes (its link down) for
+    /// longer than the controller waits to fence it, then joined again. Needs a cluster in network namespaces.
+    CutOffTransactionCoordinator,
 }
 
 /// Who turns orders into output.
@@ -78,8 +83,8 @@ async fn tending<T>(running: &mut Running, work: impl Future<Output = T>) -> T {
     }
 }
 
-/// The liveness bound on the cluster: a killed node's partitions wait for the controller to fence it, and a
-/// transaction caught by the fault for its timeout and the broker's next abort.
+/// The liveness bound on the cluster: a killed or cut-off node's partitions wait for the controller to fence it,
+/// and a transaction caught by the fault for its timeout and the broker's next abort.
 pub fn cluster_liveness_bound() -> Duration {
     liveness_bound(
         MAKING,
@@ -240,6 +245,18 @@ async fn inject(
     group: &str,
 ) -> anyhow::Result<String> {
     let begun = Instant::now();
+    if fault == ClusterFault::CutOffTransactionCoordinator {
+        let node = cluster.transaction_coordinator(transactional_id).await?;
+        cluster.cut(node, true).await?;
+        tokio::time::sleep(CUT_FOR).await;
+        cluster.cut(node, false).await?;
+        cluster.wait_in_sync(Duration::from_secs(120)).await?;
+        return Ok(format!(
+            "node {node} (the transaction coordinator) cut off for {} s, in sync again after {:.1} s",
+            CUT_FOR.as_secs(),
+            begun.elapsed().as_secs_f64()
+        ));
+    }
     let (node, role, how) = match fault {
         ClusterFault::RollingRestart => {
             let took = cluster.rolling_restart(Down::Clean).await?;
@@ -263,6 +280,7 @@ async fn inject(
             "the group coordinator",
             Down::Hard,
         ),
+        ClusterFault::CutOffTransactionCoordinator => unreachable!("handled above"),
     };
     cluster.take_down(node, how).await?;
     if how == Down::Hard {
@@ -343,6 +361,7 @@ fn faults_name(faults: &[ClusterFault]) -> String {
             ClusterFault::KillTransactionCoordinator => "transaction coordinator's node killed",
             ClusterFault::KillGroupCoordinator => "group coordinator's node killed",
             ClusterFault::StopTransactionCoordinator => "transaction coordinator's node stopped",
+            ClusterFault::CutOffTransactionCoordinator => "transaction coordinator's node cut off",
         })
         .collect::<Vec<_>>()
         .join(", ")

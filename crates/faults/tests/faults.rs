@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use faults::cluster::Cluster;
+use faults::cluster::{Cluster, Network};
 use faults::replicated::{self, ClusterFault, Workers};
 use faults::{Findings, Harness, SecondBroker};
 use testkit::require_broker;
@@ -123,9 +123,14 @@ async fn on_three_nodes_a_rolling_restart_and_a_killed_coordinator_lose_and_dupl
     // No excuse here: Kafka promises no loss of committed data while an in-sync replica survives.
     let _shared = require_broker!();
     let _one_at_a_time = SERIAL.lock().await;
-    let cluster = Cluster::start(&repo_root(), 29300, "target/kafka-dev-cluster")
-        .await
-        .unwrap();
+    let cluster = Cluster::start(
+        &repo_root(),
+        29300,
+        "target/kafka-dev-cluster",
+        Network::Loopback,
+    )
+    .await
+    .unwrap();
     let findings = replicated::on_cluster(
         &harness(cluster.bootstrap.clone()),
         &cluster,

@@ -643,6 +643,31 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     ]);
     for topic in ["tabs.orders", "tabs.deliveries", "tabs.dlq"] {
         assert!(topics.lines().any(|l| l == topic), "{topics}");
+        // Served as topics.yaml declares them, by the three brokers: three replicas in sync, two needed.
+        let described = kubectl(&[
+            "exec",
+            "medicine-pubsub-kafka-0",
+            "--",
+            "bin/kafka-topics.sh",
+            "--describe",
+            "--topic",
+            topic,
+            "--bootstrap-server",
+            BOOTSTRAP,
+        ]);
+        assert!(
+            described.contains("ReplicationFactor: 3")
+                && described.contains("min.insync.replicas=2"),
+            "{described}"
+        );
+        for line in described.lines().filter(|l| l.contains("Leader:")) {
+            let field = |name: &str| {
+                line.split('\t')
+                    .find_map(|f| f.trim().strip_prefix(name))
+                    .map(|v| v.trim().split(',').count())
+            };
+            assert_eq!(field("Isr:"), Some(3), "{line}");
+        }
     }
     let orders = read_verbatim(
         "kubectl exec -it medicine-pubsub-kafka-1 -- bin/kafka-console-consumer.sh --bootstrap-server medicine-pubsub-kafka-bootstrap:9092 --topic tabs.orders",

@@ -1,6 +1,6 @@
 //! The stand-in for the Strimzi operator (which cannot run here: it is not on Maven Central and needs real broker
 //! pods). The API server and Strimzi's real CRDs, with their CEL rules, decide what is accepted; this controller
-//! then does the part of the operator the project depends on, against the one real broker of the test:
+//! then does the part of the operator the project depends on, against the real brokers of the test:
 //!
 //! - a `Kafka` with a `KafkaNodePool` gets its broker pods (`<cluster>-<pool>-<id>`, run by kwok), its bootstrap
 //!   Service and `Ready`, and is refused (`Ready=False`) for a Kafka version Strimzi 1.2.0 does not run;
@@ -17,7 +17,8 @@
 //!   and `sasl.jaas.config`, owned by the user so that the garbage collector removes it with it, and `Ready`.
 //!   The ACLs of a deleted user stay on the broker, which the test discards.
 //!
-//! The broker has one node: topics are created with replication factor 1 and `min.insync.replicas` at most 1.
+//! The brokers are the three nodes deploy/'s node pool declares (`KAFKA_DEV_NODES=3 scripts/kafka-dev.sh`): topics
+//! are created exactly as their `KafkaTopic` declares them (replicas, `min.insync.replicas` and all).
 
 use std::path::PathBuf;
 use std::time::Duration;

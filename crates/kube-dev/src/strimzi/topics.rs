@@ -69,16 +69,13 @@ impl Controller {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                // One broker: no more than one in-sync replica can ever be asked for.
-                let value = if key == "min.insync.replicas" {
-                    "1".to_owned()
-                } else {
-                    value
-                };
                 config.push((key.clone(), value));
             }
         }
-        let mut new_topic = NewTopic::new(&topic_name, partitions, TopicReplication::Fixed(1));
+        // As the topic declares it (deploy/: three replicas, min.insync.replicas 2), on the three brokers.
+        let replicas = topic.data["spec"]["replicas"].as_i64().unwrap_or(-1) as i32;
+        let mut new_topic =
+            NewTopic::new(&topic_name, partitions, TopicReplication::Fixed(replicas));
         for (key, value) in &config {
             new_topic = new_topic.set(key, value);
         }
