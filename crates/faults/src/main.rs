@@ -98,7 +98,18 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
     )
     .await?;
     let on_cluster = Harness::new(exe.clone(), cluster.bootstrap.clone());
-    let plans: Vec<Vec<ClusterFault>> = if cli.long {
+    let plans: Vec<Vec<ClusterFault>> = if let Ok(only) = std::env::var("FAULTS_CLUSTER_PLAN") {
+        vec![only
+            .split(',')
+            .map(|f| match f {
+                "roll" => ClusterFault::RollingRestart,
+                "kill-txn" => ClusterFault::KillTransactionCoordinator,
+                "kill-group" => ClusterFault::KillGroupCoordinator,
+                "stop-txn" => ClusterFault::StopTransactionCoordinator,
+                _ => ClusterFault::CutOffTransactionCoordinator,
+            })
+            .collect()]
+    } else if cli.long {
         vec![
             vec![ClusterFault::RollingRestart],
             vec![ClusterFault::KillTransactionCoordinator],

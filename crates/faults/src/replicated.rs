@@ -178,6 +178,9 @@ pub async fn on_cluster(
             crew.stop_all(Duration::from_secs(60)).await?;
             let outcome = harness.audit(&topics, MAKING, Duration::ZERO).await?;
             let mut result = findings(scenario, started, &outcome, &samples, &crew, bound)?;
+            if !result.passed() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
+                keep_logs(repo_root, &crew)?;
+            }
             let aborts: u64 = crew
                 .running_and_gone()
                 .iter()
@@ -218,6 +221,18 @@ pub async fn on_cluster(
         skipped.len()
     ));
     Ok(result)
+}
+
+/// Writes every maker's log to target/fault-logs/ (what the makers saw is the first thing to read on a failure).
+fn keep_logs(repo_root: &Path, crew: &Crew) -> anyhow::Result<()> {
+    let dir = repo_root.join("target/fault-logs");
+    std::fs::create_dir_all(&dir)?;
+    for maker in crew.running_and_gone() {
+        let path = dir.join(format!("maker-{}.log", maker.pid()));
+        std::fs::write(&path, maker.stderr_text())?;
+        eprintln!("maker log: {}", path.display());
+    }
+    Ok(())
 }
 
 /// The transactional id the first maker logged.
