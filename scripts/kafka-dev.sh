@@ -343,7 +343,8 @@ start() {
   for i in $(nodes); do
     select_node "${i}"
     stop_strays
-    rm -f "${node_dir}/server-earlier.log"
+    # A fresh store: the logs of an earlier cluster in this directory go too.
+    rm -f "${node_dir}/server-earlier.log" "${node_dir}/server.log"
     write_config
   done
   run_tool kafka.tools.StorageTool random-uuid >"${cluster_id_file}"

@@ -105,6 +105,7 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
                 "roll" => ClusterFault::RollingRestart,
                 "kill-txn" => ClusterFault::KillTransactionCoordinator,
                 "kill-group" => ClusterFault::KillGroupCoordinator,
+                "kill-other" => ClusterFault::KillBystander,
                 "stop-txn" => ClusterFault::StopTransactionCoordinator,
                 _ => ClusterFault::CutOffTransactionCoordinator,
             })
@@ -114,6 +115,7 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
             vec![ClusterFault::RollingRestart],
             vec![ClusterFault::KillTransactionCoordinator],
             vec![ClusterFault::KillGroupCoordinator],
+            vec![ClusterFault::KillBystander],
             vec![ClusterFault::StopTransactionCoordinator],
             vec![ClusterFault::CutOffTransactionCoordinator],
         ]

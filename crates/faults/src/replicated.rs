@@ -42,6 +42,9 @@ pub enum ClusterFault {
     KillTransactionCoordinator,
     /// The node leading the group's coordinator killed with SIGKILL, started again after a few seconds.
     KillGroupCoordinator,
+    /// A node that coordinates no worker's transactions (it leads partitions of the topics) killed with SIGKILL,
+    /// started again after a few seconds.
+    KillBystander,
     /// The node leading the transaction coordinator stopped cleanly (SIGTERM) and started again.
     StopTransactionCoordinator,
     /// The node leading the transaction coordinator cut off from clients and the other nodes (its link down) for
@@ -115,7 +118,7 @@ pub async fn on_cluster(
     };
     let watch = harness.watch(&topics)?;
     let mut patients = harness.patients(&topics, 30, "200ms");
-    let (mut running, transactional_id) = match workers {
+    let (mut running, transactional_ids) = match workers {
         Workers::Makers => {
             let mut crew = Crew::default();
             let making = [
@@ -127,9 +130,12 @@ pub async fn on_cluster(
                 "0",
             ];
             let first = crew.add(harness.maker(&topics, &making));
-            crew.add(harness.maker(&topics, &making));
-            let id = first_transactional_id(&crew, first).await?;
-            (Running::Makers(crew), id)
+            let second = crew.add(harness.maker(&topics, &making));
+            let ids = vec![
+                transactional_id(&crew, first).await?,
+                transactional_id(&crew, second).await?,
+            ];
+            (Running::Makers(crew), ids)
         }
         Workers::Copiers => {
             let copiers = Copiers::start(
@@ -141,8 +147,8 @@ pub async fn on_cluster(
                 2,
             )
             .await?;
-            let id = copiers.transactional_ids()[0].clone();
-            (Running::Copiers(copiers), id)
+            let ids = copiers.transactional_ids();
+            (Running::Copiers(copiers), ids)
         }
     };
 
@@ -151,7 +157,7 @@ pub async fn on_cluster(
     for &fault in faults {
         let note = tending(
             &mut running,
-            inject(cluster, fault, &transactional_id, &topics.group),
+            inject(cluster, fault, &transactional_ids, &topics.group),
         )
         .await?;
         notes.push(note);
@@ -235,9 +241,9 @@ fn keep_logs(repo_root: &Path, crew: &Crew) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The transactional id the first maker logged.
-async fn first_transactional_id(crew: &Crew, first: usize) -> anyhow::Result<String> {
-    let maker = crew.proc(first);
+/// The transactional id a maker logged.
+async fn transactional_id(crew: &Crew, index: usize) -> anyhow::Result<String> {
+    let maker = crew.proc(index);
     anyhow::ensure!(
         maker
             .wait_for_log("transactional producer created", Duration::from_secs(30))
@@ -252,14 +258,16 @@ async fn first_transactional_id(crew: &Crew, first: usize) -> anyhow::Result<Str
         .context("the maker logged no transactional id")
 }
 
-/// Injects one fault; returns what was done, for the report.
+/// Injects one fault (the coordinator faults aim at the first worker's transactional id); returns what was done,
+/// for the report.
 async fn inject(
     cluster: &Cluster,
     fault: ClusterFault,
-    transactional_id: &str,
+    transactional_ids: &[String],
     group: &str,
 ) -> anyhow::Result<String> {
     let begun = Instant::now();
+    let transactional_id = transactional_ids[0].as_str();
     if fault == ClusterFault::CutOffTransactionCoordinator {
         let node = cluster.transaction_coordinator(transactional_id).await?;
         cluster.cut(node, true).await?;
@@ -295,6 +303,16 @@ async fn inject(
             "the group coordinator",
             Down::Hard,
         ),
+        ClusterFault::KillBystander => {
+            let mut coordinators = Vec::new();
+            for id in transactional_ids {
+                coordinators.push(cluster.transaction_coordinator(id).await?);
+            }
+            let node = (0..crate::cluster::NODES as i32)
+                .find(|n| !coordinators.contains(n))
+                .context("every node coordinates a worker's transactions")?;
+            (node, "no worker's transaction coordinator", Down::Hard)
+        }
         ClusterFault::CutOffTransactionCoordinator => unreachable!("handled above"),
     };
     cluster.take_down(node, how).await?;
@@ -375,6 +393,7 @@ fn faults_name(faults: &[ClusterFault]) -> String {
             ClusterFault::RollingRestart => "rolling restart",
             ClusterFault::KillTransactionCoordinator => "transaction coordinator's node killed",
             ClusterFault::KillGroupCoordinator => "group coordinator's node killed",
+            ClusterFault::KillBystander => "a node coordinating no transaction killed",
             ClusterFault::StopTransactionCoordinator => "transaction coordinator's node stopped",
             ClusterFault::CutOffTransactionCoordinator => "transaction coordinator's node cut off",
         })
