@@ -196,12 +196,14 @@ pub const NO_HOLDER: &str = "no maker";
 /// committed offset did not move, whoever held it (a partition with backlog that no maker holds is stalled as
 /// much as one whose maker is stuck; a change of holder does not restart the clock). A stall names the holder
 /// when it was last seen ([`NO_HOLDER`] if none). Also returns the longest such stretch of any length, the figure
-/// reports print. A kill of the holder (a fault the run injected, [`Holding::killed`]) starts the clock again at
-/// the kill: the bound allows each kill its wait once. Fails without samples: a watch that saw nothing cannot vouch
+/// reports print. A kill of the holder (a fault the run injected, [`Holding::killed`]), or any kill in `kills`
+/// while the partition has no holder, starts the clock again at the kill: the bound allows each kill its wait
+/// once. Fails without samples: a watch that saw nothing cannot vouch
 /// for anything.
 pub fn stalls(
     samples: &[Sample],
     holdings: &[Holding],
+    kills: &[SystemTime],
     bound: Duration,
 ) -> anyhow::Result<(Vec<Stall>, Duration)> {
     anyhow::ensure!(
@@ -219,11 +221,18 @@ pub fn stalls(
                 open.remove(&lag.partition);
                 continue;
             }
-            // The latest kill of a holder of this partition before this sample.
-            let killed = holdings
+            // The latest kill before this sample of this partition's holder, or of any maker while the partition
+            // had none (it waits for the group to settle, which a dead member holds up).
+            let of_holder = holdings
                 .iter()
                 .filter(|h| h.partition == lag.partition && h.killed)
-                .filter_map(|h| h.until)
+                .filter_map(|h| h.until);
+            let while_unheld = kills
+                .iter()
+                .copied()
+                .filter(|&k| holder(holdings, lag.partition, k).is_none());
+            let killed = of_holder
+                .chain(while_unheld)
                 .filter(|&until| until <= sample.at)
                 .max();
             let continues = open.get(&lag.partition).is_some_and(|(began, committed)| {
@@ -305,6 +314,7 @@ mod tests {
         let (found, longest) = stalls(
             &samples(&[10, 20, 20, 20, 20, 20, 20]),
             &[held_by("maker-1", 0, None)],
+            &[],
             Duration::from_secs(3),
         )
         .unwrap();
@@ -326,6 +336,7 @@ mod tests {
         let (found, longest) = stalls(
             &samples(&[10, 10, 10, 20, 20, 30, 40]),
             &[held_by("maker-1", 0, None)],
+            &[],
             Duration::from_secs(3),
         )
         .unwrap();
@@ -339,6 +350,7 @@ mod tests {
         let (found, _) = stalls(
             &samples(&[10, 10, 10, 10, 10, 10, 10, 10, 10]),
             &[held_by("maker-1", 0, Some(1))],
+            &[],
             Duration::from_secs(3),
         )
         .unwrap();
@@ -353,6 +365,7 @@ mod tests {
         let (found, _) = stalls(
             &samples(&[100; 9]),
             &[held_by("maker-1", 0, None)],
+            &[],
             Duration::from_secs(3),
         )
         .unwrap();
@@ -366,6 +379,7 @@ mod tests {
         let (found, longest) = stalls(
             &samples(&[10, 10, 10, 10, 10, 10, 10, 10]),
             &[held_by("maker-1", 0, Some(4)), held_by("maker-2", 4, None)],
+            &[],
             Duration::from_secs(3),
         )
         .unwrap();
@@ -390,13 +404,32 @@ mod tests {
             held_by("maker-3", 7, None),
         ];
         let (found, longest) =
-            stalls(&samples(&[10; 11]), &holdings, Duration::from_secs(4)).unwrap();
+            stalls(&samples(&[10; 11]), &holdings, &[], Duration::from_secs(4)).unwrap();
         assert!(found.is_empty(), "{found:?}");
         assert_eq!(longest, Duration::from_secs(4));
         // Without the kills, the same standstill is a stall.
         let calm = [held_by("maker-1", 0, None)];
         assert_eq!(
-            stalls(&samples(&[10; 11]), &calm, Duration::from_secs(4))
+            stalls(&samples(&[10; 11]), &calm, &[], Duration::from_secs(4))
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_kill_while_a_partition_has_no_holder_starts_its_clock_again() {
+        // Never held (the group is still forming) while makers are killed at 3 s and 6 s.
+        let kills = [at(3), at(6)];
+        let (found, longest) =
+            stalls(&samples(&[10; 11]), &[], &kills, Duration::from_secs(4)).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(longest, Duration::from_secs(4));
+        // A kill while another maker held it does not.
+        let held = [held_by("maker-1", 0, None)];
+        assert_eq!(
+            stalls(&samples(&[10; 11]), &held, &kills, Duration::from_secs(4))
                 .unwrap()
                 .0
                 .len(),
@@ -406,8 +439,14 @@ mod tests {
 
     #[test]
     fn no_samples_is_no_verdict() {
-        let err = stalls(&[], &[held_by("maker-1", 0, None)], Duration::from_secs(3)).unwrap_err();
+        let err = stalls(
+            &[],
+            &[held_by("maker-1", 0, None)],
+            &[],
+            Duration::from_secs(3),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("0 samples"), "{err}");
-        assert!(stalls(&samples(&[10]), &[], Duration::from_secs(3)).is_err());
+        assert!(stalls(&samples(&[10]), &[], &[], Duration::from_secs(3)).is_err());
     }
 }

@@ -55,6 +55,15 @@ impl Crew {
         &self.members[index].proc
     }
 
+    /// When each maker the scenario killed died.
+    pub fn kills(&self) -> Vec<SystemTime> {
+        self.members
+            .iter()
+            .filter(|m| m.killed)
+            .filter_map(|m| m.ended)
+            .collect()
+    }
+
     /// Every maker started, running or gone.
     pub fn running_and_gone(&self) -> Vec<&Proc> {
         self.members.iter().map(|m| &m.proc).collect()

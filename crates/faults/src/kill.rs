@@ -52,9 +52,12 @@ pub async fn kill_makers(harness: &Harness, duration: Duration) -> anyhow::Resul
         started,
         making_time,
         wait: Duration::from_secs(90),
+        // Both waits start at the kill: the group's for the dead member, the broker's for its transaction.
         bound: liveness_bound(
             making_time,
-            TRANSACTION_TIMEOUT + harness.transaction_cleanup,
+            harness
+                .session_timeout
+                .max(TRANSACTION_TIMEOUT + harness.transaction_cleanup),
         ),
     };
     let mut result = conclude(harness, &topics, &acknowledged, crew, watch, ending).await?;

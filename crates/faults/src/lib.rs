@@ -60,6 +60,10 @@ pub struct Harness {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`): 2 s on the test brokers (as on the deployed
     /// cluster), 10 s with Kafka's defaults. Part of how long a killed maker's partitions can wait.
     pub transaction_cleanup: Duration,
+    /// How long the group waits before it gives a dead maker's partitions to another: the makers' own 10 s
+    /// under the classic protocol; under KIP-848 the broker's `group.consumer.session.timeout.ms` (10 s on the
+    /// test brokers, as on the deployed cluster; 45 s with Kafka's defaults).
+    pub session_timeout: Duration,
 }
 
 /// The topics and group of one scenario.
@@ -185,6 +189,7 @@ impl Harness {
             bootstrap: bootstrap.into(),
             protocol: None,
             transaction_cleanup: Duration::from_secs(2),
+            session_timeout: Duration::from_secs(10),
         }
     }
 
@@ -288,7 +293,8 @@ fn findings(
     bound: Duration,
 ) -> anyhow::Result<Findings> {
     let report = &outcome.report;
-    let (frozen, longest_stall) = audit::liveness::stalls(samples, &crew.holdings(), bound)?;
+    let (frozen, longest_stall) =
+        audit::liveness::stalls(samples, &crew.holdings(), &crew.kills(), bound)?;
     Ok(Findings {
         scenario: scenario.into(),
         duration: started.elapsed(),

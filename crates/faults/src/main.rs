@@ -178,6 +178,7 @@ async fn single_node(
         let on_defaults = Harness {
             protocol: Some(protocol),
             transaction_cleanup: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(if protocol == "consumer" { 45 } else { 10 }),
             ..Harness::new(exe.to_owned(), defaults.bootstrap.clone())
         };
         let mut findings = faults::kill_makers(&on_defaults, duration).await?;

@@ -343,7 +343,7 @@ async fn copied(
     let inputs = read_to_end(&harness.bootstrap, input).await?;
     let outputs = read_to_end(&harness.bootstrap, output).await?;
     let (missing, duplicated) = copier::compare(&inputs, &outputs);
-    let (frozen, longest_stall) = audit::liveness::stalls(samples, &[], bound)?;
+    let (frozen, longest_stall) = audit::liveness::stalls(samples, &[], &[], bound)?;
     Ok(Findings {
         duration: started.elapsed(),
         orders: inputs.len() as u64,

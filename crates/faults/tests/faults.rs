@@ -183,6 +183,7 @@ async fn killed_makers_lose_nothing_on_a_broker_with_kafkas_default_group_settin
         let on_defaults = Harness {
             protocol: Some(protocol),
             transaction_cleanup: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(if protocol == "consumer" { 45 } else { 10 }),
             ..harness(broker.bootstrap.clone())
         };
         let findings = faults::kill_makers(&on_defaults, Duration::from_secs(15))
