@@ -18,14 +18,7 @@ pub async fn kill_makers(harness: &Harness, duration: Duration) -> anyhow::Resul
     let started = Instant::now();
     let topics = Topics::create(&harness.bootstrap).await;
     let making_time = Duration::from_millis(200);
-    let making = [
-        "--tab-making-time",
-        "200ms",
-        "--max-in-flight-orders",
-        "64",
-        "--idle-exit-after",
-        "0",
-    ];
+    let making = crate::BUSY_MAKER;
     let watch = harness.watch(&topics)?;
     let mut patients = harness.patients(&topics, 30, "200ms");
     let mut crew = Crew::default();

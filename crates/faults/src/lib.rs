@@ -19,23 +19,24 @@ mod broker;
 pub mod cluster;
 pub mod copier;
 mod crew;
+mod ending;
 mod hostile;
 mod kill;
 pub mod replicated;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::ensure;
-use audit::liveness::{Sample, Stall, Watch};
+use audit::liveness::{Stall, Watch};
 use tabs::kafka::KafkaArgs;
-use tabs::messages::parse_order;
-use testkit::nix::sys::signal::Signal;
 use testkit::Proc;
 
 pub use broker::{restart_broker, SecondBroker};
 pub use crew::Crew;
+use ending::{
+    acknowledged_orders_are_in_the_topic, conclude, drained, findings, stop_patients, wind_down,
+    Ending,
+};
 pub use hostile::{hostile_flood, oversized_records};
 pub use kill::{kill_makers, saturated_churn, sigterm_storm};
 
@@ -283,171 +284,12 @@ pub fn liveness_bound(making: Duration, waits: Duration) -> Duration {
     making * 3 + COMMIT_INTERVAL + LIVENESS_SLACK + waits
 }
 
-/// The findings of a scenario from its audit and the samples of its liveness watch.
-fn findings(
-    scenario: impl Into<String>,
-    started: Instant,
-    outcome: &audit::Outcome,
-    samples: &[Sample],
-    crew: &Crew,
-    bound: Duration,
-) -> anyhow::Result<Findings> {
-    let report = &outcome.report;
-    let (frozen, longest_stall) =
-        audit::liveness::stalls(samples, &crew.holdings(), &crew.kills(), bound)?;
-    Ok(Findings {
-        scenario: scenario.into(),
-        duration: started.elapsed(),
-        orders: report.orders,
-        tabs: report.delivered_tabs,
-        missing: report.missing_tabs,
-        duplicated: report.duplicated_tabs,
-        wrong: report.wrong_pow + report.wrong_fields + report.unknown_order_tabs,
-        missing_dead_letters: outcome.missing_dead_letters,
-        makers_started: crew.started(),
-        frozen,
-        liveness_bound: bound,
-        longest_stall,
-        latency_p50_ms: report.latency.p50_ms,
-        ..Findings::default()
-    })
-}
-
-/// How a scenario under the patients' load is judged once they have stopped.
-struct Ending {
-    scenario: String,
-    started: Instant,
-    making_time: Duration,
-    /// How long the makers get to finish the backlog.
-    wait: Duration,
-    /// The liveness bound.
-    bound: Duration,
-}
-
-/// Waits until `group` has committed every record of `topic` (its lag is 0 on every partition), up to `wait`.
-/// Returns whether it did; one that did not is judged by the audit (what is missing) and the liveness verdict.
-pub(crate) async fn drained(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    wait: Duration,
-) -> anyhow::Result<bool> {
-    let kafka = KafkaArgs::plaintext(bootstrap);
-    let (group, topic) = (group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let probe = audit::liveness::LagProbe::open(&kafka, &group, &topic)?;
-        let deadline = Instant::now() + wait;
-        loop {
-            // A failed sample (a broker restarting) is tried again.
-            if let Ok(partitions) = probe.sample() {
-                if partitions.iter().all(|p| p.lag() == 0) {
-                    return Ok(true);
-                }
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    })
-    .await?
-}
-
-/// The end of a scenario, in the order that lets it fail where reality fails: the makers finish the backlog (up
-/// to `wait`), the liveness watch ends, every maker is sent SIGTERM (each must exit 0; one that ended otherwise
-/// by itself before fails the scenario), and only once every process has stopped is the audit read, to the
-/// topics' ends: whatever a drain or a rewind wrote is in it.
-async fn wind_down(
-    harness: &Harness,
-    topics: &Topics,
-    crew: &mut Crew,
-    watch: Watch,
-    ending: &Ending,
-) -> anyhow::Result<(audit::Outcome, Vec<Sample>)> {
-    drained(
-        &harness.bootstrap,
-        &topics.group,
-        &topics.orders,
-        ending.wait,
-    )
-    .await?;
-    let samples = watch.finish()?;
-    crew.stop_all(Duration::from_secs(60)).await?;
-    let outcome = harness
-        .audit(topics, ending.making_time, Duration::ZERO)
-        .await?;
-    Ok((outcome, samples))
-}
-
-/// The end of a scenario whose patients have stopped ([`wind_down`]), its findings, and every order the patients
-/// logged as acknowledged found in the orders topic.
-async fn conclude(
-    harness: &Harness,
-    topics: &Topics,
-    acknowledged: &HashSet<(String, u64)>,
-    mut crew: Crew,
-    watch: Watch,
-    ending: Ending,
-) -> anyhow::Result<Findings> {
-    let (outcome, samples) = wind_down(harness, topics, &mut crew, watch, &ending).await?;
-    let result = findings(
-        ending.scenario,
-        ending.started,
-        &outcome,
-        &samples,
-        &crew,
-        ending.bound,
-    )?;
-    acknowledged_orders_are_in_the_topic(&harness.bootstrap, topics, acknowledged).await?;
-    Ok(result)
-}
-
-/// Stops patients with SIGTERM and returns the orders they logged as acknowledged.
-async fn stop_patients(patients: &mut Proc) -> anyhow::Result<HashSet<(String, u64)>> {
-    patients.signal(Signal::SIGTERM);
-    let code = patients.exit_code(Duration::from_secs(60)).await;
-    ensure!(
-        code == 0,
-        "patients exited with {code}: {}",
-        patients.stderr_text()
-    );
-    Ok(patients
-        .log_events("order acknowledged")
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e.get("patient_id")?.as_str()?.to_owned(),
-                e.get("order_timestamp_ns")?.as_u64()?,
-            ))
-        })
-        .collect())
-}
-
-/// Every order the patients logged as acknowledged is in the orders topic.
-async fn acknowledged_orders_are_in_the_topic(
-    bootstrap: &str,
-    topics: &Topics,
-    acknowledged: &HashSet<(String, u64)>,
-) -> anyhow::Result<()> {
-    let records = testkit::read_topic(
-        bootstrap,
-        &topics.orders,
-        true,
-        acknowledged.len(),
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    )
-    .await;
-    let present: HashSet<(String, u64)> = records
-        .iter()
-        .filter_map(|r| parse_order(r.value.as_deref(), 30).ok())
-        .map(|o| (o.patient_id, o.order_timestamp_ns))
-        .collect();
-    let lost = acknowledged.difference(&present).count();
-    ensure!(
-        lost == 0,
-        "{lost} acknowledged orders are not in {}",
-        topics.orders
-    );
-    Ok(())
-}
+/// A busy maker of the scenarios under the patients' load: tabs of 200 ms, 64 orders in flight, never idle-exiting.
+const BUSY_MAKER: [&str; 6] = [
+    "--tab-making-time",
+    "200ms",
+    "--max-in-flight-orders",
+    "64",
+    "--idle-exit-after",
+    "0",
+];

@@ -121,14 +121,7 @@ pub async fn on_cluster(
     let (mut running, transactional_ids) = match workers {
         Workers::Makers => {
             let mut crew = Crew::default();
-            let making = [
-                "--tab-making-time",
-                "200ms",
-                "--max-in-flight-orders",
-                "64",
-                "--idle-exit-after",
-                "0",
-            ];
+            let making = crate::BUSY_MAKER;
             let first = crew.add(harness.maker(&topics, &making));
             let second = crew.add(harness.maker(&topics, &making));
             let ids = vec![
@@ -217,7 +210,8 @@ pub async fn on_cluster(
             result
         }
     };
-    crate::acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
+    crate::ending::acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged)
+        .await?;
     result.faults_injected = faults.len() as u64;
     result.notes.extend(notes);
     // On three nodes the brokers' word is reported, never an excuse.
