@@ -352,7 +352,13 @@ start() {
     select_node "${i}"
     format_store
   done
-  # Every node is launched before any is waited for: a controller quorum needs a majority to start.
+  launch_all
+}
+
+# Launches every node on its store, then waits for each: a controller quorum needs a majority to start, so none is
+# waited for before all are launched.
+launch_all() {
+  local i
   for i in $(nodes); do
     select_node "${i}"
     launch
@@ -427,18 +433,10 @@ stop_with() {
 
 # Stops every node and starts them again on the same store: a broker restart as clients see it.
 restart() {
-  local i
   select_node 0
   [[ -f "${data_dir}/meta.properties" ]] || die "no store in ${data_dir}; start the broker first: $0 start"
   stop
-  for i in $(nodes); do
-    select_node "${i}"
-    launch
-  done
-  for i in $(nodes); do
-    select_node "${i}"
-    wait_ready
-  done
+  launch_all
 }
 
 wait_ready() {
