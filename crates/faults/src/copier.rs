@@ -35,7 +35,7 @@ pub struct Copiers {
     bootstrap: String,
     input: String,
     output: String,
-    pub group: String,
+    group: String,
     slots: Vec<Slot>,
     /// Runs started, and the runs that ended otherwise than with exit 0 (how, and the end of their output).
     pub runs: u64,
