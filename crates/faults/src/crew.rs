@@ -126,11 +126,17 @@ impl Crew {
 
     /// Fails if a maker exited by itself with anything but 0 (makers that leave by themselves drain first).
     pub async fn reap_clean(&mut self) -> anyhow::Result<()> {
-        for status in self.reap().await {
-            ensure!(
-                status.code() == Some(0),
-                "a maker ended {status:?} by itself"
-            );
+        for member in self.members.iter_mut().filter(|m| m.ended.is_none()) {
+            if let Some(status) = member.proc.wait_timeout(Duration::ZERO).await {
+                member.ended = Some(SystemTime::now());
+                // Its whole log: what it saw is the first thing to read.
+                ensure!(
+                    status.code() == Some(0),
+                    "{} ended {status:?} by itself; its log:\n{}",
+                    member.name,
+                    member.proc.stderr_text()
+                );
+            }
         }
         Ok(())
     }
