@@ -57,12 +57,8 @@ step() {
   fi
 }
 
-for tool in cargo java mvn go; do
-  if ! command -v "${tool}" >/dev/null 2>&1; then
-    echo "make_test.sh: '${tool}' is missing; .ci/run installs what the tests need" >&2
-    exit 1
-  fi
-done
+# shellcheck source=scripts/lib/setup.sh
+source scripts/lib/setup.sh
 
 start_kafka() {
   if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
@@ -77,9 +73,13 @@ start_kafka() {
   eval "$(scripts/kafka-dev.sh env)"
 }
 
+set_up() {
+  setup_tools && link_build_cache && mkdir -p target
+}
+step "set up what this machine lacks (Debian packages, kubeconform, cargo-chef; the build cache)" set_up
+
 # The control plane takes long to compile the first time (it is cached by version after): it builds beside the
 # Rust steps, and the step that needs it waits for it.
-mkdir -p target
 kube_build_log=target/kube-dev-build.log
 scripts/kube-dev.sh build >"${kube_build_log}" 2>&1 &
 kube_build_pid=$!
@@ -119,9 +119,4 @@ step "Kubernetes end to end: the quickstart on the real API server and KEDA oper
 step "the image build rehearsed (Docker's context, the Dockerfile's cargo-chef stages)" \
   cargo test --locked -p deploy-check --features rehearsal --test image_build
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
-if command -v shellcheck >/dev/null 2>&1; then
-  step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh bench/*.sh
-else
-  echo "make_test.sh: shellcheck is missing (Debian: apt-get install shellcheck)" >&2
-  exit 1
-fi
+step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh bench/*.sh

@@ -208,7 +208,7 @@ fn rehearse(context: &Path, work: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the pinned cargo-chef is installed; in CI it must be (.ci/run installs it).
+/// Whether the pinned cargo-chef is installed; in CI it must be (make_test.sh installs it).
 fn chef_installed(version: &str) -> bool {
     let output = Command::new("cargo").args(["chef", "--version"]).output();
     let found = output

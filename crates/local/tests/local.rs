@@ -585,7 +585,7 @@ async fn closing_the_terminal_ends_the_run_as_ctrl_c_does() {
     wait_until_no_process_of(&run, Duration::from_secs(5)).await;
 }
 
-/// Whether the local mode can start Kafka here; under CI it must (`.ci/run` installs both).
+/// Whether the local mode can start Kafka here; under CI it must (`make_test.sh` installs both).
 fn has_java_and_maven() -> bool {
     let has = |program: &str| {
         std::process::Command::new("sh")
@@ -599,7 +599,7 @@ fn has_java_and_maven() -> bool {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "CI must have Java and Maven (.ci/run installs them)"
+        "CI must have Java and Maven (make_test.sh installs them)"
     );
     eprintln!("skipped: Java or Maven missing");
     false
