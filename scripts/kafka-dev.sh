@@ -457,6 +457,15 @@ wait_ready() {
   say "ready on ${host}:${plain_port}"
 }
 
+# Waits up to 30 s for a pid to be gone.
+wait_gone() {
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$1" 2>/dev/null; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+}
+
 # Sends SIGTERM to the given pids, waits for them to exit, and SIGKILLs what is left after 30 s.
 terminate() {
   local pid deadline=$((SECONDS + 30))
@@ -466,6 +475,8 @@ terminate() {
       if ((SECONDS >= deadline)); then
         say "pid ${pid} ignored SIGTERM for 30s; killing it"
         kill -9 "${pid}" 2>/dev/null || true
+        # Gone only once the kernel has closed its sockets: a node started next must find its ports free.
+        wait_gone "${pid}" || die "pid ${pid} still there 30s after SIGKILL"
         break
       fi
       sleep 0.2
@@ -522,7 +533,7 @@ node_action() {
       if pid=$(running_pid); then
         say "killing node ${node_id} (pid ${pid})"
         kill -9 "${pid}" 2>/dev/null || true
-        while kill -0 "${pid}" 2>/dev/null; do sleep 0.05; done
+        wait_gone "${pid}" || die "node ${node_id} (pid ${pid}) still there 30s after SIGKILL"
       fi
       rm -f "${pid_file}"
       ;;

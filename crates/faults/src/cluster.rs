@@ -43,6 +43,7 @@ pub struct Cluster {
     port: u16,
     dir: PathBuf,
     network: Network,
+    repo_root: PathBuf,
 }
 
 impl Cluster {
@@ -59,7 +60,10 @@ impl Cluster {
             port,
             dir: repo_root.join(dir),
             network,
+            repo_root: repo_root.to_owned(),
         };
+        // Nodes an earlier run left behind (a test that did not get to stop them) are not this scenario's.
+        cluster.run(&["stop"]).await?;
         cluster.run(&["start"]).await?;
         let printed = tokio::process::Command::from(cluster.command(&["env"]))
             .output()
@@ -98,6 +102,27 @@ impl Cluster {
             .await
             .with_context(|| format!("running kafka-dev.sh {}", args.join(" ")))?;
         ensure!(status.success(), "kafka-dev.sh {} failed", args.join(" "));
+        Ok(())
+    }
+
+    /// Sets the cluster's `transaction.version` feature (Kafka's `kafka-features.sh`), which decides the
+    /// transaction protocol Kafka's Java client speaks: 2 is KIP-890's second part, 1 the protocol before it.
+    pub async fn set_transaction_version(&self, version: u16) -> anyhow::Result<()> {
+        let classpath = kafka_classpath(&self.repo_root).await?;
+        // New clusters start at 2; `upgrade` to the level a cluster has is accepted and changes nothing.
+        let direction = if version < 2 { "downgrade" } else { "upgrade" };
+        let output = tokio::process::Command::new("java")
+            .args(["-cp", &classpath, "org.apache.kafka.tools.FeatureCommand"])
+            .args(["--bootstrap-server", &self.bootstrap, direction])
+            .args(["--feature", &format!("transaction.version={version}")])
+            .output()
+            .await
+            .context("running Kafka's FeatureCommand")?;
+        ensure!(
+            output.status.success(),
+            "setting transaction.version={version} failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
         Ok(())
     }
 
@@ -221,6 +246,21 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// The class path of the jars scripts/kafka-dev.sh runs, for Kafka's own tools.
+pub async fn kafka_classpath(repo_root: &Path) -> anyhow::Result<String> {
+    let printed = tokio::process::Command::new(repo_root.join("scripts/kafka-dev.sh"))
+        .arg("classpath")
+        .output()
+        .await
+        .context("running kafka-dev.sh classpath")?;
+    ensure!(
+        printed.status.success(),
+        "kafka-dev.sh classpath failed: {}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    Ok(String::from_utf8(printed.stdout)?.trim().to_owned())
 }
 
 impl Drop for Cluster {

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::{ensure, Context as _};
 use testkit::nix::sys::signal::Signal;
 use testkit::Proc;
 
@@ -52,18 +51,8 @@ impl Copiers {
         group: &str,
         count: usize,
     ) -> anyhow::Result<Self> {
-        let printed = tokio::process::Command::new(repo_root.join("scripts/kafka-dev.sh"))
-            .arg("classpath")
-            .output()
-            .await
-            .context("running kafka-dev.sh classpath")?;
-        ensure!(
-            printed.status.success(),
-            "kafka-dev.sh classpath failed: {}",
-            String::from_utf8_lossy(&printed.stderr)
-        );
         let mut copiers = Self {
-            classpath: String::from_utf8(printed.stdout)?.trim().to_owned(),
+            classpath: crate::cluster::kafka_classpath(repo_root).await?,
             bootstrap: bootstrap.to_owned(),
             input: input.to_owned(),
             output: output.to_owned(),

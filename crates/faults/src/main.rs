@@ -36,6 +36,55 @@ struct Cli {
     /// Only the scenarios of the three-node cluster (the makers and Kafka's own copier side by side).
     #[arg(long)]
     cluster_only: bool,
+
+    /// The three-node cluster's faults, in this order, in one scenario (instead of the default plans).
+    #[arg(long, env = "FAULTS_CLUSTER_PLAN", value_delimiter = ',')]
+    plan: Vec<PlanFault>,
+
+    /// Who works through the three-node faults.
+    #[arg(long, value_enum, default_value_t = Who::Both)]
+    workers: Who,
+
+    /// Runs each three-node scenario this many times (a rare fault needs many runs to be seen or ruled out).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+
+    /// The cluster's `transaction.version` feature: 2 (Kafka 4's default, KIP-890's second part, which Kafka's
+    /// Java client uses) or 1 (the protocol librdkafka speaks, so the copier runs the makers' protocol).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=2))]
+    transaction_version: u16,
+}
+
+/// A fault of `--plan`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PlanFault {
+    Roll,
+    KillTxn,
+    KillGroup,
+    KillOther,
+    StopTxn,
+    Cut,
+}
+
+impl From<PlanFault> for ClusterFault {
+    fn from(fault: PlanFault) -> Self {
+        match fault {
+            PlanFault::Roll => ClusterFault::RollingRestart,
+            PlanFault::KillTxn => ClusterFault::KillTransactionCoordinator,
+            PlanFault::KillGroup => ClusterFault::KillGroupCoordinator,
+            PlanFault::KillOther => ClusterFault::KillBystander,
+            PlanFault::StopTxn => ClusterFault::StopTransactionCoordinator,
+            PlanFault::Cut => ClusterFault::CutOffTransactionCoordinator,
+        }
+    }
+}
+
+/// `--workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Who {
+    Makers,
+    Copiers,
+    Both,
 }
 
 fn main() -> ExitCode {
@@ -97,19 +146,12 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
         Network::Namespaces,
     )
     .await?;
+    cluster
+        .set_transaction_version(cli.transaction_version)
+        .await?;
     let on_cluster = Harness::new(exe.clone(), cluster.bootstrap.clone());
-    let plans: Vec<Vec<ClusterFault>> = if let Ok(only) = std::env::var("FAULTS_CLUSTER_PLAN") {
-        vec![only
-            .split(',')
-            .map(|f| match f {
-                "roll" => ClusterFault::RollingRestart,
-                "kill-txn" => ClusterFault::KillTransactionCoordinator,
-                "kill-group" => ClusterFault::KillGroupCoordinator,
-                "kill-other" => ClusterFault::KillBystander,
-                "stop-txn" => ClusterFault::StopTransactionCoordinator,
-                _ => ClusterFault::CutOffTransactionCoordinator,
-            })
-            .collect()]
+    let plans: Vec<Vec<ClusterFault>> = if !cli.plan.is_empty() {
+        vec![cli.plan.iter().map(|&f| f.into()).collect()]
     } else if cli.long {
         vec![
             vec![ClusterFault::RollingRestart],
@@ -126,19 +168,26 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
             ClusterFault::CutOffTransactionCoordinator,
         ]]
     };
+    let workers: &[Workers] = match cli.workers {
+        Who::Makers => &[Workers::Makers],
+        Who::Copiers => &[Workers::Copiers],
+        Who::Both => &[Workers::Makers, Workers::Copiers],
+    };
     for plan in &plans {
-        for workers in [Workers::Makers, Workers::Copiers] {
-            report(
-                replicated::on_cluster(
-                    &on_cluster,
-                    &cluster,
-                    &repo_root(),
-                    workers,
-                    plan,
-                    Duration::from_secs(5),
-                )
-                .await?,
-            );
+        for _ in 0..cli.repeat {
+            for &workers in workers {
+                report(
+                    replicated::on_cluster(
+                        &on_cluster,
+                        &cluster,
+                        &repo_root(),
+                        workers,
+                        plan,
+                        Duration::from_secs(5),
+                    )
+                    .await?,
+                );
+            }
         }
     }
     drop(cluster);
