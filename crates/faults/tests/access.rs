@@ -305,6 +305,49 @@ async fn the_shipped_acls_let_each_user_do_its_job_and_nothing_more() {
         assert!(refused.contains("Authorization"), "{user}: {refused}");
     }
 
+    // The makers read their tabs back (committed) after a commit whose outcome they could not know, with a reader
+    // under their own group that never joins it: the last stable offset, then the records.
+    let maker = cluster.kafka_args("medicine-maker");
+    tokio::task::spawn_blocking(move || {
+        let reader: rdkafka::consumer::BaseConsumer<tabs::kafka::TabsContext> =
+            tabs::kafka::create_reader(
+                &maker,
+                &tabs::kafka::ReaderOptions {
+                    group: "tabs_makers".into(),
+                    read_committed: true,
+                    report_partition_end: false,
+                },
+                tabs::kafka::TabsContext::default(),
+            )
+            .unwrap();
+        let mut with_tabs = None;
+        for partition in 0..12 {
+            let (_, stable) = reader
+                .fetch_watermarks("tabs.deliveries", partition, Duration::from_secs(20))
+                .expect("the maker's user reads the deliveries' last stable offset");
+            if stable > 0 {
+                with_tabs = Some(partition);
+                break;
+            }
+        }
+        let partition = with_tabs.expect("tabs were made");
+        let mut one = TopicPartitionList::new();
+        one.add_partition_offset("tabs.deliveries", partition, Offset::Beginning)
+            .unwrap();
+        reader.assign(&one).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match reader.poll(Duration::from_millis(500)) {
+                Some(Ok(_)) => break,
+                Some(Err(err)) => panic!("the maker's user may read its tabs back: {err}"),
+                None if Instant::now() > deadline => panic!("the maker's user read no tab back"),
+                None => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+
     // A wrong password: one line naming the user and the listener.
     let (code, log) = cluster
         .run_with_password(

@@ -2,11 +2,12 @@
 //! loop's decisions (what to fetch, when to pause, what to commit, when to stop) are made against this trait;
 //! [`crate::live::Live`] is the rdkafka implementation, and the loop's unit tests drive a fake one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::completion::Outcome;
+pub use crate::doubt::OrderKey;
 use crate::surplus::GroupView;
 
 /// A record fetched from the orders topic.
@@ -119,6 +120,11 @@ pub trait Broker {
         &mut self,
         replace_producer: bool,
     ) -> impl Future<Output = anyhow::Result<BTreeMap<i32, Option<i64>>>>;
+
+    /// After a rewind whose commits are in doubt (a producer that could not go on, offsets read back behind the
+    /// maker's own commits): the orders the recent transactions wrote whose tabs the deliveries topic holds,
+    /// committed. Made again, they would be there twice (see `doubt.rs`).
+    fn delivered(&mut self) -> impl Future<Output = anyhow::Result<HashSet<OrderKey>>>;
 
     /// Leaves the group and lets the producer finish; bounded.
     fn close(self) -> impl Future<Output = ()>;

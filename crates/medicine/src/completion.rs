@@ -9,6 +9,9 @@ use crate::ledger::Epoch;
 pub enum Outcome {
     /// Exactly-once: an order made; its tabs wait for the transaction.
     Made { order: Order, tabs: Vec<Tab> },
+    /// Exactly-once: an order whose tabs the deliveries topic already holds, committed by a transaction whose
+    /// offsets were lost (see `doubt.rs`): only its offset goes with the transaction.
+    AlreadyDelivered { order: Order },
     /// Exactly-once: a rejected record; its dead letter waits for the transaction.
     Rejected {
         key: Option<Vec<u8>>,

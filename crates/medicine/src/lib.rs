@@ -27,6 +27,7 @@ mod at_least_once;
 mod broker;
 mod completion;
 mod consumer;
+mod doubt;
 mod ledger;
 mod lifecycle;
 mod live;

@@ -1,7 +1,7 @@
 //! The real [`Broker`]: rdkafka's consumer in the makers' group, and the transactional (exactly-once) or
 //! idempotent (at-least-once) producer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched, GroupFuture};
 use crate::consumer::{
     partition_list, restart_fetching, seek_to_committed, HandBackOnDrop, MakerContext, Rebalanced,
 };
+use crate::doubt::{self, OrderKey, Written};
 use crate::surplus::GroupView;
 use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
 use crate::{Config, Guarantee};
@@ -37,6 +38,8 @@ enum Output {
         ready: Option<InitTask>,
         /// How the producer was made, to make a new one if it becomes unusable.
         kind: ProducerKind,
+        /// Where the transactions wrote, across the producers that replace one another.
+        written: Arc<Written>,
     },
     AtLeastOnce(Publisher),
 }
@@ -88,12 +91,18 @@ impl Live {
                     id,
                     timeout: config.transaction_timeout,
                 };
-                let (producer, ready) =
-                    transactions::start_producer(&config.kafka, &kind, config.startup_timeout)?;
+                let written = Arc::new(Written::new(&config.topics.deliveries_topic));
+                let (producer, ready) = transactions::start_producer(
+                    &config.kafka,
+                    &kind,
+                    &written,
+                    config.startup_timeout,
+                )?;
                 Output::Transactional {
                     producer,
                     ready: Some(ready),
                     kind,
+                    written,
                 }
             }
             Guarantee::AtLeastOnce => Output::AtLeastOnce(Publisher::new(&config.kafka)?),
@@ -338,10 +347,11 @@ impl Broker for Live {
                 producer,
                 ready,
                 kind,
+                written,
             } = &mut self.output
             {
                 let (fresh, init) =
-                    transactions::start_producer(&self.kafka, kind, self.startup_timeout)?;
+                    transactions::start_producer(&self.kafka, kind, written, self.startup_timeout)?;
                 let old = std::mem::replace(producer, fresh);
                 // Destroying a librdkafka client blocks until its threads end.
                 tokio::task::spawn_blocking(move || drop(old));
@@ -363,6 +373,23 @@ impl Broker for Live {
         .await
         .context("rewind task")?
         .context("rewinding to the committed offsets")
+    }
+
+    async fn delivered(&mut self) -> anyhow::Result<HashSet<OrderKey>> {
+        let Output::Transactional { written, .. } = &self.output else {
+            return Ok(HashSet::new());
+        };
+        let span = written.recent();
+        let (kafka, group, topic) = (
+            self.kafka.clone(),
+            self.group.clone(),
+            self.topics.deliveries.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            doubt::delivered_orders(&kafka, &group, &topic, &span, BROKER_CALL_TIMEOUT)
+        })
+        .await
+        .context("reading the deliveries back")?
     }
 
     async fn close(self) {

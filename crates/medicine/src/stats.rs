@@ -31,6 +31,8 @@ pub struct Stats {
     /// Partitions whose committed offset a rewind read back behind this maker's own last commit: the broker lost a
     /// commit it had acknowledged.
     pub lost_commits: Counter,
+    /// Orders found committed in the deliveries topic after a rewind whose commits were in doubt: not made again.
+    pub already_delivered: Counter,
     latency: Histogram,
     /// Order latency in microseconds, for the exit summary's percentiles (bounded memory, 3 significant digits).
     latency_us: Mutex<Hdr<u64>>,
@@ -71,6 +73,7 @@ impl Stats {
             aborts: Counter::default(),
             dropped: Counter::default(),
             lost_commits: Counter::default(),
+            already_delivered: Counter::default(),
             latency: Histogram::new(tabs::metrics::latency_buckets()),
             latency_us: Mutex::new(
                 Hdr::new_with_bounds(1, 3_600_000_000, 3)
@@ -123,6 +126,12 @@ impl Stats {
             "Partitions whose committed offset was read back behind this maker's own last commit: the broker lost \
              a commit it had acknowledged, and those orders were made again",
             stats.lost_commits.clone(),
+        );
+        registry.register(
+            "medicine_orders_already_delivered",
+            "Orders fetched again after a rewind whose commits were in doubt and found committed in the deliveries \
+             topic: their offsets committed, not made again",
+            stats.already_delivered.clone(),
         );
         stats
     }

@@ -9,13 +9,14 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
-use tabs::kafka::{self, KafkaArgs, ProducerKind, TabsContext};
+use tabs::kafka::{self, KafkaArgs, ProducerKind};
 use tabs::messages::{to_json, Tab};
 use tabs::time::now_ns;
 use tracing::{error, warn};
 
 use crate::broker::CommitError;
 use crate::completion::Outcome;
+use crate::doubt::{TransactionContext, Written};
 
 /// Timeout of one blocking call to the broker (transaction steps, committed offsets, seeks).
 pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,20 +25,24 @@ pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// transaction's own flush, which then returns as soon as the last record is acknowledged. (A
 /// `ThreadedProducer`'s background thread takes those reports, and rdkafka's flush then sleeps out its 100 ms
 /// poll on every transaction.)
-pub type TransactionalProducer = Arc<BaseProducer<TabsContext>>;
+pub type TransactionalProducer = Arc<BaseProducer<TransactionContext>>;
 
 /// `init_transactions`, running on the blocking pool.
 pub type InitTask = tokio::task::JoinHandle<KafkaResult<()>>;
 
-/// Creates the transactional producer and starts `init_transactions` on the blocking pool; the first
-/// transaction waits for the returned task.
+/// Creates the transactional producer (noting where its records go in `written`, which outlives it) and starts
+/// `init_transactions` on the blocking pool; the first transaction waits for the returned task.
 pub fn start_producer(
     args: &KafkaArgs,
     kind: &ProducerKind,
+    written: &Arc<Written>,
     timeout: Duration,
 ) -> anyhow::Result<(TransactionalProducer, InitTask)> {
-    let producer: TransactionalProducer =
-        Arc::new(kafka::create_producer(args, kind, TabsContext::default())?);
+    let context = TransactionContext {
+        errors: Arc::default(),
+        written: Arc::clone(written),
+    };
+    let producer: TransactionalProducer = Arc::new(kafka::create_producer(args, kind, context)?);
     let init = Arc::clone(&producer);
     let ready = tokio::task::spawn_blocking(move || {
         // Connect first: started on a producer with no broker connection yet, librdkafka's coordinator lookup
@@ -58,7 +63,7 @@ pub struct Topics {
 
 /// Writes the tabs and dead letters of `results` and commits `offsets` in one transaction.
 pub fn transact(
-    producer: &BaseProducer<TabsContext>,
+    producer: &BaseProducer<TransactionContext>,
     topics: &Topics,
     results: &[Outcome],
     offsets: &TopicPartitionList,
@@ -87,13 +92,14 @@ pub fn transact(
                 }
                 // Never in a transaction: at-least-once results only.
                 Outcome::Delivered { .. } | Outcome::Failed(_) => {}
+                Outcome::AlreadyDelivered { .. } => {}
             }
         }
         retrying(|| producer.send_offsets_to_transaction(offsets, group, BROKER_CALL_TIMEOUT))?;
         flush(producer, BROKER_CALL_TIMEOUT)?;
         retrying(|| producer.commit_transaction(BROKER_CALL_TIMEOUT))
     };
-    match attempt() {
+    let ended = match attempt() {
         Ok(()) => Ok(()),
         Err(err) if is_fatal(&err) => Err(CommitError::Fatal(err.to_string())),
         Err(err) => match abort(producer) {
@@ -103,7 +109,10 @@ pub fn transact(
                 Err(CommitError::Fatal(err.to_string()))
             }
         },
-    }
+    };
+    // Every delivery report of the transaction has been served (by the flush, the commit or the abort).
+    producer.context().written.end_transaction();
+    ended
 }
 
 /// Aborts the open transaction.
@@ -111,7 +120,7 @@ pub fn transact(
 /// librdkafka's abort drops the records still queued but waits for those in flight, and only the application can
 /// serve their delivery reports (this producer takes them as events): called with the whole timeout it would wait
 /// it out. So it is called in short steps, each resuming the last, with the reports served in between.
-fn abort(producer: &BaseProducer<TabsContext>) -> KafkaResult<()> {
+fn abort(producer: &BaseProducer<TransactionContext>) -> KafkaResult<()> {
     const STEP: Duration = Duration::from_millis(200);
     let deadline = Instant::now() + BROKER_CALL_TIMEOUT;
     loop {
@@ -157,7 +166,7 @@ fn retrying(mut step: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
 /// Waits until every record handed to `producer` is acknowledged, serving delivery reports in 1 ms polls, so
 /// the wait ends with the last acknowledgement. (rdkafka's own flush polls in 100 ms slices and would add up to
 /// 100 ms to every transaction; `commit_transaction` then finds nothing left to flush.)
-fn flush(producer: &BaseProducer<TabsContext>, timeout: Duration) -> KafkaResult<()> {
+fn flush(producer: &BaseProducer<TransactionContext>, timeout: Duration) -> KafkaResult<()> {
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
@@ -184,7 +193,7 @@ fn group_moved_on(code: RDKafkaErrorCode) -> bool {
 
 /// Enqueues one record, waiting while librdkafka's queue is full.
 fn send(
-    producer: &BaseProducer<TabsContext>,
+    producer: &BaseProducer<TransactionContext>,
     topic: &str,
     key: Option<&[u8]>,
     payload: &[u8],

@@ -5,7 +5,7 @@
 //! decision is made against the [`Broker`] seam, on tokio's clock, so unit tests step the loop with a fake broker
 //! and paused time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::broker::{Broker, Committed, Event, Fetched, GroupFuture};
+use crate::broker::{Broker, Committed, Event, Fetched, GroupFuture, OrderKey};
 use crate::completion::{Completion, Outcome};
 use crate::ledger::Ledger;
 use crate::lifecycle::{Phase, StopReason};
@@ -110,6 +110,9 @@ pub struct Worker<B: Broker> {
     /// Dead letters (by source partition and offset) that went down with a commit, and why: written again
     /// without their payload. At most the rejected records of the last commits that did not happen.
     unwritable_letters: HashMap<(i32, i64), String>,
+    /// Orders found committed in the deliveries topic after the last rewind whose commits were in doubt: fetched
+    /// again, they are not made again (see `doubt.rs`).
+    delivered: HashSet<OrderKey>,
     stats: Arc<Stats>,
     health: Arc<Health>,
     started: Instant,
@@ -153,6 +156,7 @@ impl<B: Broker> Worker<B> {
             commit_window_from: now,
             consecutive_aborts: 0,
             unwritable_letters: HashMap::new(),
+            delivered: HashSet::new(),
             stats,
             health,
             started: now,

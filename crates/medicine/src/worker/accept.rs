@@ -38,7 +38,21 @@ impl<B: Broker> Worker<B> {
             self.stop(StopReason::MaxOrders);
         }
         match parse_order(record.payload.as_deref(), self.settings.max_tabs_count) {
-            Ok(order) => self.make(order, partition, epoch, offset, cancel),
+            Ok(order) => {
+                let key = (order.patient_id.clone(), order.order_timestamp_ns);
+                if !self.delivered.is_empty() && self.delivered.remove(&key) {
+                    info!(
+                        partition,
+                        offset,
+                        patient_id = %order.patient_id,
+                        "order already delivered by a transaction whose offsets were lost; not made again"
+                    );
+                    let outcome = Outcome::AlreadyDelivered { order };
+                    self.ledger.complete(partition, epoch, offset, outcome);
+                } else {
+                    self.make(order, partition, epoch, offset, cancel);
+                }
+            }
             Err(rejection) => self.reject(&record, &rejection, epoch),
         }
     }

@@ -128,8 +128,28 @@ impl<B: Broker> Worker<B> {
         self.stats.dropped.inc_by(dropped as u64);
         self.waiting.clear();
         let resumed = self.broker.rewind(replace_producer).await?;
-        self.check_commits_kept(&resumed);
+        let lost = self.check_commits_kept(&resumed);
         info!(dropped_orders = dropped, "rewound to the committed offsets");
+        self.delivered.clear();
+        // A commit that failed with the producer may have been committed anyway, in part; offsets read back
+        // behind the maker's own commits were lost by the broker, maybe without their tabs. Either way the
+        // deliveries topic knows which orders are done.
+        if replace_producer || lost {
+            match self.broker.delivered().await {
+                Ok(found) => {
+                    info!(
+                        orders = found.len(),
+                        "read back what the recent transactions committed; those orders are not made again"
+                    );
+                    self.delivered = found;
+                }
+                Err(err) => warn!(
+                    error = format!("{err:#}"),
+                    "could not read back what the recent transactions committed; orders whose tabs were \
+                     committed are made again (their tabs twice)"
+                ),
+            }
+        }
         Ok(())
     }
 
@@ -139,12 +159,14 @@ impl<B: Broker> Worker<B> {
     /// transaction, sometimes only its offsets). The maker cannot tell which, so it reads from the group's
     /// offset: those orders are made again, never lost, and their tabs are in the topic twice if the broker kept
     /// them. It says so, and counts it.
-    fn check_commits_kept(&mut self, resumed: &BTreeMap<i32, Option<i64>>) {
+    fn check_commits_kept(&mut self, resumed: &BTreeMap<i32, Option<i64>>) -> bool {
+        let mut lost = false;
         for (&partition, &group) in resumed {
             let Some(&own) = self.own_commits.get(&partition) else {
                 continue;
             };
             if group.is_none_or(|group| group < own) {
+                lost = true;
                 self.stats.lost_commits.inc();
                 warn!(
                     partition,
@@ -159,6 +181,7 @@ impl<B: Broker> Worker<B> {
                 };
             }
         }
+        lost
     }
 
     /// Notes a successful commit: the first is logged (cold start), the last goes in the summary (the end of the
@@ -201,6 +224,10 @@ impl<B: Broker> Worker<B> {
                 let latency = latency(*order_timestamp_ns);
                 self.stats.order_done(*tabs, latency);
                 debug!(tabs, latency_ms = latency.as_millis() as u64, "order done");
+            }
+            Outcome::AlreadyDelivered { order } => {
+                self.stats.already_delivered.inc();
+                debug!(patient_id = %order.patient_id, "order already delivered; its offset committed");
             }
             // Failed orders stop the maker before they reach the ledger.
             Outcome::Failed(_) => {}

@@ -1,7 +1,7 @@
 //! The fake broker the loop's tests drive: per-partition logs, positions, committed offsets and pause flags, and
 //! a harness that runs the loop over it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::registry::Registry;
@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::{Settings, Worker};
 use crate::broker::{
-    Batch, Broker, CommitError, CommitFuture, Deliver, Event, Fetched, GroupFuture, OutRecord,
+    Batch, Broker, CommitError, CommitFuture, Deliver, Event, Fetched, GroupFuture, OrderKey,
+    OutRecord,
 };
+use crate::completion::Outcome;
 use crate::stats::{Stats, Summary};
 use crate::surplus::GroupView;
 
@@ -46,6 +48,15 @@ pub(super) struct State {
     pub(super) paused: BTreeSet<i32>,
     /// Outcomes of the next commits (then: committed).
     pub(super) commit_outcomes: VecDeque<Result<(), CommitError>>,
+    /// How many of the next commits that fail are torn: their tabs committed all the same, their offsets not (as
+    /// a killed transaction coordinator did on three nodes).
+    pub(super) torn: usize,
+    /// The orders whose tabs are in the deliveries topic, committed, and how many times.
+    pub(super) delivered: BTreeMap<OrderKey, u32>,
+    /// Reads of the deliveries topic after a rewind.
+    pub(super) delivered_reads: usize,
+    /// Orders written so far: each has an identity of its own.
+    written: usize,
     /// How many times each (partition, offset) was committed.
     pub(super) commits_of: BTreeMap<(i32, i64), u32>,
     /// The dead letters committed.
@@ -65,6 +76,24 @@ pub(super) struct State {
 }
 
 impl State {
+    fn append(&mut self, partition: i32, n: usize) {
+        let first = self.written;
+        self.written += n;
+        self.logs
+            .entry(partition)
+            .or_default()
+            .extend((first..first + n).map(order));
+    }
+
+    fn deliver(&mut self, results: &[Outcome]) {
+        for result in results {
+            if let Outcome::Made { order, .. } = result {
+                let key = (order.patient_id.clone(), order.order_timestamp_ns);
+                *self.delivered.entry(key).or_default() += 1;
+            }
+        }
+    }
+
     fn outstanding(&self) -> i64 {
         self.assigned
             .iter()
@@ -98,11 +127,7 @@ impl Fake {
                 state.held.extend(&partitions);
                 self.events.push_back(Event::Revoked(partitions));
             }
-            Script::Append(partition, n) => {
-                let log = state.logs.entry(partition).or_default();
-                let first = log.len();
-                log.extend((first..first + n).map(order));
-            }
+            Script::Append(partition, n) => state.append(partition, n),
             Script::Lose(partitions) => {
                 for p in &partitions {
                     state.assigned.remove(p);
@@ -212,9 +237,15 @@ impl Broker for Fake {
             return Ok(Box::pin(std::future::ready((refused, batch.results))));
         }
         let outcome = state.commit_outcomes.pop_front().unwrap_or(Ok(()));
+        if outcome.is_ok() || state.torn > 0 {
+            state.deliver(&batch.results);
+        }
+        if outcome.is_err() && state.torn > 0 {
+            state.torn -= 1;
+        }
         if outcome.is_ok() {
             for result in &batch.results {
-                if let crate::completion::Outcome::Rejected { letter, .. } = result {
+                if let Outcome::Rejected { letter, .. } = result {
                     state.letters.push((**letter).clone());
                 }
             }
@@ -257,6 +288,12 @@ impl Broker for Fake {
         }
         self.events.clear();
         Ok(resumed)
+    }
+
+    async fn delivered(&mut self) -> anyhow::Result<HashSet<OrderKey>> {
+        let mut state = self.state.lock().unwrap();
+        state.delivered_reads += 1;
+        Ok(state.delivered.keys().cloned().collect())
     }
 
     async fn close(self) {}
@@ -302,17 +339,8 @@ pub(super) struct Harness {
 impl Harness {
     pub(super) fn new(settings: Settings, partitions: &[i32], records: usize) -> Self {
         let mut state = State::default();
-        let mut n = 0;
         for &p in partitions {
-            state.logs.insert(
-                p,
-                (0..records)
-                    .map(|_| {
-                        n += 1;
-                        order(n)
-                    })
-                    .collect(),
-            );
+            state.append(p, records);
         }
         let state = Arc::new(Mutex::new(state));
         let (script, receiver) = mpsc::unbounded_channel();
@@ -354,6 +382,16 @@ impl Harness {
             .get(&partition)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Whether no order's tabs are in the deliveries topic twice.
+    pub(super) fn delivered_once_each(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .delivered
+            .values()
+            .all(|&n| n == 1)
     }
 
     pub(super) fn committed_once_each(&self) -> bool {
