@@ -33,6 +33,8 @@ pub struct Stats {
     pub lost_commits: Counter,
     /// Orders found committed in the deliveries topic after a rewind whose commits were in doubt: not made again.
     pub already_delivered: Counter,
+    /// Commits given up because a step of them did not return in time (the producer replaced).
+    pub stuck_commits: Counter,
     latency: Histogram,
     /// Order latency in microseconds, for the exit summary's percentiles (bounded memory, 3 significant digits).
     latency_us: Mutex<Hdr<u64>>,
@@ -74,6 +76,7 @@ impl Stats {
             dropped: Counter::default(),
             lost_commits: Counter::default(),
             already_delivered: Counter::default(),
+            stuck_commits: Counter::default(),
             latency: Histogram::new(tabs::metrics::latency_buckets()),
             latency_us: Mutex::new(
                 Hdr::new_with_bounds(1, 3_600_000_000, 3)
@@ -132,6 +135,12 @@ impl Stats {
             "Orders fetched again after a rewind whose commits were in doubt and found committed in the deliveries \
              topic: their offsets committed, not made again",
             stats.already_delivered.clone(),
+        );
+        registry.register(
+            "medicine_stuck_commits",
+            "Commits given up because a step of them did not return within twice the transaction timeout: the \
+             producer was replaced and the orders made again (those found delivered were not)",
+            stats.stuck_commits.clone(),
         );
         stats
     }

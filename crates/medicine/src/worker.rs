@@ -41,6 +41,9 @@ pub struct Settings {
     /// How long a revoked partition's orders in flight get to finish before it is handed back without them.
     pub handover_timeout: Duration,
     pub startup_timeout: Duration,
+    /// A commit still running after this is stuck in the Kafka client: the producer is replaced (see
+    /// `on_commit_stuck` in `worker/commits.rs`).
+    pub commit_stuck_after: Duration,
     /// KEDA's rule, to leave by when surplus (`--lag-threshold`); none: never.
     pub surplus: Option<SurplusRule>,
 }
@@ -60,6 +63,7 @@ enum Wake {
     Shutdown,
     Completion(Completion),
     CommitDone(Result<Committed, tokio::task::JoinError>),
+    CommitStuck,
     CommitDue,
     DrainExpired,
     HandoverExpired,
@@ -186,6 +190,7 @@ impl<B: Broker> Worker<B> {
                 Wake::Shutdown => self.stop(StopReason::Signal),
                 Wake::Completion(completion) => self.complete(completion)?,
                 Wake::CommitDone(result) => self.on_commit_done(result).await?,
+                Wake::CommitStuck => self.on_commit_stuck().await?,
                 Wake::CommitDue => self.commit()?,
                 Wake::DrainExpired => self.drain_expired(),
                 Wake::HandoverExpired => self.handover_expired(),
@@ -244,6 +249,10 @@ impl<B: Broker> Worker<B> {
             && self.waiting.is_empty();
         let idle_at = self.last_activity + idle;
         let accepts_work = self.phase.accepts_work();
+        let stuck_at = self
+            .committing
+            .as_ref()
+            .map(|c| c.began + self.settings.commit_stuck_after);
         let committing = self.committing.as_mut().map(|c| &mut c.handle);
         let commit_done = async {
             match committing {
@@ -273,6 +282,7 @@ impl<B: Broker> Worker<B> {
             () = self.shutdown.cancelled(), if accepts_work => Wake::Shutdown,
             Some(completion) = self.completions.1.recv() => Wake::Completion(completion),
             result = commit_done => Wake::CommitDone(result),
+            () = tokio::time::sleep_until(stuck_at.unwrap_or(never)), if stuck_at.is_some() => Wake::CommitStuck,
             () = tokio::time::sleep_until(commit_at), if commit_due => Wake::CommitDue,
             () = tokio::time::sleep_until(drain_at.unwrap_or(never)), if drain_at.is_some() => Wake::DrainExpired,
             () = tokio::time::sleep_until(handover_at.unwrap_or(never)), if handover_at.is_some() => Wake::HandoverExpired,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _};
 use tabs::time::now_ns;
 use tokio::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{InFlightCommit, Worker};
 use crate::broker::Broker;
@@ -93,6 +93,26 @@ impl<B: Broker> Worker<B> {
                 self.rewind(true).await
             }
         }
+    }
+
+    /// A commit still running after `commit_stuck_after`: a step of it did not return within its own timeout (seen
+    /// once on three nodes after the transaction coordinator's node was killed: one maker three minutes in a
+    /// commit, its partitions standing while its consumer kept them). The commit is given up and the producer
+    /// replaced: the new one's `init_transactions` fences the old and settles its transaction, and the rewind reads
+    /// back what was committed of it (see `doubt.rs`). The old task is left to end on its own.
+    pub(super) async fn on_commit_stuck(&mut self) -> anyhow::Result<()> {
+        let Some(commit) = self.committing.take() else {
+            return Ok(());
+        };
+        self.commit_window_from = Instant::now();
+        error!(
+            after_ms = commit.began.elapsed().as_millis() as u64,
+            orders = commit.records,
+            "a commit is stuck in the Kafka client; replacing the producer and making its orders again"
+        );
+        self.stats.stuck_commits.inc();
+        self.count_lost_commit("commit stuck", commit.records, "commit given up")?;
+        self.rewind(true).await
     }
 
     /// Remembers the dead letters of a commit that did not happen: made again, they go without their payload (a

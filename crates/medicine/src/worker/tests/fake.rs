@@ -53,6 +53,10 @@ pub(super) struct State {
     pub(super) torn: usize,
     /// The orders whose tabs are in the deliveries topic, committed, and how many times.
     pub(super) delivered: BTreeMap<OrderKey, u32>,
+    /// How many of the next commits never end (a Kafka client call that does not return).
+    pub(super) stuck: usize,
+    /// Rewinds that replaced the producer.
+    pub(super) replaced: usize,
     /// Reads of the deliveries topic after a rewind.
     pub(super) delivered_reads: usize,
     /// Orders written so far: each has an identity of its own.
@@ -236,6 +240,10 @@ impl Broker for Fake {
             )));
             return Ok(Box::pin(std::future::ready((refused, batch.results))));
         }
+        if state.stuck > 0 {
+            state.stuck -= 1;
+            return Ok(Box::pin(std::future::pending()));
+        }
         let outcome = state.commit_outcomes.pop_front().unwrap_or(Ok(()));
         if outcome.is_ok() || state.torn > 0 {
             state.deliver(&batch.results);
@@ -275,10 +283,11 @@ impl Broker for Fake {
 
     async fn rewind(
         &mut self,
-        _replace_producer: bool,
+        replace_producer: bool,
     ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
         let mut state = self.state.lock().unwrap();
         state.rewinds += 1;
+        state.replaced += usize::from(replace_producer);
         let assigned: Vec<i32> = state.assigned.iter().copied().collect();
         let mut resumed = BTreeMap::new();
         for p in assigned {
@@ -315,6 +324,7 @@ pub(super) fn settings() -> Settings {
         drain_timeout: Duration::from_secs(20),
         handover_timeout: Duration::from_secs(1),
         startup_timeout: Duration::from_secs(60),
+        commit_stuck_after: Duration::from_secs(20),
         surplus: None,
     }
 }

@@ -130,3 +130,24 @@ async fn a_rewind_counts_no_loss_when_the_group_is_ahead_or_equal() {
     assert_eq!(summary.orders, 16);
     assert!(harness.committed_once_each());
 }
+
+/// A commit whose Kafka client call never returns: after `commit_stuck_after` the maker gives it up, replaces the
+/// producer and makes the orders again; nothing is lost, nothing made twice, and it is counted.
+#[tokio::test(start_paused = true)]
+async fn a_commit_stuck_in_the_client_is_given_up_and_its_orders_made_again() {
+    let mut harness = Harness::new(settings(), &[0, 1], 8);
+    harness.state.lock().unwrap().stuck = 1;
+    let run = harness.start();
+    let summary = tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .expect("the maker waited for the stuck commit for ever")
+        .unwrap()
+        .unwrap();
+    let state = harness.state.lock().unwrap();
+    assert_eq!((state.rewinds, state.replaced), (1, 1));
+    assert_eq!(harness.stats.stuck_commits.get(), 1);
+    drop(state);
+    assert_eq!(summary.orders, 16);
+    assert_eq!((harness.committed(0), harness.committed(1)), (8, 8));
+    assert!(harness.delivered_once_each());
+}
