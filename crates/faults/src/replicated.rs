@@ -189,6 +189,17 @@ pub async fn on_cluster(
             result
                 .notes
                 .push(format!("{aborts} transactions aborted and redone"));
+            let count = |event: &str| -> usize {
+                crew.running_and_gone()
+                    .iter()
+                    .map(|p| p.log_events(event).len())
+                    .sum()
+            };
+            result.notes.push(format!(
+                "{} commits given up as stuck; {} orders found already delivered after a rewind, not made again",
+                count(medicine::STUCK_COMMIT),
+                count(medicine::ALREADY_DELIVERED),
+            ));
             result
         }
         Running::Copiers(mut copiers) => {

@@ -51,7 +51,7 @@ use tabs::shutdown::Service;
 use tracing::info;
 
 pub use stats::Summary;
-pub use worker::LOST_COMMIT;
+pub use worker::{ALREADY_DELIVERED, LOST_COMMIT, STUCK_COMMIT};
 
 /// Command line and environment of `medicine`.
 #[derive(Debug, Clone, Parser)]

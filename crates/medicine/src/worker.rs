@@ -349,7 +349,7 @@ impl<B: Broker> Worker<B> {
 mod accept;
 mod assignment;
 mod commits;
-pub use commits::LOST_COMMIT;
+pub use commits::{ALREADY_DELIVERED, LOST_COMMIT, STUCK_COMMIT};
 mod scaling;
 mod sharing;
 #[cfg(test)]

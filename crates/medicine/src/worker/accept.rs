@@ -7,6 +7,7 @@ use tabs::time::now_ns;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::commits::ALREADY_DELIVERED;
 use super::Worker;
 use crate::broker::Broker;
 use crate::broker::{Deliver, Fetched};
@@ -45,7 +46,7 @@ impl<B: Broker> Worker<B> {
                         partition,
                         offset,
                         patient_id = %order.patient_id,
-                        "order already delivered by a transaction whose offsets were lost; not made again"
+                        "{ALREADY_DELIVERED}"
                     );
                     let outcome = Outcome::AlreadyDelivered { order };
                     self.ledger.complete(partition, epoch, offset, outcome);

@@ -29,6 +29,13 @@ pub const LOST_COMMIT: &str = "the group's committed offset is behind this maker
                                commit it acknowledged; its orders are made again (their tabs twice if the broker \
                                kept them)";
 
+/// The error of a commit given up as stuck (with `after_ms` and `orders`).
+pub const STUCK_COMMIT: &str =
+    "a commit is stuck in the Kafka client; replacing the producer and making its orders again";
+/// The line of an order fetched again and found already delivered (with `partition`, `offset`, `patient_id`).
+pub const ALREADY_DELIVERED: &str =
+    "order already delivered by a transaction whose offsets were lost; not made again";
+
 impl<B: Broker> Worker<B> {
     /// Commits every partition's finished prefix; the commit runs beside the loop and its end arrives as
     /// [`Wake::CommitDone`].
@@ -108,7 +115,7 @@ impl<B: Broker> Worker<B> {
         error!(
             after_ms = commit.began.elapsed().as_millis() as u64,
             orders = commit.records,
-            "a commit is stuck in the Kafka client; replacing the producer and making its orders again"
+            "{STUCK_COMMIT}"
         );
         self.stats.stuck_commits.inc();
         self.count_lost_commit("commit stuck", commit.records, "commit given up")?;
