@@ -195,9 +195,17 @@ pub async fn on_cluster(
                     .map(|p| p.log_events(event).len())
                     .sum()
             };
+            let stuck_in: Vec<String> = crew
+                .running_and_gone()
+                .iter()
+                .flat_map(|p| p.log_events(medicine::STUCK_IN))
+                .filter_map(|e| e.get("call").and_then(|c| c.as_str()).map(str::to_owned))
+                .collect();
             result.notes.push(format!(
-                "{} commits given up as stuck; {} orders found already delivered after a rewind, not made again",
+                "{} commits given up as stuck (in: {}); {} orders found already delivered after a rewind, not \
+                 made again",
                 count(medicine::STUCK_COMMIT),
+                stuck_in.join(", "),
                 count(medicine::ALREADY_DELIVERED),
             ));
             result

@@ -91,12 +91,30 @@ impl Written {
     }
 }
 
-/// The transactional producer's context: errors as every client of the project reports them, and where its
-/// records went.
+/// The transactional producer's context: errors as every client of the project reports them, where its records
+/// went, and the transaction step under way.
 #[derive(Debug, Clone)]
 pub struct TransactionContext {
     pub errors: Arc<ErrorTracker>,
     pub written: Arc<Written>,
+    pub step: Arc<Step>,
+}
+
+/// The librdkafka call a transaction is in, and since when: named when a commit is given up as stuck.
+#[derive(Debug, Default)]
+pub struct Step(Mutex<Option<(&'static str, Instant)>>);
+
+impl Step {
+    /// Enters `call` (`None`: between transactions).
+    pub fn enter(&self, call: Option<&'static str>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = call.map(|c| (c, Instant::now()));
+    }
+
+    /// The call under way and how long it has run.
+    pub fn current(&self) -> Option<(&'static str, Duration)> {
+        let step = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        step.map(|(call, since)| (call, since.elapsed()))
+    }
 }
 
 impl ClientContext for TransactionContext {

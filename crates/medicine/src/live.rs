@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tabs::kafka::{self, ConsumerOptions, KafkaArgs, ProducerKind};
 use tracing::{info, warn};
@@ -23,6 +24,8 @@ use crate::surplus::GroupView;
 use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
 use crate::{Config, Guarantee};
 
+/// The warning naming the call a replaced producer is still in (with `call` and `running_ms`).
+pub const STUCK_IN: &str = "the replaced producer is still in a transaction call";
 /// Bound on closing the consumer (leaving the group) at exit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on each broker call of a look at the group (the surplus rule); a look that fails is tried again later.
@@ -350,6 +353,11 @@ impl Broker for Live {
                 written,
             } = &mut self.output
             {
+                if let Some((call, running)) = producer.context().step.current() {
+                    // A commit given up as stuck: the call it is stuck in (librdkafka 2.12's
+                    // `send_offsets_to_transaction` can wait for a group coordinator that left, past its timeout).
+                    warn!(call, running_ms = running.as_millis() as u64, "{STUCK_IN}");
+                }
                 let (fresh, init) =
                     transactions::start_producer(&self.kafka, kind, written, self.startup_timeout)?;
                 let old = std::mem::replace(producer, fresh);

@@ -41,6 +41,7 @@ pub fn start_producer(
     let context = TransactionContext {
         errors: Arc::default(),
         written: Arc::clone(written),
+        step: Arc::default(),
     };
     let producer: TransactionalProducer = Arc::new(kafka::create_producer(args, kind, context)?);
     let init = Arc::clone(&producer);
@@ -69,8 +70,11 @@ pub fn transact(
     offsets: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
 ) -> Result<(), CommitError> {
+    let step = |call| producer.context().step.enter(Some(call));
     let attempt = || -> KafkaResult<()> {
+        step("begin_transaction");
         producer.begin_transaction()?;
+        step("send");
         for outcome in results {
             match outcome {
                 Outcome::Made { order, tabs } => {
@@ -95,23 +99,30 @@ pub fn transact(
                 Outcome::AlreadyDelivered { .. } => {}
             }
         }
+        step("send_offsets_to_transaction");
         retrying(|| producer.send_offsets_to_transaction(offsets, group, BROKER_CALL_TIMEOUT))?;
+        step("flush");
         flush(producer, BROKER_CALL_TIMEOUT)?;
+        step("commit_transaction");
         retrying(|| producer.commit_transaction(BROKER_CALL_TIMEOUT))
     };
     let ended = match attempt() {
         Ok(()) => Ok(()),
         Err(err) if is_fatal(&err) => Err(CommitError::Fatal(err.to_string())),
-        Err(err) => match abort(producer) {
-            Ok(()) => Err(CommitError::Aborted(err.to_string())),
-            Err(abort_err) => {
-                error!(error = %abort_err, "aborting the transaction failed");
-                Err(CommitError::Fatal(err.to_string()))
+        Err(err) => {
+            step("abort_transaction");
+            match abort(producer) {
+                Ok(()) => Err(CommitError::Aborted(err.to_string())),
+                Err(abort_err) => {
+                    error!(error = %abort_err, "aborting the transaction failed");
+                    Err(CommitError::Fatal(err.to_string()))
+                }
             }
-        },
+        }
     };
     // Every delivery report of the transaction has been served (by the flush, the commit or the abort).
     producer.context().written.end_transaction();
+    producer.context().step.enter(None);
     ended
 }
 
