@@ -117,8 +117,6 @@ async fn patients_and_makers_recover_from_a_broker_restart_by_themselves() {
 }
 
 #[tokio::test]
-#[ignore = "fails 2 runs in 4 here (a maker exiting 1 by itself; partitions standing 32 s against a 26.6 s bound \
-            after a node's SIGKILL), not yet understood: run it with --ignored; RELIABILITY.md"]
 async fn on_three_nodes_a_rolling_restart_and_a_killed_node_lose_and_duplicate_nothing() {
     // The cluster deploy/ ships (three nodes, RF 3, min ISR 2) next to the shared test broker: every node
     // restarted as Strimzi rolls it, then a node leading partitions of the topics killed with SIGKILL. No excuse

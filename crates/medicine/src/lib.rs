@@ -225,9 +225,9 @@ impl Config {
             drain_timeout: self.drain_timeout,
             handover_timeout: self.handover_timeout,
             startup_timeout: self.startup_timeout,
-            // Past twice its timeout a transaction has been aborted or fenced on the broker: any step of it
-            // should have returned by then.
-            commit_stuck_after: self.transaction_timeout * 2,
+            // Past its timeout (and the broker's abort check, a few seconds) a transaction has been aborted or its
+            // producer fenced: any step of it should have returned by then.
+            commit_stuck_after: self.transaction_timeout + Duration::from_secs(5),
             surplus: self.surplus_rule(),
         }
     }
