@@ -206,6 +206,19 @@ pub fn stalls(
     kills: &[SystemTime],
     bound: Duration,
 ) -> anyhow::Result<(Vec<Stall>, Duration)> {
+    stalls_through(samples, holdings, kills, &[], bound)
+}
+
+/// [`stalls`] where the run also injected faults that hold up every partition, held or not (a broker node
+/// stopped, killed or cut off): each starts every partition's clock again, so that each fault is allowed its
+/// wait once, as a kill is.
+pub fn stalls_through(
+    samples: &[Sample],
+    holdings: &[Holding],
+    kills: &[SystemTime],
+    disruptions: &[SystemTime],
+    bound: Duration,
+) -> anyhow::Result<(Vec<Stall>, Duration)> {
     anyhow::ensure!(
         samples.len() >= 2,
         "the liveness watch took {} samples of the group's lag: nothing to judge liveness by",
@@ -233,6 +246,7 @@ pub fn stalls(
                 .filter(|&k| holder(holdings, lag.partition, k).is_none());
             let killed = of_holder
                 .chain(while_unheld)
+                .chain(disruptions.iter().copied())
                 .filter(|&until| until <= sample.at)
                 .max();
             let continues = open.get(&lag.partition).is_some_and(|(began, committed)| {
@@ -448,5 +462,18 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("0 samples"), "{err}");
         assert!(stalls(&samples(&[10]), &[], &[], Duration::from_secs(3)).is_err());
+    }
+
+    #[test]
+    fn each_disruption_of_the_cluster_is_allowed_its_wait_once() {
+        // Standing still 10 s: two faults 5 s apart each restart the clock; one fault alone does not suffice.
+        let stood = samples(&[10; 11]);
+        let (found, longest) =
+            stalls_through(&stood, &[], &[], &[at(5)], Duration::from_secs(4)).unwrap();
+        assert_eq!((found.len(), longest), (1, Duration::from_secs(5)));
+        let (found, longest) =
+            stalls_through(&stood, &[], &[], &[at(3), at(7)], Duration::from_secs(4)).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(longest, Duration::from_secs(3));
     }
 }

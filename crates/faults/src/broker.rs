@@ -186,6 +186,7 @@ pub async fn restart_broker(
         &outcome,
         &samples,
         &crew,
+        &[],
         bound,
     )?;
     acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;

@@ -44,6 +44,8 @@ pub struct Cluster {
     dir: PathBuf,
     network: Network,
     repo_root: PathBuf,
+    /// When a node was taken down or cut off (the liveness verdict allows each its wait once).
+    disruptions: std::sync::Mutex<Vec<std::time::SystemTime>>,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
             dir: repo_root.join(dir),
             network,
             repo_root: repo_root.to_owned(),
+            disruptions: std::sync::Mutex::default(),
         };
         // Nodes an earlier run left behind (a test that did not get to stop them) are not this scenario's.
         cluster.run(&["stop"]).await?;
@@ -126,8 +129,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// When nodes were taken down or cut off, so far.
+    pub fn disruptions(&self) -> Vec<std::time::SystemTime> {
+        self.disruptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn disrupted(&self) {
+        self.disruptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(std::time::SystemTime::now());
+    }
+
     /// Takes node `node` down.
     pub async fn take_down(&self, node: i32, how: Down) -> anyhow::Result<()> {
+        self.disrupted();
         let action = match how {
             Down::Clean => "stop",
             Down::Hard => "kill",
@@ -141,6 +160,9 @@ impl Cluster {
             self.network == Network::Namespaces,
             "a node can be cut off only from a cluster in network namespaces"
         );
+        if cut {
+            self.disrupted();
+        }
         self.run(&["node", &node.to_string(), if cut { "cut" } else { "heal" }])
             .await
     }

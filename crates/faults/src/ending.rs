@@ -20,11 +20,17 @@ pub(crate) fn findings(
     outcome: &audit::Outcome,
     samples: &[Sample],
     crew: &Crew,
+    disruptions: &[std::time::SystemTime],
     bound: Duration,
 ) -> anyhow::Result<Findings> {
     let report = &outcome.report;
-    let (frozen, longest_stall) =
-        audit::liveness::stalls(samples, &crew.holdings(), &crew.kills(), bound)?;
+    let (frozen, longest_stall) = audit::liveness::stalls_through(
+        samples,
+        &crew.holdings(),
+        &crew.kills(),
+        disruptions,
+        bound,
+    )?;
     Ok(Findings {
         scenario: scenario.into(),
         duration: started.elapsed(),
@@ -126,6 +132,7 @@ pub(crate) async fn conclude(
         &outcome,
         &samples,
         &crew,
+        &[],
         ending.bound,
     )?;
     acknowledged_orders_are_in_the_topic(&harness.bootstrap, topics, acknowledged).await?;

@@ -165,6 +165,7 @@ pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<
         &outcome,
         &samples,
         &crew,
+        &[],
         ending.bound,
     )?;
 
@@ -248,6 +249,7 @@ pub async fn oversized_records(harness: &Harness, rounds: usize) -> anyhow::Resu
         &outcome,
         &samples,
         &crew,
+        &[],
         ending.bound,
     )?;
     ensure!(

@@ -176,7 +176,16 @@ pub async fn on_cluster(
         Running::Makers(mut crew) => {
             crew.stop_all(Duration::from_secs(60)).await?;
             let outcome = harness.audit(&topics, MAKING, Duration::ZERO).await?;
-            let mut result = findings(scenario, started, &outcome, &samples, &crew, bound)?;
+            let disruptions = cluster.disruptions();
+            let mut result = findings(
+                scenario,
+                started,
+                &outcome,
+                &samples,
+                &crew,
+                &disruptions,
+                bound,
+            )?;
             if !result.passed() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
                 keep_logs(repo_root, &crew)?;
             }
@@ -212,8 +221,16 @@ pub async fn on_cluster(
         }
         Running::Copiers(mut copiers) => {
             copiers.finish(Duration::from_secs(60)).await;
-            let mut result =
-                copied(harness, &topics.orders, &output, started, &samples, bound).await?;
+            let mut result = copied(
+                harness,
+                &topics.orders,
+                &output,
+                started,
+                &samples,
+                &cluster.disruptions(),
+                bound,
+            )
+            .await?;
             result.scenario = scenario;
             result.makers_started = copiers.runs;
             result.notes.push(format!(
@@ -351,12 +368,14 @@ async fn copied(
     output: &str,
     started: Instant,
     samples: &[Sample],
+    disruptions: &[std::time::SystemTime],
     bound: Duration,
 ) -> anyhow::Result<Findings> {
     let inputs = read_to_end(&harness.bootstrap, input).await?;
     let outputs = read_to_end(&harness.bootstrap, output).await?;
     let (missing, duplicated) = copier::compare(&inputs, &outputs);
-    let (frozen, longest_stall) = audit::liveness::stalls(samples, &[], &[], bound)?;
+    let (frozen, longest_stall) =
+        audit::liveness::stalls_through(samples, &[], &[], disruptions, bound)?;
     Ok(Findings {
         duration: started.elapsed(),
         orders: inputs.len() as u64,
