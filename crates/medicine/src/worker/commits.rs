@@ -154,7 +154,7 @@ impl<B: Broker> Worker<B> {
         let dropped = self.ledger.reset();
         self.stats.dropped.inc_by(dropped as u64);
         self.waiting.clear();
-        let resumed = self.broker.rewind(replace_producer).await?;
+        let resumed = self.read_committed_offsets(replace_producer).await?;
         let lost = self.check_commits_kept(&resumed);
         info!(dropped_orders = dropped, "rewound to the committed offsets");
         self.delivered.clear();
@@ -178,6 +178,35 @@ impl<B: Broker> Worker<B> {
             }
         }
         Ok(())
+    }
+
+    /// Rewinds the broker's positions to the group's committed offsets. Reading them needs the group coordinator,
+    /// which a fault can keep away for a while (one cut off from the network): the read is tried again, with a
+    /// warning each time, for up to the start-up timeout, and only then does the maker give up (exit 1). (It once
+    /// gave up at the first timeout, in a three-node run.)
+    async fn read_committed_offsets(
+        &mut self,
+        replace_producer: bool,
+    ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+        let deadline = Instant::now() + self.settings.startup_timeout;
+        let mut replace = replace_producer;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.broker.rewind(replace).await {
+                Ok(resumed) => return Ok(resumed),
+                Err(err) if Instant::now() + backoff < deadline => {
+                    warn!(
+                        error = format!("{err:#}"),
+                        "reading the group's committed offsets failed; trying again"
+                    );
+                    // The producer, if it was to be replaced, has been.
+                    replace = false;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Compares the committed offsets a rewind read with this maker's own last commits. Only the maker holding a

@@ -55,6 +55,8 @@ pub(super) struct State {
     pub(super) delivered: BTreeMap<OrderKey, u32>,
     /// How many of the next commits never end (a Kafka client call that does not return).
     pub(super) stuck: usize,
+    /// How many of the next rewinds fail (the group coordinator out of reach).
+    pub(super) failing_rewinds: usize,
     /// Rewinds that replaced the producer.
     pub(super) replaced: usize,
     /// Reads of the deliveries topic after a rewind.
@@ -288,6 +290,12 @@ impl Broker for Fake {
         let mut state = self.state.lock().unwrap();
         state.rewinds += 1;
         state.replaced += usize::from(replace_producer);
+        if state.failing_rewinds > 0 {
+            state.failing_rewinds -= 1;
+            anyhow::bail!(
+                "rewinding to the committed offsets: Meta data fetch error: OperationTimedOut"
+            );
+        }
         let assigned: Vec<i32> = state.assigned.iter().copied().collect();
         let mut resumed = BTreeMap::new();
         for p in assigned {

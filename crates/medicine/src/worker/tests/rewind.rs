@@ -151,3 +151,24 @@ async fn a_commit_stuck_in_the_client_is_given_up_and_its_orders_made_again() {
     assert_eq!((harness.committed(0), harness.committed(1)), (8, 8));
     assert!(harness.delivered_once_each());
 }
+
+/// Reading the committed offsets after an abort fails a few times (the group coordinator cut off): the maker
+/// tries again instead of exiting, replaces its producer once, and every order is made once.
+#[tokio::test(start_paused = true)]
+async fn a_rewind_that_cannot_read_the_committed_offsets_yet_tries_again() {
+    let mut harness = Harness::new(settings(), &[0], 8);
+    {
+        let mut state = harness.state.lock().unwrap();
+        state
+            .commit_outcomes
+            .push_back(Err(CommitError::Fatal("fenced".into())));
+        state.failing_rewinds = 3;
+    }
+    let summary = harness.start().await.unwrap().unwrap();
+    let state = harness.state.lock().unwrap();
+    assert_eq!((state.rewinds, state.replaced), (4, 1));
+    drop(state);
+    assert_eq!(summary.orders, 8);
+    assert_eq!(harness.committed(0), 8);
+    assert!(harness.delivered_once_each());
+}
