@@ -121,8 +121,7 @@ async fn on_three_nodes_a_rolling_restart_and_a_killed_node_lose_and_duplicate_n
     // The cluster deploy/ ships (three nodes, RF 3, min ISR 2) next to the shared test broker: every node
     // restarted as Strimzi rolls it, then a node leading partitions of the topics killed with SIGKILL. No excuse
     // here: Kafka promises no loss of committed data while an in-sync replica survives. (The kill of a node that
-    // coordinates a maker's transactions is in the long campaign, which it fails: the restarted node committed a
-    // transaction on one partition that the cluster had aborted on another; RELIABILITY.md.)
+    // coordinates a maker's transactions, and the cut, are in the long campaign; RELIABILITY.md.)
     let _shared = require_broker!();
     let _one_at_a_time = SERIAL.lock().await;
     let cluster = Cluster::start(
