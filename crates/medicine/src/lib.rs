@@ -225,9 +225,10 @@ impl Config {
             drain_timeout: self.drain_timeout,
             handover_timeout: self.handover_timeout,
             startup_timeout: self.startup_timeout,
-            // Past its timeout (and the broker's abort check, a few seconds) a transaction has been aborted or its
-            // producer fenced: any step of it should have returned by then.
-            commit_stuck_after: self.transaction_timeout + Duration::from_secs(5),
+            // A commit that outlives the transaction's own timeout is doomed (the broker aborts the transaction a
+            // moment later) or stuck: given up then, the wait of a stuck one stays within a node failure's
+            // liveness bound even when it starts after the failure's first aborted transaction.
+            commit_stuck_after: self.transaction_timeout,
             surplus: self.surplus_rule(),
         }
     }

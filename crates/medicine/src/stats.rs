@@ -138,7 +138,7 @@ impl Stats {
         );
         registry.register(
             "medicine_stuck_commits",
-            "Commits given up because a step of them did not return within the transaction timeout and 5 s: the \
+            "Commits given up because a step of them did not return within the transaction timeout: the \
              producer was replaced and the orders made again (those found delivered were not)",
             stats.stuck_commits.clone(),
         );

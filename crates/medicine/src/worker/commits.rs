@@ -102,7 +102,7 @@ impl<B: Broker> Worker<B> {
         }
     }
 
-    /// A commit still running after `commit_stuck_after` (the transaction timeout and 5 s): a step of it did not return within its own timeout (seen
+    /// A commit still running after `commit_stuck_after` (the transaction timeout): a step of it did not return within its own timeout (seen
     /// once on three nodes after the transaction coordinator's node was killed: one maker three minutes in a
     /// commit, its partitions standing while its consumer kept them). The commit is given up and the producer
     /// replaced: the new one's `init_transactions` fences the old and settles its transaction, and the rewind reads
