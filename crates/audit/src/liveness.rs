@@ -257,11 +257,19 @@ pub fn stalls_through(
                     .get(&lag.partition)
                     .is_some_and(|(_, c)| *c == lag.committed)
             {
-                // Standing still across a kill: a new stretch from the kill.
+                // Standing still across a kill: a new stretch from the kill, already over the bound if the
+                // watch saw nothing between the kill and this sample (it cannot sample while the group's
+                // coordinator is away).
                 let from = killed.unwrap_or(sample.at);
                 open.insert(lag.partition, (from, lag.committed));
                 let lasted = sample.at.duration_since(from).unwrap_or_default();
                 longest = longest.max(lasted);
+                if lasted > bound {
+                    found.insert(
+                        (lag.partition, from),
+                        stall(holdings, lag, sample.at, lasted),
+                    );
+                }
                 continue;
             }
             if !continues {
@@ -272,21 +280,27 @@ pub fn stalls_through(
             let lasted = sample.at.duration_since(*began).unwrap_or_default();
             longest = longest.max(lasted);
             if lasted > bound {
-                let maker = holder(holdings, lag.partition, sample.at).unwrap_or(NO_HOLDER);
                 found.insert(
                     (lag.partition, *began),
-                    Stall {
-                        partition: lag.partition,
-                        maker: maker.to_owned(),
-                        lasted_ms: lasted.as_millis() as u64,
-                        committed: lag.committed.unwrap_or(0),
-                        lag: lag.lag(),
-                    },
+                    stall(holdings, lag, sample.at, lasted),
                 );
             }
         }
     }
     Ok((found.into_values().collect(), longest))
+}
+
+/// A partition that stood `lasted` up to the sample at `at`, named with its holder then.
+fn stall(holdings: &[Holding], lag: &PartitionLag, at: SystemTime, lasted: Duration) -> Stall {
+    Stall {
+        partition: lag.partition,
+        maker: holder(holdings, lag.partition, at)
+            .unwrap_or(NO_HOLDER)
+            .to_owned(),
+        lasted_ms: lasted.as_millis() as u64,
+        committed: lag.committed.unwrap_or(0),
+        lag: lag.lag(),
+    }
 }
 
 #[cfg(test)]
@@ -462,6 +476,18 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("0 samples"), "{err}");
         assert!(stalls(&samples(&[10]), &[], &[], Duration::from_secs(3)).is_err());
+    }
+
+    #[test]
+    fn a_stall_over_the_bound_seen_first_after_a_disruption_is_a_stall() {
+        // Samples at 0 s and 10 s only (the watch could not sample meanwhile), a disruption at 2 s: the partition
+        // stood 8 s since it, over a 4 s bound.
+        let mut sparse = samples(&[10; 11]);
+        sparse.retain(|s| s.at == at(0) || s.at == at(10));
+        let (found, longest) =
+            stalls_through(&sparse, &[], &[], &[at(2)], Duration::from_secs(4)).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(longest, Duration::from_secs(8));
     }
 
     #[test]
