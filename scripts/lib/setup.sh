@@ -71,19 +71,19 @@ setup_tools() {
   fi
 }
 
-# link_build_cache: in a clone without target/, the Rust builds go outside the work tree, one set per toolchain, so
-# a second clone or run compiles only what changed (the dependencies, vendored librdkafka and OpenSSL among them, are
-# most of the build): `target/debug` and `target/release` are links to them; the rest of `target/` (brokers' stores,
-# the control plane's state and the overlays it applies, which name deploy/ by relative paths) stays in the clone.
-# Other toolchains' builds are removed. They are under /var/tmp, not the home directory: the end-to-end test runs
-# pods as their own non-root users from binaries in target/release, so every directory on the way must be
-# traversable by them (a root home is not).
+# link_build_cache: in a clone without target/, the Rust builds go outside the work tree, one set per toolchain and
+# clone, so a second run compiles only what changed (the dependencies, vendored librdkafka and OpenSSL among them,
+# are most of the build): `target/debug` and `target/release` are links to them; the rest of `target/` (brokers'
+# stores, the control plane's state and the overlays it applies, which name deploy/ by relative paths) stays in the
+# clone. One set per clone, not shared: cargo takes a test built in another clone for fresh, and its
+# CARGO_MANIFEST_DIR still names that clone's files (two clones on one machine once failed so). They are under
+# /var/tmp, not the home directory: the end-to-end test runs pods as their own non-root users from binaries in
+# target/release, so every directory on the way must be traversable by them (a root home is not).
 link_build_cache() {
   [[ ! -e target ]] || return 0
   local cache="${MEDICINE_PUBSUB_TARGET_CACHE:-/var/tmp/medicine-pubsub/cargo-target}" key
-  key=$(rustc -vV | sha256sum | cut -c1-16)
+  key=$({ rustc -vV && pwd -P; } | sha256sum | cut -c1-16)
   (umask 022 && mkdir -p "${cache}/${key}/debug" "${cache}/${key}/release") || return 1
-  find "${cache}" -mindepth 1 -maxdepth 1 ! -name "${key}" -exec rm -rf {} +
   find "${cache}/${key}" -mindepth 1 -maxdepth 1 ! -name debug ! -name release -exec rm -rf {} +
   mkdir target
   ln -s "${cache}/${key}/debug" target/debug
