@@ -1,11 +1,13 @@
 //! The consumer side: the rdkafka context that turns rebalance callbacks into events for the loop and holds a
-//! revocation until the loop hands the partitions back, and the partition lists of pause, resume and rewind.
+//! revocation until the loop hands the partitions back, the partition lists of pause, resume and rewind, and the
+//! look at the group that the surplus rule reads.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
@@ -247,4 +249,45 @@ pub fn seek_to_committed(
     }
     consumer.seek_partitions(seeks, timeout)?;
     Ok(resumed)
+}
+
+/// KEDA's lag of every partition of `topic` (log end − the group's committed offset, the whole log where
+/// nothing is committed) and the members of `group`. Blocking.
+pub fn group_view(
+    consumer: &StreamConsumer<MakerContext>,
+    topic: &str,
+    group: &str,
+    timeout: Duration,
+) -> anyhow::Result<crate::surplus::GroupView> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .context("reading the orders topic's partitions")?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let committed = consumer
+        .committed_offsets(partition_list(topic, &partitions), timeout)
+        .context("reading the group's committed offsets")?;
+    let mut lags = Vec::with_capacity(partitions.len());
+    for element in committed.elements() {
+        let (_, end) = consumer
+            .fetch_watermarks(topic, element.partition(), timeout)
+            .context("reading the log end offsets")?;
+        let committed = match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        };
+        lags.push(tabs::keda::partition_lag(end, committed));
+    }
+    let described = group_members::describe(consumer.client(), group, timeout)
+        .map_err(|err| anyhow::anyhow!("describing group {group}: {err}"))?;
+    let me = described.me.context("this maker has no member id yet")?;
+    Ok(crate::surplus::GroupView {
+        lags,
+        members: described.members,
+        me,
+    })
 }

@@ -17,10 +17,10 @@ use tracing::{info, warn};
 use crate::at_least_once::Publisher;
 use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched, GroupFuture};
 use crate::consumer::{
-    partition_list, restart_fetching, seek_to_committed, HandBackOnDrop, MakerContext, Rebalanced,
+    group_view, partition_list, restart_fetching, seek_to_committed, HandBackOnDrop, MakerContext,
+    Rebalanced,
 };
 use crate::doubt::{self, OrderKey, Written};
-use crate::surplus::GroupView;
 use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
 use crate::{Config, Guarantee};
 
@@ -325,7 +325,7 @@ impl Broker for Live {
         let consumer = Arc::clone(&self.consumer);
         let (topic, group) = (self.topic.clone(), self.group.clone());
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || group_view(&consumer, &topic, &group))
+            tokio::task::spawn_blocking(move || group_view(&consumer, &topic, &group, LOOK_TIMEOUT))
                 .await
                 .context("the group view task")?
         })
@@ -424,44 +424,4 @@ impl Broker for Live {
         // The producers are dropped on the blocking pool: destroying a librdkafka client waits for its threads.
         let _ = tokio::task::spawn_blocking(move || drop(output)).await;
     }
-}
-
-/// KEDA's lag of every partition of `topic` (log end − the group's committed offset, the whole log where
-/// nothing is committed) and the members of `group`. Blocking.
-fn group_view(
-    consumer: &StreamConsumer<MakerContext>,
-    topic: &str,
-    group: &str,
-) -> anyhow::Result<GroupView> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), LOOK_TIMEOUT)
-        .context("reading the orders topic's partitions")?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let committed = consumer
-        .committed_offsets(partition_list(topic, &partitions), LOOK_TIMEOUT)
-        .context("reading the group's committed offsets")?;
-    let mut lags = Vec::with_capacity(partitions.len());
-    for element in committed.elements() {
-        let (_, end) = consumer
-            .fetch_watermarks(topic, element.partition(), LOOK_TIMEOUT)
-            .context("reading the log end offsets")?;
-        let committed = match element.offset() {
-            Offset::Offset(offset) => Some(offset),
-            _ => None,
-        };
-        lags.push(tabs::keda::partition_lag(end, committed));
-    }
-    let described = group_members::describe(consumer.client(), group, LOOK_TIMEOUT)
-        .map_err(|err| anyhow::anyhow!("describing group {group}: {err}"))?;
-    let me = described.me.context("this maker has no member id yet")?;
-    Ok(GroupView {
-        lags,
-        members: described.members,
-        me,
-    })
 }
