@@ -316,6 +316,17 @@ mod tests {
     }
 
     #[test]
+    fn the_step_names_the_call_under_way_and_nothing_between_transactions() {
+        let step = Step::default();
+        assert!(step.current().is_none());
+        step.enter(Some("send_offsets_to_transaction"));
+        let (call, _) = step.current().expect("a call under way");
+        assert_eq!(call, "send_offsets_to_transaction");
+        step.enter(None);
+        assert!(step.current().is_none());
+    }
+
+    #[test]
     fn written_keeps_the_span_of_the_latest_transactions_only() {
         let written = Written::new("deliveries");
         written.record("deliveries", 0, 10);
