@@ -79,6 +79,15 @@ if [[ "${existed}" == true ]]; then
 fi
 kubectl -n "${NAMESPACE}" rollout status deployment/patient-0 --timeout="${ROLLOUT_TIMEOUT}"
 
+# The Prometheus operator's PodMonitor and alert rules, where the operator's CRDs are installed; elsewhere the
+# pods' prometheus.io/* annotations and deploy/monitoring/medicine-pubsub.rules.yaml serve a plain Prometheus.
+if crd_exists podmonitors.monitoring.coreos.com && crd_exists prometheusrules.monitoring.coreos.com; then
+  log "applying the PodMonitor and the alert rules for the Prometheus operator (deploy/monitoring)"
+  kubectl apply --server-side -k deploy/monitoring
+else
+  log "no Prometheus operator CRDs (monitoring.coreos.com): deploy/monitoring not applied; see documentation/DEPLOY_INSTRUCTIONS.md, \"Monitoring\""
+fi
+
 cat <<'TXT'
 ==> deployed: one patient ordering; makers start from the lag of group tabs_makers
 

@@ -28,6 +28,12 @@ if crd_exists triggerauthentications.keda.sh; then
 fi
 kubectl -n "${NAMESPACE}" delete configmap medicine-keda-kafka-user --ignore-not-found
 kubectl -n "${NAMESPACE}" delete networkpolicy medicine-pubsub-apps --ignore-not-found
+if crd_exists podmonitors.monitoring.coreos.com; then
+  kubectl -n "${NAMESPACE}" delete podmonitor medicine-pubsub --ignore-not-found
+fi
+if crd_exists prometheusrules.monitoring.coreos.com; then
+  kubectl -n "${NAMESPACE}" delete prometheusrule medicine-pubsub --ignore-not-found
+fi
 
 if crd_exists kafkatopics.kafka.strimzi.io; then
   # Before the cluster: the topic operator that removes the topics' finalizers runs with the cluster.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Validates Kubernetes manifests offline and strictly (unknown fields and duplicate keys are errors) with
-# kubeconform against the pinned schemas in ../shared/k8s-schemas (Strimzi 1.2.0, KEDA 2.20.2, Kubernetes 1.35).
+# kubeconform against the pinned schemas in ../shared/k8s-schemas (Strimzi 1.2.0, KEDA 2.20.2, the Prometheus
+# operator 0.93.0, Kubernetes 1.35).
 #
-#   scripts/check-manifests.sh           every manifest under deploy/, and `kubectl kustomize deploy/` if kubectl exists
+#   scripts/check-manifests.sh           every manifest under deploy/, and the kustomize renderings of deploy/ and
+#                                        deploy/monitoring/ if kubectl exists
 #   scripts/check-manifests.sh FILE...   just those files (the tests use it to prove a broken manifest is caught)
 set -euo pipefail
 
@@ -40,9 +42,12 @@ if [[ $# -gt 0 ]]; then
 fi
 
 cd "${repo_root}"
-validate -ignore-filename-pattern 'kustomization\.yaml$' -ignore-filename-pattern 'dashboards/' deploy/
+# Not Kubernetes resources: Grafana's dashboard, Prometheus' rules file and its unit tests (promtool checks those).
+validate -ignore-filename-pattern 'kustomization\.yaml$' -ignore-filename-pattern 'dashboards/' \
+  -ignore-filename-pattern 'monitoring/medicine-pubsub\.rules\.yaml$' -ignore-filename-pattern 'monitoring/tests/' deploy/
 if command -v kubectl >/dev/null 2>&1; then
   kubectl kustomize deploy/ | validate -
+  kubectl kustomize deploy/monitoring/ | validate -
 else
   echo "check-manifests: kubectl is missing; the kustomize rendering of deploy/ was not validated"
 fi

@@ -23,7 +23,8 @@ apt_install() {
 }
 
 # setup_tools: the linter of the scripts, Java and Maven (the test broker), the C build's tools (vendored librdkafka
-# and OpenSSL), the namespaces and certificates of the control plane, Go, kubeconform, rustfmt and clippy, and
+# and OpenSSL), the namespaces and certificates of the control plane, Prometheus and promtool (the dashboard's and
+# the alert rules' tests), Go, kubeconform, rustfmt and clippy, and
 # cargo-chef at the version docker/Dockerfile pins (the image-build rehearsal).
 setup_tools() {
   if ! command -v cargo >/dev/null 2>&1; then
@@ -31,13 +32,13 @@ setup_tools() {
     return 1
   fi
   if command -v dpkg >/dev/null 2>&1; then
-    apt_install shellcheck perl make gcc iproute2 util-linux openssl || return 1
+    apt_install shellcheck perl make gcc iproute2 util-linux openssl prometheus || return 1
     # The JDK, not only the runtime: scripts/kafka-dev.sh access runs a single-file Java program (compiled at launch).
     { command -v java && command -v javac; } >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless || return 1
     command -v mvn >/dev/null 2>&1 || apt_install maven || return 1
   fi
   local tool
-  for tool in shellcheck java javac mvn perl make cc ip unshare nsenter openssl; do
+  for tool in shellcheck java javac mvn perl make cc ip unshare nsenter openssl prometheus promtool; do
     if ! command -v "${tool}" >/dev/null 2>&1; then
       echo "make_test.sh: '${tool}' is missing and this is not Debian; install it (README, Prerequisites) and run again" >&2
       return 1

@@ -37,7 +37,8 @@ impl Manifest {
     }
 }
 
-/// Every resource under `dir` (recursively), kustomization files excepted.
+/// Every Kubernetes resource under `dir` (recursively): kustomization files, and YAML that holds no resource
+/// (Prometheus' rules file and its unit tests in `deploy/monitoring/`), excepted.
 pub fn load_manifests(dir: &Path) -> Vec<Manifest> {
     let mut files = Vec::new();
     collect_yaml(dir, &mut files);
@@ -49,7 +50,7 @@ pub fn load_manifests(dir: &Path) -> Vec<Manifest> {
         for document in serde_norway::Deserializer::from_str(&text) {
             let value: Value = serde::Deserialize::deserialize(document)
                 .unwrap_or_else(|e| panic!("{}: not YAML: {e}", file.display()));
-            if !value.is_null() {
+            if value.get("kind").is_some() {
                 manifests.push(Manifest {
                     file: file.clone(),
                     doc: value,

@@ -609,10 +609,49 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         .any(|c| c.starts_with("minikube -p minikube image ls")));
     load_images();
 
+    // The Prometheus operator's CRDs, as a cluster running the operator has them: make_deploy.sh applies
+    // deploy/monitoring's PodMonitor and PrometheusRule, which the API server validates against the CRDs' schemas.
+    let operator = upstream().join("prometheus-operator-0.93.0");
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &operator
+            .join("monitoring.coreos.com_podmonitors.yaml")
+            .display()
+            .to_string(),
+        "-f",
+        &operator
+            .join("monitoring.coreos.com_prometheusrules.yaml")
+            .display()
+            .to_string(),
+    ]);
+    for crd in ["podmonitors", "prometheusrules"] {
+        kubectl(&[
+            "wait",
+            &format!("crd/{crd}.monitoring.coreos.com"),
+            "--for=condition=Established",
+            "--timeout=60s",
+        ]);
+    }
+
     let app = overlay();
     let deploy = [("APP_KUSTOMIZATION", app.display().to_string())];
     timeline.mark("make_deploy.sh");
     script_ok("make_deploy.sh", &deploy);
+    let rule = kubectl_json(&["-n", "default", "get", "prometheusrule", "medicine-pubsub"]);
+    let alerts = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(
+        alerts, 11,
+        "the PrometheusRule as the API server keeps it: {rule}"
+    );
+    let monitor = kubectl_json(&["-n", "default", "get", "podmonitor", "medicine-pubsub"]);
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"][0]["port"], "metrics",
+        "{monitor}"
+    );
     kubectl(&[
         "-n",
         "default",
@@ -707,35 +746,34 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     wait_until("KEDA runs several makers", Duration::from_secs(90), || {
         running_jobs() >= 2
     });
-    // The dashboard's KEDA query reads what the real KEDA operator serves (its metrics on :8080, inside the
-    // sandbox's network namespace), for this ScaledJob. The rest of the dashboard: crates/local's scenario.
-    let dashboard = repo_root().join("deploy/dashboards/medicine-pubsub.json");
-    let keda_names: std::collections::BTreeSet<String> = testkit::dashboard::queries(&dashboard)
-        .iter()
-        .flat_map(|query| testkit::dashboard::metric_names(query))
-        .filter(|name| name.starts_with("keda_"))
-        .collect();
-    assert!(!keda_names.is_empty(), "the dashboard shows KEDA's lag");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let exposition = testkit::http_get("127.0.0.1:8080", "/metrics").unwrap_or_default();
-        if keda_names
-            .iter()
-            .all(|name| testkit::dashboard::serves(&exposition, name))
-            && exposition.contains("scaledObject=\"medicine-maker-0\"")
-        {
-            break;
-        }
-        let keda_lines: Vec<&str> = exposition
-            .lines()
-            .filter(|l| l.starts_with("keda_scaler"))
+    // The dashboard's KEDA panel, asked of a real Prometheus scraping the real KEDA operator (its metrics on
+    // :8080, inside the sandbox's network namespace) with the shipped alert rules loaded. The other panels:
+    // crates/local/tests/monitoring.rs.
+    let server = testkit::require_prometheus!();
+    let prometheus = testkit::prometheus::Prometheus::start(
+        &server,
+        serde_json::json!([{
+            "job_name": "keda-operator",
+            "static_configs": [{"targets": ["127.0.0.1:8080"]}],
+        }]),
+        &[testkit::prometheus::shipped_rules()],
+    );
+    let keda_panel: Vec<testkit::dashboard::Query> =
+        testkit::dashboard::queries(&testkit::dashboard::shipped())
+            .into_iter()
+            .filter(|q| q.expr.contains("keda_"))
             .collect();
-        assert!(
-            Instant::now() < deadline,
-            "KEDA does not serve {keda_names:?} for the ScaledJob on 127.0.0.1:8080: {keda_lines:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert_eq!(keda_panel.len(), 1, "the dashboard shows KEDA's lag once");
+    let lag_query = keda_panel[0].for_prometheus("20s");
+    let lag_seen = |check: &dyn Fn(f64) -> bool| {
+        let samples = prometheus.query(&lag_query);
+        samples.len() == 1 && check(samples[0].value)
+    };
+    wait_until(
+        "Prometheus reads the lag KEDA serves for the ScaledJob",
+        Duration::from_secs(60),
+        || lag_seen(&|lag| lag >= 0.0),
+    );
 
     // The running makers hold every order waiting (their in-flight bound is twice the threshold): none waits
     // for a maker KEDA has not started.
@@ -804,6 +842,18 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         || running_jobs() == 0 && lag.total() == Some(0),
     );
     timeline.mark("idle");
+    // The dashboard's lag, as Prometheus reads it from KEDA, is back near 0 (KEDA reads the lag every 5 s).
+    wait_until(
+        "the dashboard's lag panel comes back to 0",
+        Duration::from_secs(30),
+        || lag_seen(&|lag| lag == 0.0),
+    );
+    assert!(
+        prometheus.rule_errors().is_empty(),
+        "{:?}",
+        prometheus.rule_errors()
+    );
+    drop(prometheus);
     let jobs = kubectl_json(&["-n", "default", "get", "jobs"]);
     for job in jobs["items"].as_array().unwrap() {
         let complete = job["status"]["conditions"]
@@ -933,8 +983,15 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         .filter(|l| {
             !matches!(*l, "service/kubernetes" | "configmap/kube-root-ca.crt")
                 && !l.ends_with(".kwok.x-k8s.io")
+                // The Prometheus operator's CRDs are the cluster's, installed above as an operator would.
+                && !l.ends_with(".monitoring.coreos.com")
         })
         .collect();
+    let monitoring = kubectl(&["get", "podmonitors,prometheusrules", "-A", "-o", "name"]);
+    assert!(
+        monitoring.trim().is_empty(),
+        "make_destroy.sh left {monitoring}"
+    );
     assert!(
         remaining.is_empty(),
         "left in the API server: {remaining:?}"

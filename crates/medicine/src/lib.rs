@@ -32,6 +32,7 @@ mod ledger;
 mod lifecycle;
 mod live;
 mod making;
+mod progress;
 mod stats;
 mod surplus;
 mod transactions;

@@ -20,6 +20,7 @@ use crate::broker::{Broker, Committed, Event, Fetched, GroupFuture, OrderKey};
 use crate::completion::{Completion, Outcome};
 use crate::ledger::Ledger;
 use crate::lifecycle::{Phase, StopReason};
+use crate::progress::{self, Progress};
 use crate::stats::{Stats, Summary};
 use crate::surplus::{GroupView, SurplusRule};
 
@@ -117,6 +118,8 @@ pub struct Worker<B: Broker> {
     /// Orders found committed in the deliveries topic after the last rewind whose commits were in doubt: fetched
     /// again, they are not made again (see `doubt.rs`).
     delivered: HashSet<OrderKey>,
+    /// How long each partition held has had orders waiting without moving (see `progress.rs`).
+    progress: Progress,
     stats: Arc<Stats>,
     health: Arc<Health>,
     started: Instant,
@@ -140,6 +143,12 @@ impl<B: Broker> Worker<B> {
         shutdown: CancellationToken,
     ) -> Self {
         let now = Instant::now();
+        let bound = progress::liveness_bound(
+            settings.tab_making_time,
+            settings.commit_interval,
+            settings.commit_stuck_after,
+        );
+        stats.liveness_bound.set(bound.as_secs_f64());
         Self {
             phase: Phase::joining(now, settings.startup_timeout),
             settings,
@@ -161,6 +170,7 @@ impl<B: Broker> Worker<B> {
             consecutive_aborts: 0,
             unwritable_letters: HashMap::new(),
             delivered: HashSet::new(),
+            progress: Progress::new(stats.waiting_since.clone()),
             stats,
             health,
             started: now,
@@ -298,6 +308,11 @@ impl<B: Broker> Worker<B> {
         match event {
             Event::Record(record) => {
                 self.last_activity = Instant::now();
+                self.progress.fetched(
+                    record.partition,
+                    record.offset,
+                    std::time::SystemTime::now(),
+                );
                 self.wait(record);
             }
             Event::Assigned(partitions) => self.on_assigned(partitions)?,

@@ -1,146 +1,65 @@
-//! The metric names a Grafana dashboard's queries use, and whether an exposition serves them: so a test can
-//! hold the dashboard in `deploy/dashboards/` to what the running binaries really expose.
+//! The queries of a Grafana dashboard, ready for Prometheus: so a test can have the real Prometheus evaluate every
+//! panel of the dashboard in `deploy/dashboards/` against a live run (see [`crate::prometheus`]).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
-/// PromQL's aggregation operators, which may be followed by `by (…)` before their `(`.
-const AGGREGATIONS: [&str; 12] = [
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "count",
-    "stddev",
-    "stdvar",
-    "topk",
-    "bottomk",
-    "quantile",
-    "count_values",
-    "group",
-];
+/// One query of one panel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub panel: String,
+    pub legend: String,
+    /// As the dashboard holds it, with Grafana's variables.
+    pub expr: String,
+}
 
-/// PromQL words that are not metric names: aggregation modifiers and the like (functions are recognised by
-/// the `(` after them).
-const KEYWORDS: [&str; 10] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "offset",
-    "bool",
-    "and",
-    "or",
-];
+impl Query {
+    /// The query as Grafana would send it to Prometheus, its `$__rate_interval` given as `rate_interval` (Grafana
+    /// takes four scrape intervals).
+    ///
+    /// # Panics
+    /// On any other variable: the dashboard must not grow one the tests cannot give.
+    pub fn for_prometheus(&self, rate_interval: &str) -> String {
+        let expr = self.expr.replace("$__rate_interval", rate_interval);
+        assert!(
+            !expr.contains('$'),
+            "panel {:?} uses a variable the tests do not know: {}",
+            self.panel,
+            self.expr
+        );
+        expr
+    }
+}
 
-/// The dashboard at `path`: every `expr` of every panel's targets.
-pub fn queries(path: &Path) -> Vec<String> {
+/// Every target's query of every panel of the dashboard at `path`.
+pub fn queries(path: &Path) -> Vec<Query> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let dashboard: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut exprs = Vec::new();
-    collect(&dashboard, &mut exprs);
-    exprs
+    let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+    panels
+        .iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap_or_default().to_owned();
+            panel["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |target| Query {
+                    panel: title.clone(),
+                    legend: target["legendFormat"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    expr: target["expr"].as_str().unwrap_or_default().to_owned(),
+                })
+        })
+        .collect()
 }
 
-fn collect(value: &serde_json::Value, exprs: &mut Vec<String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, value) in map {
-                match (key.as_str(), value) {
-                    ("expr", serde_json::Value::String(expr)) => exprs.push(expr.clone()),
-                    _ => collect(value, exprs),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, exprs)),
-        _ => {}
-    }
-}
-
-/// The metric names in one PromQL expression.
-pub fn metric_names(expr: &str) -> BTreeSet<String> {
-    // Drop what holds no metric name: strings, label matchers, ranges, `by (…)` lists, dashboard variables.
-    let mut cleaned = String::new();
-    let mut chars = expr.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                for d in chars.by_ref() {
-                    if d == '"' {
-                        break;
-                    }
-                }
-            }
-            '{' | '[' => {
-                let close = if c == '{' { '}' } else { ']' };
-                for d in chars.by_ref() {
-                    if d == close {
-                        break;
-                    }
-                }
-                cleaned.push(' ');
-            }
-            '$' => {
-                while chars
-                    .peek()
-                    .is_some_and(|d| d.is_alphanumeric() || *d == '_')
-                {
-                    chars.next();
-                }
-            }
-            _ => cleaned.push(c),
-        }
-    }
-    let mut names = BTreeSet::new();
-    let mut rest = cleaned.as_str();
-    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':') {
-        let word_end = rest[start..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-            .map_or(rest.len(), |e| start + e);
-        let word = &rest[start..word_end];
-        let after = rest[word_end..].trim_start();
-        let preceded_by_digit = start > 0 && rest.as_bytes()[start - 1].is_ascii_digit();
-        if KEYWORDS.contains(&word) {
-            // `by (a, b)`: the labels listed are not metrics.
-            if let Some(list) = after.strip_prefix('(') {
-                rest = list.split_once(')').map_or("", |(_, tail)| tail);
-                continue;
-            }
-        } else if !after.starts_with('(') && !preceded_by_digit && !AGGREGATIONS.contains(&word) {
-            names.insert(word.to_owned());
-        }
-        rest = &rest[word_end..];
-    }
-    names
-}
-
-/// Whether a Prometheus text exposition serves `name`: as a sample, or as a declared family whose samples
-/// would carry that name (a counter's `_total`, a histogram's `_bucket`, `_sum`, `_count`) even before its
-/// first labelled sample exists.
-pub fn serves(exposition: &str, name: &str) -> bool {
-    exposition.lines().any(|line| {
-        if let Some(declared) = line.strip_prefix("# TYPE ") {
-            let mut words = declared.split_whitespace();
-            let (Some(family), Some(kind)) = (words.next(), words.next()) else {
-                return false;
-            };
-            let suffixes: &[&str] = match kind {
-                // PromQL sees a counter only as `<family>_total`.
-                "counter" => &["_total"],
-                "histogram" => &["_bucket", "_sum", "_count"],
-                _ => &[""],
-            };
-            suffixes.iter().any(|s| format!("{family}{s}") == name)
-        } else {
-            !line.starts_with('#')
-                && line
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        }
-    })
+/// The dashboard that ships.
+pub fn shipped() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/dashboards/medicine-pubsub.json")
 }
 
 #[cfg(test)]
@@ -148,40 +67,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_found_and_functions_labels_and_variables_are_not() {
-        let names = metric_names(
-            "histogram_quantile(0.99, sum by (le) (rate(medicine_order_latency_seconds_bucket[$__rate_interval]))) - $making_time",
-        );
-        assert_eq!(
-            names.into_iter().collect::<Vec<_>>(),
-            ["medicine_order_latency_seconds_bucket"]
-        );
-        let names = metric_names(
-            r#"sum(keda_scaler_metrics_value{scaledObject="medicine-maker-0"}) + count(up) / 2e3"#,
-        );
-        assert_eq!(
-            names.into_iter().collect::<Vec<_>>(),
-            ["keda_scaler_metrics_value", "up"]
-        );
+    fn every_panel_of_the_shipped_dashboard_has_a_query_for_prometheus() {
+        let queries = queries(&shipped());
+        assert!(queries.len() >= 10, "{queries:?}");
+        for query in &queries {
+            assert!(!query.expr.is_empty(), "{query:?}");
+            assert!(!query.for_prometheus("4s").contains('$'), "{query:?}");
+        }
     }
 
     #[test]
-    fn an_exposition_serves_samples_and_declared_families() {
-        let exposition =
-            "# TYPE medicine_dead_letters counter\n# TYPE medicine_orders_done counter\n\
-             medicine_orders_done_total 3\n# TYPE lat histogram\nlat_bucket{le=\"1\"} 0\n";
-        assert!(serves(exposition, "medicine_orders_done_total"));
-        assert!(
-            serves(exposition, "medicine_dead_letters_total"),
-            "declared, no sample yet"
-        );
-        assert!(serves(exposition, "lat_bucket"));
-        assert!(serves(exposition, "lat_count"));
-        assert!(!serves(exposition, "medicine_orders_made_total"));
-        assert!(!serves(exposition, "medicine_orders"));
-        assert!(
-            !serves(exposition, "medicine_dead_letters"),
-            "a counter is queried as _total"
-        );
+    #[should_panic(expected = "a variable the tests do not know")]
+    fn an_unknown_variable_is_refused() {
+        Query {
+            panel: "p".into(),
+            legend: String::new(),
+            expr: "rate(x[$__interval])".into(),
+        }
+        .for_prometheus("4s");
     }
 }

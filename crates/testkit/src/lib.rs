@@ -9,6 +9,7 @@
 pub mod access;
 pub mod dashboard;
 mod proc;
+pub mod prometheus;
 
 use std::time::{Duration, Instant};
 

@@ -125,6 +125,7 @@ impl<B: Broker> Worker<B> {
         for &partition in &handover.partitions {
             self.ledger.revoke(partition);
             self.own_commits.remove(&partition);
+            self.progress.release(partition);
         }
         self.broker.release()?;
         self.clear_pause(&handover.partitions);
@@ -146,6 +147,7 @@ impl<B: Broker> Worker<B> {
             self.assigned.remove(partition);
             self.waiting.remove(partition);
             self.own_commits.remove(partition);
+            self.progress.release(*partition);
         }
         if let Some(handover) = self.handover.as_mut() {
             handover.partitions.retain(|p| !partitions.contains(p));

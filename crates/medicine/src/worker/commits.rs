@@ -82,6 +82,10 @@ impl<B: Broker> Worker<B> {
                 self.consecutive_aborts = 0;
                 self.stats.commits.inc();
                 self.own_commits.extend(&commit.offsets);
+                let now = std::time::SystemTime::now();
+                for (&partition, &next) in &commit.offsets {
+                    self.progress.committed(partition, next, now);
+                }
                 let committed_at = now_ns();
                 for outcome in &results {
                     self.record_done(outcome, committed_at);
@@ -155,6 +159,8 @@ impl<B: Broker> Worker<B> {
         self.stats.dropped.inc_by(dropped as u64);
         self.waiting.clear();
         let resumed = self.read_committed_offsets(replace_producer).await?;
+        self.progress
+            .rewound(&resumed, std::time::SystemTime::now());
         let lost = self.check_commits_kept(&resumed);
         info!(dropped_orders = dropped, "rewound to the committed offsets");
         self.delivered.clear();
@@ -259,7 +265,8 @@ impl<B: Broker> Worker<B> {
         match outcome {
             Outcome::Made { order, tabs } => {
                 let latency = latency(order.order_timestamp_ns);
-                self.stats.order_done(order.tabs_count, latency);
+                self.stats
+                    .order_done(order.tabs_count, latency, self.settings.tab_making_time);
                 debug!(
                     patient_id = %order.patient_id,
                     tabs = tabs.len(),
@@ -278,7 +285,8 @@ impl<B: Broker> Worker<B> {
                 rejected: None,
             } => {
                 let latency = latency(*order_timestamp_ns);
-                self.stats.order_done(*tabs, latency);
+                self.stats
+                    .order_done(*tabs, latency, self.settings.tab_making_time);
                 debug!(tabs, latency_ms = latency.as_millis() as u64, "order done");
             }
             Outcome::AlreadyDelivered { order } => {

@@ -46,6 +46,20 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every [`Self::code`], so that a counter by reason can show each at 0 before the first rejection.
+    pub const CODES: [&'static str; 10] = [
+        "empty_record",
+        "not_utf8",
+        "not_json",
+        "not_an_object",
+        "missing_field",
+        "wrong_type",
+        "empty_patient_id",
+        "patient_id_too_long",
+        "timestamp_out_of_range",
+        "tabs_count_out_of_range",
+    ];
+
     /// Stable snake_case code for dashboards and DLQ consumers.
     pub fn code(&self) -> &'static str {
         match self {
@@ -291,6 +305,31 @@ mod tests {
 
     fn code(text: &str) -> &'static str {
         parse(text).unwrap_err().code()
+    }
+
+    #[test]
+    fn codes_lists_every_code_once() {
+        let long_id = format!(
+            r#"{{"patient_id":"{}","order_timestamp_ns":1,"tabs_count":1}}"#,
+            "p".repeat(MAX_PATIENT_ID_BYTES + 1)
+        );
+        let seen: std::collections::BTreeSet<&str> = [
+            parse_order(None, MAX).unwrap_err().code(),
+            parse_order(Some(b"\xff"), MAX).unwrap_err().code(),
+            code("hello"),
+            code("42"),
+            code(r#"{"patient_id":"p","tabs_count":1}"#),
+            code(r#"{"patient_id":7,"order_timestamp_ns":1,"tabs_count":1}"#),
+            code(r#"{"patient_id":"","order_timestamp_ns":1,"tabs_count":1}"#),
+            code(&long_id),
+            code(r#"{"patient_id":"p","order_timestamp_ns":-1,"tabs_count":1}"#),
+            code(r#"{"patient_id":"p","order_timestamp_ns":1,"tabs_count":31}"#),
+        ]
+        .into_iter()
+        .collect();
+        let listed: std::collections::BTreeSet<&str> = Rejection::CODES.into_iter().collect();
+        assert_eq!(listed.len(), Rejection::CODES.len(), "no code twice");
+        assert_eq!(seen, listed);
     }
 
     #[test]

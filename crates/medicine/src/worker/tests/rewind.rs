@@ -172,3 +172,62 @@ async fn a_rewind_that_cannot_read_the_committed_offsets_yet_tries_again() {
     assert_eq!(harness.committed(0), 8);
     assert!(harness.delivered_once_each());
 }
+
+/// The frozen-partition alert's clock (see `progress.rs`): a partition whose transactions abort has not moved,
+/// however often it is fetched again; it moves when its offset is committed, and nothing of it waits then.
+#[tokio::test(start_paused = true)]
+async fn aborted_commits_leave_the_partitions_clock_running_until_one_commits() {
+    let mut harness = Harness::new(
+        Settings {
+            idle_exit_after: Duration::from_secs(30),
+            ..settings()
+        },
+        &[0],
+        2,
+    );
+    {
+        let mut state = harness.state.lock().unwrap();
+        for _ in 0..2 {
+            state
+                .commit_outcomes
+                .push_back(Err(CommitError::Aborted("injected".into())));
+        }
+    }
+    let waiting = |harness: &Harness| {
+        harness
+            .stats
+            .waiting_since
+            .get_or_create(&crate::progress::PartitionLabel { partition: 0 })
+            .get()
+    };
+    let run = harness.start();
+    sleep(Duration::from_secs(1)).await;
+    let first = waiting(&harness);
+    assert!(first > 0.0, "two orders fetched, none committed");
+    // Each making takes 2 s and each of the first two commits aborts; the clock stays where it started.
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(harness.state.lock().unwrap().rewinds, 1);
+    assert_eq!(waiting(&harness), first);
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(harness.state.lock().unwrap().rewinds, 2);
+    assert_eq!(waiting(&harness), first);
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(harness.committed(0), 2);
+    assert_eq!(
+        waiting(&harness),
+        0.0,
+        "everything committed: nothing waits"
+    );
+    // The bound it is held to: 3 making times, the commit interval, the stuck-commit timeout and 5 s.
+    let settings = settings();
+    assert_eq!(
+        harness.stats.liveness_bound.get(),
+        (settings.tab_making_time * 3
+            + settings.commit_interval
+            + settings.commit_stuck_after
+            + Duration::from_secs(5))
+        .as_secs_f64()
+    );
+    harness.shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
