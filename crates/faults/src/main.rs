@@ -53,6 +53,10 @@ struct Cli {
     /// Java client uses) or 1 (the protocol librdkafka speaks, so the copier runs the makers' protocol).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=2))]
     transaction_version: u16,
+
+    /// How long the cut-off node stays cut off (the liveness bound follows: see `cluster_liveness_bound`).
+    #[arg(long, default_value = "15s", value_parser = tabs::config::parse_positive_duration)]
+    cut_for: Duration,
 }
 
 /// A fault of `--plan`.
@@ -66,15 +70,15 @@ enum PlanFault {
     Cut,
 }
 
-impl From<PlanFault> for ClusterFault {
-    fn from(fault: PlanFault) -> Self {
-        match fault {
+impl PlanFault {
+    fn fault(self, cut_for: Duration) -> ClusterFault {
+        match self {
             PlanFault::Roll => ClusterFault::RollingRestart,
             PlanFault::KillTxn => ClusterFault::KillTransactionCoordinator,
             PlanFault::KillGroup => ClusterFault::KillGroupCoordinator,
             PlanFault::KillOther => ClusterFault::KillBystander,
             PlanFault::StopTxn => ClusterFault::StopTransactionCoordinator,
-            PlanFault::Cut => ClusterFault::CutOffTransactionCoordinator,
+            PlanFault::Cut => ClusterFault::CutOffTransactionCoordinator(cut_for),
         }
     }
 }
@@ -151,7 +155,7 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
         .await?;
     let on_cluster = Harness::new(exe.clone(), cluster.bootstrap.clone());
     let plans: Vec<Vec<ClusterFault>> = if !cli.plan.is_empty() {
-        vec![cli.plan.iter().map(|&f| f.into()).collect()]
+        vec![cli.plan.iter().map(|f| f.fault(cli.cut_for)).collect()]
     } else if cli.long {
         vec![
             vec![ClusterFault::RollingRestart],
@@ -159,13 +163,13 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
             vec![ClusterFault::KillGroupCoordinator],
             vec![ClusterFault::KillBystander],
             vec![ClusterFault::StopTransactionCoordinator],
-            vec![ClusterFault::CutOffTransactionCoordinator],
+            vec![ClusterFault::CutOffTransactionCoordinator(cli.cut_for)],
         ]
     } else {
         vec![vec![
             ClusterFault::RollingRestart,
             ClusterFault::KillTransactionCoordinator,
-            ClusterFault::CutOffTransactionCoordinator,
+            ClusterFault::CutOffTransactionCoordinator(cli.cut_for),
         ]]
     };
     let workers: &[Workers] = match cli.workers {

@@ -16,18 +16,16 @@ use tabs::kafka::KafkaArgs;
 
 use crate::cluster::{Cluster, Down};
 use crate::copier::{self, Copiers};
-use crate::{drained, findings, liveness_bound, stop_patients, Crew, Findings, Harness, Topics};
+use crate::{drained, findings, stop_patients, Crew, Findings, Harness, Topics};
 
-/// How long the controller waits before it fences a node that stopped heartbeating (`broker.session.timeout.ms`,
-/// Kafka's default): a killed node's partitions have no usable leader until then.
-const BROKER_SESSION_TIMEOUT: Duration = Duration::from_secs(9);
-/// The makers' and the copiers' transaction timeout, and how often the brokers abort timed-out transactions.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
-const TRANSACTION_CLEANUP: Duration = Duration::from_secs(2);
+mod bound;
+pub use bound::{cluster_liveness_bound, first_retransmission_after};
+
 /// How long a killed node stays down before it is started again.
 const KILLED_FOR: Duration = Duration::from_secs(5);
-/// How long a node is cut off: past the controller's fencing, so its leaderships move.
-const CUT_FOR: Duration = Duration::from_secs(15);
+/// How long a node is cut off unless `--cut-for` says otherwise: past the controller's fencing, so its leaderships
+/// move.
+pub const CUT_FOR: Duration = Duration::from_secs(15);
 /// The makers' making time in these scenarios.
 const MAKING: Duration = Duration::from_millis(200);
 
@@ -48,8 +46,9 @@ pub enum ClusterFault {
     /// The node leading the transaction coordinator stopped cleanly (SIGTERM) and started again.
     StopTransactionCoordinator,
     /// The node leading the transaction coordinator cut off from clients and the other nodes (its link down) for
-    /// longer than the controller waits to fence it, then joined again. Needs a cluster in network namespaces.
-    CutOffTransactionCoordinator,
+    /// this long (longer than the controller waits to fence it), then joined again. Needs a cluster in network
+    /// namespaces.
+    CutOffTransactionCoordinator(Duration),
 }
 
 /// Who turns orders into output.
@@ -84,15 +83,6 @@ async fn tending<T>(running: &mut Running, work: impl Future<Output = T>) -> T {
             () = tokio::time::sleep(Duration::from_millis(250)) => running.tend().await,
         }
     }
-}
-
-/// The liveness bound on the cluster: a killed or cut-off node's partitions wait for the controller to fence it,
-/// and a transaction caught by the fault for its timeout and the broker's next abort.
-pub fn cluster_liveness_bound() -> Duration {
-    liveness_bound(
-        MAKING,
-        BROKER_SESSION_TIMEOUT + TRANSACTION_TIMEOUT + TRANSACTION_CLEANUP,
-    )
 }
 
 /// Runs `faults` one after the other on `cluster` while `workers` turn the patients' orders into output, `calm`
@@ -166,7 +156,7 @@ pub async fn on_cluster(
     tending(&mut running, drain).await?;
     let samples = watch.finish()?;
 
-    let bound = cluster_liveness_bound();
+    let bound = cluster_liveness_bound(faults);
     let scenario = format!(
         "{} on three nodes: {}",
         workers_name(workers),
@@ -298,15 +288,15 @@ async fn inject(
 ) -> anyhow::Result<String> {
     let begun = Instant::now();
     let transactional_id = transactional_ids[0].as_str();
-    if fault == ClusterFault::CutOffTransactionCoordinator {
+    if let ClusterFault::CutOffTransactionCoordinator(cut) = fault {
         let node = cluster.transaction_coordinator(transactional_id).await?;
         cluster.cut(node, true).await?;
-        tokio::time::sleep(CUT_FOR).await;
+        tokio::time::sleep(cut).await;
         cluster.cut(node, false).await?;
         cluster.wait_in_sync(Duration::from_secs(120)).await?;
         return Ok(format!(
-            "node {node} (the transaction coordinator) cut off for {} s, in sync again after {:.1} s",
-            CUT_FOR.as_secs(),
+            "node {node} (the transaction coordinator) cut off for {:.1} s, in sync again after {:.1} s",
+            cut.as_secs_f64(),
             begun.elapsed().as_secs_f64()
         ));
     }
@@ -343,7 +333,7 @@ async fn inject(
                 .context("every node coordinates a worker's transactions")?;
             (node, "no worker's transaction coordinator", Down::Hard)
         }
-        ClusterFault::CutOffTransactionCoordinator => unreachable!("handled above"),
+        ClusterFault::CutOffTransactionCoordinator(_) => unreachable!("handled above"),
     };
     cluster.take_down(node, how).await?;
     if how == Down::Hard {
@@ -427,7 +417,9 @@ fn faults_name(faults: &[ClusterFault]) -> String {
             ClusterFault::KillGroupCoordinator => "group coordinator's node killed",
             ClusterFault::KillBystander => "a node coordinating no transaction killed",
             ClusterFault::StopTransactionCoordinator => "transaction coordinator's node stopped",
-            ClusterFault::CutOffTransactionCoordinator => "transaction coordinator's node cut off",
+            ClusterFault::CutOffTransactionCoordinator(_) => {
+                "transaction coordinator's node cut off"
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")

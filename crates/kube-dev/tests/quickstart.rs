@@ -417,6 +417,66 @@ fn print_pod_logs() {
 /// An overlay of deploy/app with a low lag threshold (the makers' copy of it too, and the in-flight bound at
 /// twice it, as shipped), so that a dozen patients need several makers: written next to the test's other files,
 /// pointing at deploy/app.
+/// The patients' and makers' pods as Prometheus' annotation-based pod discovery finds them: each running pod
+/// annotated `prometheus.io/scrape: "true"`, at the port its `prometheus.io/port` names, with its pod and program
+/// as labels; written to `file` for Prometheus' file discovery. The one stand-in step: the node agent gives every
+/// pod 127.0.0.1 and moves each container port to a free one, which its `ports` file records.
+fn write_pod_targets(file: &std::path::Path) {
+    let Some(state) = std::env::var_os("KUBE_DEV_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let output = run(
+        "kubectl",
+        &[
+            "-n",
+            "default",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/part-of=medicine-pubsub",
+            "-o",
+            "json",
+        ],
+        &[],
+        Duration::from_secs(10),
+    );
+    let Ok(pods) = serde_json::from_slice::<Value>(&output.stdout) else {
+        return;
+    };
+    let mut targets = Vec::new();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let meta = &pod["metadata"];
+        let annotations = &meta["annotations"];
+        if phase(pod) != "Running" || annotations["prometheus.io/scrape"] != "true" {
+            continue;
+        }
+        let (Some(name), Some(uid), Some(port)) = (
+            meta["name"].as_str(),
+            meta["uid"].as_str(),
+            annotations["prometheus.io/port"].as_str(),
+        ) else {
+            continue;
+        };
+        let ports =
+            std::fs::read_to_string(state.join(format!("agent/pods/default_{name}_{uid}/ports")))
+                .unwrap_or_default();
+        let Some(host_port) = ports.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&port)).then(|| fields.get(2).map(|p| (*p).to_owned()))?
+        }) else {
+            continue;
+        };
+        targets.push(serde_json::json!({
+            "targets": [format!("127.0.0.1:{host_port}")],
+            "labels": {"pod": name, "program": meta["labels"]["app.kubernetes.io/name"]},
+        }));
+    }
+    let partial = file.with_extension("partial");
+    if std::fs::write(&partial, Value::from(targets).to_string()).is_ok() {
+        let _ = std::fs::rename(&partial, file);
+    }
+}
+
 fn overlay() -> PathBuf {
     let scaled_job: Value = serde_norway::from_str(
         &std::fs::read_to_string(repo_root().join("deploy/app/medicine-scaledjob.yaml")).unwrap(),
@@ -750,19 +810,36 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     // :8080, inside the sandbox's network namespace) with the shipped alert rules loaded. The other panels:
     // crates/local/tests/monitoring.rs.
     let server = testkit::require_prometheus!();
+    // The pods' targets, kept up to date beside the test as pods come and go.
+    let targets_file = repo_root().join("target/kube-dev/prometheus-pods.json");
+    write_pod_targets(&targets_file);
+    let discovering = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let discovery = {
+        let (discovering, file) = (Arc::clone(&discovering), targets_file.clone());
+        std::thread::spawn(move || {
+            while discovering.load(std::sync::atomic::Ordering::Relaxed) {
+                write_pod_targets(&file);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
     let prometheus = testkit::prometheus::Prometheus::start(
         &server,
-        serde_json::json!([{
-            "job_name": "keda-operator",
-            "static_configs": [{"targets": ["127.0.0.1:8080"]}],
-        }]),
+        serde_json::json!([
+            {
+                "job_name": "keda-operator",
+                "static_configs": [{"targets": ["127.0.0.1:8080"]}],
+            },
+            {
+                "job_name": "medicine-pubsub-pods",
+                "file_sd_configs": [{"files": [targets_file], "refresh_interval": "1s"}],
+            },
+        ]),
         &[testkit::prometheus::shipped_rules()],
     );
-    let keda_panel: Vec<testkit::dashboard::Query> =
-        testkit::dashboard::queries(&testkit::dashboard::shipped())
-            .into_iter()
-            .filter(|q| q.expr.contains("keda_"))
-            .collect();
+    let panels = testkit::dashboard::queries(&testkit::dashboard::shipped());
+    let keda_panel: Vec<&testkit::dashboard::Query> =
+        panels.iter().filter(|q| q.expr.contains("keda_")).collect();
     assert_eq!(keda_panel.len(), 1, "the dashboard shows KEDA's lag once");
     let lag_query = keda_panel[0].for_prometheus("20s");
     let lag_seen = |check: &dyn Fn(f64) -> bool| {
@@ -791,6 +868,35 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
             held >= 6
         },
     );
+    // The whole dashboard, asked of Prometheus while the makers hold the load: every query answers, the orders
+    // per second are the patients' (one order a second each), and the makers counted are the Jobs running.
+    let panel = |legend: &str| -> Vec<testkit::prometheus::Sample> {
+        let query = panels
+            .iter()
+            .find(|q| q.legend == legend)
+            .unwrap_or_else(|| panic!("no panel query {legend:?}"));
+        prometheus.query(&query.for_prometheus("10s"))
+    };
+    wait_until(
+        "Prometheus sees the patients order and the makers the Jobs run",
+        Duration::from_secs(60),
+        || {
+            let ordered = panel("ordered (acknowledged by Kafka)");
+            let makers = panel("makers running");
+            ordered.len() == 1
+                && (f64::from(PATIENTS) * 0.5..=f64::from(PATIENTS) * 1.5)
+                    .contains(&ordered[0].value)
+                && makers.len() == 1
+                && makers[0].value == running_jobs() as f64
+        },
+    );
+    for query in &panels {
+        let samples = prometheus.query(&query.for_prometheus("10s"));
+        assert!(
+            !samples.is_empty() && samples.iter().all(|s| s.value.is_finite()),
+            "{query:?} answers {samples:?}"
+        );
+    }
 
     // A maker deleted mid-work gets SIGTERM, drains and exits 0; nothing it held is lost (audit below).
     let busy = maker_pods()
@@ -853,6 +959,8 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         "{:?}",
         prometheus.rule_errors()
     );
+    discovering.store(false, std::sync::atomic::Ordering::Relaxed);
+    discovery.join().expect("the pods' discovery");
     drop(prometheus);
     let jobs = kubectl_json(&["-n", "default", "get", "jobs"]);
     for job in jobs["items"].as_array().unwrap() {
