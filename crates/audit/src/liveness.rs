@@ -20,7 +20,11 @@ use tabs::kafka::{KafkaArgs, TabsContext};
 
 /// The group's lag on a topic, as KEDA's Kafka scaler reads it: log end and committed offset per partition.
 pub struct LagProbe {
-    consumer: BaseConsumer<TabsContext>,
+    /// Replaced by a fresh client after a failed sample: a client once kept failing for good after its broker
+    /// stood still (SIGSTOP) and came back, while every other client of the run recovered.
+    consumer: std::sync::Mutex<BaseConsumer<TabsContext>>,
+    kafka: KafkaArgs,
+    group: String,
     topic: String,
     partitions: Vec<i32>,
 }
@@ -46,15 +50,7 @@ impl LagProbe {
     /// A client that reads `group`'s committed offsets; it never joins the group. It asks for the last stable
     /// offsets and does not wait for open transactions (their offsets count once committed).
     pub fn open(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer<TabsContext> = tabs::kafka::create_reader(
-            kafka,
-            &tabs::kafka::ReaderOptions {
-                group: group.to_owned(),
-                ..tabs::kafka::ReaderOptions::plain(false)
-            },
-            TabsContext::default(),
-        )
-        .context("creating the lag probe")?;
+        let consumer = Self::client(kafka, group)?;
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .with_context(|| format!("reading the metadata of {topic}"))?;
@@ -65,27 +61,57 @@ impl LagProbe {
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
             .unwrap_or_default();
         Ok(Self {
-            consumer,
+            consumer: std::sync::Mutex::new(consumer),
+            kafka: kafka.clone(),
+            group: group.to_owned(),
             topic: topic.to_owned(),
             partitions,
         })
     }
 
-    /// Every partition's log end and committed offset. Blocking.
+    fn client(kafka: &KafkaArgs, group: &str) -> anyhow::Result<BaseConsumer<TabsContext>> {
+        tabs::kafka::create_reader(
+            kafka,
+            &tabs::kafka::ReaderOptions {
+                group: group.to_owned(),
+                ..tabs::kafka::ReaderOptions::plain(false)
+            },
+            TabsContext::default(),
+        )
+        .context("creating the lag probe")
+    }
+
+    /// Every partition's log end and committed offset. Blocking. After a failure the next sample uses a fresh
+    /// client.
     pub fn sample(&self) -> anyhow::Result<Vec<PartitionLag>> {
+        let mut consumer = self
+            .consumer
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the lag probe's lock is poisoned"))?;
+        let sampled = self.sample_with(&consumer);
+        if sampled.is_err() {
+            if let Ok(fresh) = Self::client(&self.kafka, &self.group) {
+                *consumer = fresh;
+            }
+        }
+        sampled
+    }
+
+    fn sample_with(
+        &self,
+        consumer: &BaseConsumer<TabsContext>,
+    ) -> anyhow::Result<Vec<PartitionLag>> {
         let mut list = TopicPartitionList::new();
         for &partition in &self.partitions {
             list.add_partition(&self.topic, partition);
         }
-        let committed = self
-            .consumer
+        let committed = consumer
             .committed_offsets(list, Duration::from_secs(5))
             .context("reading the group's committed offsets")?;
         self.partitions
             .iter()
             .map(|&partition| {
-                let (_, end) = self
-                    .consumer
+                let (_, end) = consumer
                     .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
                     .context("reading the log end offsets")?;
                 let committed = committed

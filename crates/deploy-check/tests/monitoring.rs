@@ -116,9 +116,11 @@ fn the_unit_tests_catch_a_broken_rule() {
         // The objective read from the wrong bucket.
         ("{le=\"0.1\"}", "{le=\"0.25\"}"),
         // Dead letters summed without their reason.
+        ("sum by (reason) (", "sum ("),
+        // A maker's first rejections, counted before its first scrape, missed.
         (
-            "sum by (reason) (increase(medicine_dead_letters_total",
-            "sum(increase(medicine_dead_letters_total",
+            "unless medicine_dead_letters_total offset 10m",
+            "unless medicine_dead_letters_total",
         ),
         // Makers failing counted since ever, not within the last half hour.
         ("offset 30m", "offset 1000m"),

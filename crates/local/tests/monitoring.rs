@@ -51,6 +51,29 @@ fn prometheus_for(server: &Path, dir: &Path) -> Prometheus {
     prometheus
 }
 
+/// A local run with `args` and the settings both runs share: orders every 200 ms per patient, tabs of 300 ms, 64
+/// orders in flight per maker, the autoscaler's look every second, makers idle-exiting after 3 s.
+fn run_local(args: &[&str], dir: &Path) -> Proc {
+    let mut all = args.to_vec();
+    all.extend([
+        "--order-period",
+        "200ms",
+        "--tab-making-time",
+        "300ms",
+        "--max-in-flight-orders",
+        "64",
+        "--polling-interval",
+        "1s",
+        "--idle-exit-after",
+        "3s",
+        "--view",
+        "plain",
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    Proc::spawn_with_stdout(LOCAL, &all, &[])
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -99,8 +122,7 @@ async fn prometheus_answers_every_dashboard_query_and_fires_the_dead_letter_aler
     let orders = format!("{name}.orders");
     let prometheus = prometheus_for(&server, &dir);
     // 8 patients ordering every 200 ms (40 orders/s) for 30 s, then none: the makers drain and exit.
-    let mut local = Proc::spawn_with_stdout(
-        LOCAL,
+    let mut local = run_local(
         &[
             "--bootstrap-servers",
             &bootstrap,
@@ -116,26 +138,12 @@ async fn prometheus_answers_every_dashboard_query_and_fires_the_dead_letter_aler
             "8,0",
             "--step",
             "30s",
-            "--order-period",
-            "200ms",
-            "--tab-making-time",
-            "300ms",
-            "--max-in-flight-orders",
-            "64",
             "--lag-threshold",
             "32",
             "--max-makers",
             "3",
-            "--polling-interval",
-            "1s",
-            "--idle-exit-after",
-            "3s",
-            "--view",
-            "plain",
-            "--report-dir",
-            dir.to_str().unwrap(),
         ],
-        &[],
+        &dir,
     );
     wait_until(
         "Prometheus scrapes a patient and a maker",
@@ -145,14 +153,14 @@ async fn prometheus_answers_every_dashboard_query_and_fires_the_dead_letter_aler
             up.len() >= 2
         },
     );
-    // A record that is no order, and a quiet dead-letter alert until it comes.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // A record that is no order, and a quiet dead-letter alert until it comes. (The run's own topics carry its
+    // id: the local mode's default on a shared broker.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         firing(&prometheus.alerts(), "MedicineDeadLetters").is_empty(),
         "{:?}",
         prometheus.alerts()
     );
-    // The run's own topics carry its id (the local mode's default on a shared broker).
     let run_id = local.log_events("local run starting")[0]["run_id"]
         .as_str()
         .unwrap()
@@ -163,6 +171,8 @@ async fn prometheus_answers_every_dashboard_query_and_fires_the_dead_letter_aler
         &[(None, Some(b"no order at all"))],
     )
     .await;
+    // Load for the rate windows of the panels.
+    tokio::time::sleep(Duration::from_secs(6)).await;
 
     // Every panel's query, under load, answers as the run behaves.
     let value = |query: &Query| -> Vec<Sample> {
@@ -222,26 +232,32 @@ async fn prometheus_answers_every_dashboard_query_and_fires_the_dead_letter_aler
     }
 
     // The dead letter: on the dashboard by its reason, and the alert fires with it.
-    wait_until(
-        "the dead-letter alert fires",
-        Duration::from_secs(30),
-        || {
-            let alerts = prometheus.alerts();
-            firing(&alerts, "MedicineDeadLetters")
-                .iter()
-                .any(|a| a.labels.get("reason").map(String::as_str) == Some("not_json"))
-        },
-    );
-    let letters =
-        prometheus.query("sum by (reason) (increase(medicine_dead_letters_total[1m])) > 0");
-    assert_eq!(
-        letters
-            .iter()
-            .map(|s| s.labels["reason"].as_str())
-            .collect::<Vec<_>>(),
-        ["not_json"],
-        "{letters:?}"
-    );
+    let diagnosis = || {
+        format!(
+            "dead letters: {:?}; alerts: {:?}",
+            prometheus.query("medicine_dead_letters_total > 0"),
+            prometheus.alerts()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !firing(&prometheus.alerts(), "MedicineDeadLetters")
+        .iter()
+        .any(|a| a.labels.get("reason").map(String::as_str) == Some("not_json"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dead-letter alert did not fire within 60 s: {}",
+            diagnosis()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Only that reason: the patients' orders are all valid.
+    let alerts = prometheus.alerts();
+    let reasons: Vec<&str> = firing(&alerts, "MedicineDeadLetters")
+        .iter()
+        .filter_map(|a| a.labels.get("reason").map(String::as_str))
+        .collect();
+    assert_eq!(reasons, ["not_json"], "{alerts:?}");
 
     // After the load, the orders in flight come back to 0 while the makers are still there to say so.
     wait_until(
@@ -285,8 +301,7 @@ async fn a_broker_standing_still_under_the_makers_fires_the_frozen_partition_ale
     let dir = report_dir();
     let prometheus = prometheus_for(&server, &dir);
     // A Kafka of the run's own, to pause: 4 patients, 20 orders a second, for 70 s.
-    let mut local = Proc::spawn_with_stdout(
-        LOCAL,
+    let mut local = run_local(
         &[
             "--broker",
             "kafka",
@@ -294,24 +309,10 @@ async fn a_broker_standing_still_under_the_makers_fires_the_frozen_partition_ale
             "4",
             "--duration",
             "70s",
-            "--order-period",
-            "200ms",
-            "--tab-making-time",
-            "300ms",
-            "--max-in-flight-orders",
-            "64",
             "--max-makers",
             "2",
-            "--polling-interval",
-            "1s",
-            "--idle-exit-after",
-            "3s",
-            "--view",
-            "plain",
-            "--report-dir",
-            dir.to_str().unwrap(),
         ],
-        &[],
+        &dir,
     );
     wait_until(
         "orders are made and committed",

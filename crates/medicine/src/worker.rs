@@ -107,7 +107,7 @@ pub struct Worker<B: Broker> {
     last_served: i32,
     /// Records accepted, for `--max-orders`.
     accepted: u64,
-    /// Last record fetched or partition assigned: the idle countdown starts here.
+    /// Last record fetched, partition assigned or rewind: the idle countdown starts here.
     last_activity: Instant,
     /// The commit interval runs from here: the end of the last commit.
     commit_window_from: Instant,

@@ -161,6 +161,9 @@ impl<B: Broker> Worker<B> {
         let resumed = self.read_committed_offsets(replace_producer).await?;
         self.progress
             .rewound(&resumed, std::time::SystemTime::now());
+        // The orders just dropped are fetched again from here: the idle countdown starts again, or a rewind after a
+        // broker that stood still longer than the idle time would end the maker before its first fetch.
+        self.last_activity = Instant::now();
         let lost = self.check_commits_kept(&resumed);
         info!(dropped_orders = dropped, "rewound to the committed offsets");
         self.delivered.clear();

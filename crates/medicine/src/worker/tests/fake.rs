@@ -57,6 +57,10 @@ pub(super) struct State {
     pub(super) stuck: usize,
     /// How many of the next rewinds fail (the group coordinator out of reach).
     pub(super) failing_rewinds: usize,
+    /// How long the first records after a rewind take to come (a fetch after the seek, a broker just back).
+    pub(super) refetch_delay: std::time::Duration,
+    /// Until when nothing is fetched, after a rewind.
+    refetch_at: Option<tokio::time::Instant>,
     /// Rewinds that replaced the producer.
     pub(super) replaced: usize,
     /// Reads of the deliveries topic after a rewind.
@@ -197,6 +201,10 @@ impl Broker for Fake {
             if let Some(event) = self.events.pop_front() {
                 return event;
             }
+            let refetch_at = self.state.lock().unwrap().refetch_at.take();
+            if let Some(at) = refetch_at {
+                tokio::time::sleep_until(at).await;
+            }
             if let Some(record) = self.record() {
                 return Event::Record(record);
             }
@@ -304,6 +312,7 @@ impl Broker for Fake {
             resumed.insert(p, committed);
         }
         self.events.clear();
+        state.refetch_at = Some(tokio::time::Instant::now() + state.refetch_delay);
         Ok(resumed)
     }
 

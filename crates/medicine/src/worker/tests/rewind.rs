@@ -152,6 +152,35 @@ async fn a_commit_stuck_in_the_client_is_given_up_and_its_orders_made_again() {
     assert!(harness.delivered_once_each());
 }
 
+/// A rewind after a commit given up as stuck, longer after the last fetch than the idle time (a broker that stood
+/// still, seen with one stopped by SIGSTOP): the maker has just gone back to re-read its orders, and must not take
+/// the time its first fetch takes for idleness. It once exited "idle" right after such a rewind, its orders unmade.
+#[tokio::test(start_paused = true)]
+async fn a_rewind_restarts_the_idle_countdown() {
+    let mut harness = Harness::new(
+        Settings {
+            idle_exit_after: Duration::from_secs(2),
+            commit_stuck_after: Duration::from_secs(5),
+            ..settings()
+        },
+        &[0],
+        8,
+    );
+    {
+        let mut state = harness.state.lock().unwrap();
+        state.stuck = 1;
+        state.refetch_delay = Duration::from_millis(500);
+    }
+    let summary = harness.start().await.unwrap().unwrap();
+    assert_eq!(harness.state.lock().unwrap().rewinds, 1);
+    assert_eq!(
+        summary.orders, 8,
+        "the orders rewound are made before the maker idles out"
+    );
+    assert_eq!(harness.committed(0), 8);
+    assert!(harness.delivered_once_each());
+}
+
 /// Reading the committed offsets after an abort fails a few times (the group coordinator cut off): the maker
 /// tries again instead of exiting, replaces its producer once, and every order is made once.
 #[tokio::test(start_paused = true)]
