@@ -67,22 +67,23 @@ async fn offsets_of_an_open_transaction_are_never_read_from_before_it() {
     .create()
     .unwrap();
     let timeout = Duration::from_secs(30);
+    let metadata = consumer.group_metadata().expect("group metadata");
+    // Begins a transaction carrying the group's offset `offset` for partition 0, left open.
+    let open_with = |offset: i64| {
+        producer.begin_transaction().unwrap();
+        producer
+            .send_offsets_to_transaction(&offsets(&topic, offset), &metadata, timeout)
+            .unwrap();
+    };
     tokio::task::block_in_place(|| {
         producer.init_transactions(timeout).unwrap();
         // Offset 3 committed by a transaction.
-        let metadata = consumer.group_metadata().expect("group metadata");
-        producer.begin_transaction().unwrap();
-        producer
-            .send_offsets_to_transaction(&offsets(&topic, 3), &metadata, timeout)
-            .unwrap();
+        open_with(3);
         producer.commit_transaction(timeout).unwrap();
         assert_eq!(committed(&consumer, &topic), Ok(Some(3)));
 
         // Offset 5 in a transaction left open: the read is refused, never answered with 3.
-        producer.begin_transaction().unwrap();
-        producer
-            .send_offsets_to_transaction(&offsets(&topic, 5), &metadata, timeout)
-            .unwrap();
+        open_with(5);
         let pending = committed(&consumer, &topic);
         assert!(
             pending.is_err(),
@@ -92,10 +93,7 @@ async fn offsets_of_an_open_transaction_are_never_read_from_before_it() {
         // Decided: aborted, 3 again; committed, 5.
         producer.abort_transaction(timeout).unwrap();
         assert_eq!(committed(&consumer, &topic), Ok(Some(3)));
-        producer.begin_transaction().unwrap();
-        producer
-            .send_offsets_to_transaction(&offsets(&topic, 5), &metadata, timeout)
-            .unwrap();
+        open_with(5);
         producer.commit_transaction(timeout).unwrap();
         assert_eq!(committed(&consumer, &topic), Ok(Some(5)));
     });
