@@ -76,7 +76,7 @@ start_kafka() {
 set_up() {
   setup_tools && link_build_cache && mkdir -p target
 }
-step "set up what this machine lacks (Debian packages, kubeconform, cargo-chef; the build cache)" set_up
+step "set up what this machine lacks (Debian packages, kubeconform; the build cache)" set_up
 
 # The control plane takes long to compile the first time (it is cached by version after): it builds beside the
 # Rust steps, and the step that needs it waits for it.
@@ -116,7 +116,9 @@ PATH="$(scripts/kube-dev/build.sh --print):${PATH}"
 export PATH
 step "start the Kubernetes control plane (apiserver, controllers, kwok, node agent)" start_control_plane
 step "Kubernetes end to end: the quickstart on the real API server and KEDA operator" kubernetes_e2e
-step "the image build rehearsed (Docker's context, the Dockerfile's cargo-chef stages)" \
-  cargo test --locked -p deploy-check --features rehearsal --test image_build
+step "build the images from docker/Dockerfile (buildah; the base images made here, cached in buildah's store)" \
+  scripts/images/build.sh
+step "the images run as deploy/ runs them (umoci and runc: user, read-only root, no capabilities, memory limit)" \
+  cargo test --locked -p deploy-check --features images --test images
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
-step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh bench/*.sh
+step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh scripts/*/*.sh bench/*.sh

@@ -24,21 +24,23 @@ apt_install() {
 
 # setup_tools: the linter of the scripts, Java and Maven (the test broker), the C build's tools (vendored librdkafka
 # and OpenSSL), the namespaces and certificates of the control plane, Prometheus and promtool (the dashboard's and
-# the alert rules' tests), Go, kubeconform, rustfmt and clippy, and
-# cargo-chef at the version docker/Dockerfile pins (the image-build rehearsal).
+# the alert rules' tests), the image builder and runtime (buildah, debootstrap for the base images' stand-ins, umoci
+# and runc to run the images), Go, kubeconform, rustfmt and clippy.
 setup_tools() {
   if ! command -v cargo >/dev/null 2>&1; then
     echo "make_test.sh: Rust is missing; install it with rustup (https://rustup.rs), then run ./make_test.sh again" >&2
     return 1
   fi
   if command -v dpkg >/dev/null 2>&1; then
-    apt_install shellcheck perl make gcc iproute2 util-linux openssl prometheus || return 1
+    apt_install shellcheck perl make gcc iproute2 util-linux openssl prometheus \
+      buildah debootstrap umoci runc || return 1
     # The JDK, not only the runtime: scripts/kafka-dev.sh access runs a single-file Java program (compiled at launch).
     { command -v java && command -v javac; } >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless || return 1
     command -v mvn >/dev/null 2>&1 || apt_install maven || return 1
   fi
   local tool
-  for tool in shellcheck java javac mvn perl make cc ip unshare nsenter openssl prometheus promtool; do
+  for tool in shellcheck java javac mvn perl make cc ip unshare nsenter openssl prometheus promtool \
+    buildah debootstrap umoci runc; do
     if ! command -v "${tool}" >/dev/null 2>&1; then
       echo "make_test.sh: '${tool}' is missing and this is not Debian; install it (README, Prerequisites) and run again" >&2
       return 1
@@ -63,12 +65,6 @@ setup_tools() {
 
   if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy >/dev/null || return 1
-  fi
-  local chef_version
-  chef_version=$(grep -o 'cargo-chef --locked --version [0-9.]*' docker/Dockerfile | awk '{print $4}')
-  if ! cargo chef --version 2>/dev/null | grep -qF "${chef_version}"; then
-    echo "make_test.sh: installing cargo-chef ${chef_version}"
-    cargo install cargo-chef --locked --version "${chef_version}" || return 1
   fi
 }
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the two images from docker/Dockerfile with buildah, as `make_build.sh` builds them with Docker: the same
+# file, the same targets and tags, the build context with .dockerignore applied (buildah reads it as Docker does).
+# The base images the Dockerfile names are made first by base-images.sh (no registry is reachable here), and the
+# build never pulls (`--pull=never`). Layers are cached in buildah's store, outside the work tree, so a second build
+# compiles only what changed. For the tests: crates/deploy-check/tests/images.rs runs what this builds.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "${repo_root}"
+
+"${repo_root}/scripts/images/base-images.sh"
+
+for target in patient medicine; do
+  echo "images: building medicine-pubsub/${target}:dev" >&2
+  buildah build --quiet --layers --pull=never --network host -f docker/Dockerfile --target "${target}" \
+    -t "medicine-pubsub/${target}:dev" . >/dev/null
+done
+buildah images --filter reference='medicine-pubsub/*' --format '{{.Name}}:{{.Tag}}  {{.Size}}' >&2
