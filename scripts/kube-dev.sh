@@ -5,6 +5,8 @@
 #                                kube-scheduler, kubectl, kwok and the KEDA operator; print their directory
 #   scripts/kube-dev.sh up       start the control plane, one Node, the node agent, the Strimzi stand-in and the
 #                                broker, all inside private mount and network namespaces; wait until ready
+#   scripts/kube-dev.sh node     add a real node to the running control plane (scripts/kube-dev/node.sh: kubelet,
+#                                containerd, runc, the CNI bridge; the images built by scripts/images/build.sh)
 #   scripts/kube-dev.sh exec -- COMMAND...   run COMMAND inside those namespaces, with KUBECONFIG set
 #   scripts/kube-dev.sh status   exit 0 when the control plane runs and answers
 #   scripts/kube-dev.sh env      print the variables a command run through `exec` gets
@@ -523,6 +525,7 @@ namespace_pids() {
 down_quietly() {
   local pid pids deadline
   pid=$(holder_pid) || return 0
+  node_down
   mapfile -t pids < <(namespace_pids "${pid}" | grep -vx "${pid}" || true)
   if ((${#pids[@]} > 0)); then
     kill "${pids[@]}" 2>/dev/null || true
@@ -552,9 +555,16 @@ export KAFKA_BOOTSTRAP_SERVERS=medicine-pubsub-kafka-bootstrap:9092
 EOF
 }
 
+# shellcheck source=scripts/kube-dev/node.sh
+source "${repo_root}/scripts/kube-dev/node.sh"
+
 case "${1:-}" in
   build) build && echo "${bin_dir}" ;;
   up) up ;;
+  node)
+    bin_dir=$("${repo_root}/scripts/kube-dev/build.sh" --print)
+    node_up
+    ;;
   down) down ;;
   status) status ;;
   env) print_env ;;
@@ -568,7 +578,7 @@ case "${1:-}" in
     KAFKA_BOOTSTRAP_SERVERS=medicine-pubsub-kafka-bootstrap:9092 PATH="${bin_dir}:${PATH}" inside "$@"
     ;;
   *)
-    echo "usage: $0 build|up|down|status|env|exec -- COMMAND..." >&2
+    echo "usage: $0 build|up|node|down|status|env|exec -- COMMAND..." >&2
     exit 2
     ;;
 esac

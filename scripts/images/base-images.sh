@@ -8,7 +8,10 @@
 #   docker.io/library/rust:1.95.0-slim-bookworm   the official slim recipe on the above (rust.Containerfile)
 #   gcr.io/distroless/static-debian12:nonroot the files distroless assembles from Debian 12 packages (base-files,
 #                                             netbase, tzdata, the CA bundle) and its users, user 65532
-# Each image carries the label io.medicine-pubsub.stand-in=<recipe>; an image with the current recipe is kept, so a
+#   registry.k8s.io/pause:3.10.1              the pod sandbox's image, from the Kubernetes module's own pause.c
+#                                             and Dockerfile, built as its Makefile builds it (gcc -static)
+# Each image carries the annotation io.medicine-pubsub.stand-in=<recipe> (an annotation, which images built on it do
+# not inherit, unlike a label); an image with the current recipe is kept, so a
 # second run takes a second. Nothing here runs where a registry is reachable: `docker build` pulls the real ones.
 #
 # One difference a real image does not have: where this machine reaches the internet through a TLS-inspecting
@@ -19,9 +22,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # The recipe's own version: bump it when the way an image is made changes.
-recipe=2
+recipe=3
 label="io.medicine-pubsub.stand-in"
 : "${DEBIAN_MIRROR:=http://deb.debian.org/debian}"
+: "${KUBERNETES_VERSION:=v1.35.4}"
 
 say() {
   echo "base-images: $*" >&2
@@ -39,7 +43,7 @@ done
 
 # current NAME: the image NAME exists with this recipe.
 current() {
-  [[ "$(buildah inspect --type image --format "{{index .OCIv1.Config.Labels \"${label}\"}}" "$1" 2>/dev/null)" == "${recipe}" ]]
+  [[ "$(buildah inspect --type image --format "{{index .ImageAnnotations \"${label}\"}}" "$1" 2>/dev/null)" == "${recipe}" ]]
 }
 
 scratch=$(mktemp -d)
@@ -60,7 +64,7 @@ debian() {
   tar -C "${rootfs}" --numeric-owner -cf "${scratch}/rootfs.tar" .
   rm -rf "${rootfs}"
   printf 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n' >"${scratch}/Containerfile"
-  buildah build --quiet --pull=never --network host --label "${label}=${recipe}" -t "${name}" "${scratch}" >/dev/null
+  buildah build --quiet --pull=never --network host --annotation "${label}=${recipe}" -t "${name}" "${scratch}" >/dev/null
   rm -f "${scratch}/rootfs.tar"
 }
 
@@ -68,7 +72,7 @@ rust() {
   local name=docker.io/library/rust:1.95.0-slim-bookworm
   current "${name}" && return 0
   say "making ${name} (the official slim recipe; rustup from static.rust-lang.org)"
-  buildah build --quiet --pull=never --network host --label "${label}=${recipe}" -t "${name}" \
+  buildah build --quiet --pull=never --network host --annotation "${label}=${recipe}" -t "${name}" \
     -f "${here}/rust.Containerfile" "${here}" >/dev/null
 }
 
@@ -115,10 +119,28 @@ ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SSL_CERT_F
 USER 65532
 WORKDIR /home/nonroot
 CONTAINERFILE
-  buildah build --quiet --pull=never --label "${label}=${recipe}" -t "${name}" "${scratch}/distroless" >/dev/null
+  buildah build --quiet --pull=never --annotation "${label}=${recipe}" -t "${name}" "${scratch}/distroless" >/dev/null
+}
+
+pause() {
+  local version=3.10.1 name=registry.k8s.io/pause:3.10.1
+  current "${name}" && return 0
+  say "making ${name} (build/pause of k8s.io/kubernetes@${KUBERNETES_VERSION})"
+  local source
+  source=$(go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause
+  mkdir -p "${scratch}/pause/bin"
+  gcc -Os -Wall -Werror -static "-DVERSION=v${version}-${KUBERNETES_VERSION}" \
+    -o "${scratch}/pause/bin/pause-linux-amd64" "${source}/linux/pause.c"
+  buildah build --quiet --pull=never --annotation "${label}=${recipe}" --build-arg BASE=scratch --build-arg ARCH=amd64 \
+    -f "${source}/Dockerfile" -t "${name}" "${scratch}/pause" >/dev/null
 }
 
 debian
 rust
 distroless
-buildah images --filter "label=${label}=${recipe}" --format '{{.Name}}:{{.Tag}}  {{.Size}}' >&2
+pause
+for image in docker.io/library/debian:bookworm-slim docker.io/library/rust:1.95.0-slim-bookworm \
+  gcr.io/distroless/static-debian12:nonroot registry.k8s.io/pause:3.10.1; do
+  buildah images --format 'base-images: {{.Name}}:{{.Tag}}  {{.Size}}' "${image}" >&2
+done

@@ -3,7 +3,11 @@
 # by their versions, so the end-to-end test runs real Kubernetes code without Docker or internet. Called by
 # `scripts/kube-dev.sh build`; prints the directory of the binaries on stdout.
 #
-# With --print, only prints the directory (fails when the binaries are not built yet).
+# With --node, builds instead a node's programs into a cache of their own (their versions are their key): kubelet
+# and kube-proxy (the same Kubernetes), containerd 2 with its runc shim and ctr, and the CNI plugins the node's
+# network uses (bridge, host-local, loopback, portmap); prints their directory.
+#
+# With --print (or --node --print), only prints the directory (fails when the binaries are not built yet).
 #
 # A module whose go.mod has replace directives cannot be `go install`ed; it is built from a scratch module that
 # requires it and repeats its replaces (local paths such as `./staging/src/k8s.io/api` become the published module
@@ -14,6 +18,8 @@ set -euo pipefail
 : "${ETCD_VERSION:=v3.6.6}"
 : "${KEDA_VERSION:=v2.20.2}"
 : "${KWOK_VERSION:=v0.8.0}"
+: "${CONTAINERD_VERSION:=v2.2.10}"
+: "${CNI_PLUGINS_VERSION:=v1.9.0}"
 : "${MEDICINE_PUBSUB_CACHE:=${XDG_CACHE_HOME:-${HOME}/.cache}/medicine-pubsub}"
 
 # The recipe's own version: bump it when the way the binaries are built changes.
@@ -32,6 +38,16 @@ die() {
 }
 
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd keda-operator kwok kwok-logs-crd.yaml)
+
+node=false
+if [[ "${1:-}" == "--node" ]]; then
+  node=true
+  shift
+  key="node_k8s-${KUBERNETES_VERSION}_containerd-${CONTAINERD_VERSION}_cni-${CNI_PLUGINS_VERSION}_r${recipe}"
+  bin_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/bin"
+  work_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/work"
+  binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap)
+fi
 
 have() {
   local binary
@@ -105,13 +121,38 @@ build_scratch() {
 
 mkdir -p "${bin_dir}"
 
-if ! have kube-apiserver kube-controller-manager kube-scheduler kubectl; then
-  minor=${KUBERNETES_VERSION#v1.}
+# k8s_ldflags: the version stamp of the Kubernetes binaries.
+k8s_ldflags() {
+  local minor=${KUBERNETES_VERSION#v1.} version_pkg=k8s.io/component-base/version
   minor=${minor%%.*}
-  version_pkg=k8s.io/component-base/version
-  ldflags="-s -w -X ${version_pkg}.gitVersion=${KUBERNETES_VERSION} -X ${version_pkg}.gitMajor=1 -X ${version_pkg}.gitMinor=${minor}"
-  ldflags+=" -X ${version_pkg}.gitTreeState=clean"
-  build_scratch kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${staging_version}" "${ldflags}" \
+  echo "-s -w -X ${version_pkg}.gitVersion=${KUBERNETES_VERSION} -X ${version_pkg}.gitMajor=1 -X ${version_pkg}.gitMinor=${minor} -X ${version_pkg}.gitTreeState=clean"
+}
+
+if [[ "${node}" == true ]]; then
+  if ! have kubelet kube-proxy; then
+    build_scratch kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${staging_version}" "$(k8s_ldflags)" \
+      k8s.io/kubernetes/cmd/kubelet=kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy=kube-proxy
+  fi
+  if ! have containerd containerd-shim-runc-v2 ctr; then
+    build_scratch containerd github.com/containerd/containerd/v2 "${CONTAINERD_VERSION}" "${CONTAINERD_VERSION}" \
+      "-s -w -X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION}" \
+      github.com/containerd/containerd/v2/cmd/containerd=containerd \
+      github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2=containerd-shim-runc-v2 \
+      github.com/containerd/containerd/v2/cmd/ctr=ctr
+  fi
+  if ! have bridge host-local loopback portmap; then
+    plugins=github.com/containernetworking/plugins
+    build_scratch cni-plugins "${plugins}" "${CNI_PLUGINS_VERSION}" "${CNI_PLUGINS_VERSION}" "-s -w" \
+      "${plugins}/plugins/main/bridge=bridge" "${plugins}/plugins/ipam/host-local=host-local" \
+      "${plugins}/plugins/main/loopback=loopback" "${plugins}/plugins/meta/portmap=portmap"
+  fi
+  echo "${bin_dir}"
+  exit 0
+fi
+
+if ! have kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+  build_scratch kubernetes k8s.io/kubernetes "${KUBERNETES_VERSION}" "${staging_version}" "$(k8s_ldflags)" \
     k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler \

@@ -1,0 +1,168 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # run_dir, pki, repo_root, KUBE_DEV_DIR: set by scripts/kube-dev.sh, which sources this
+# A real node for scripts/kube-dev.sh, sourced by it: kubelet (the control plane's Kubernetes), containerd 2 with
+# runc, the CNI bridge, and the images built from docker/Dockerfile imported into containerd. It runs inside the
+# control plane's namespaces, as everything else, with an address of its own there (NODE_IP), and
+# registers as Node ${REAL_NODE}, tainted so that only pods that tolerate it run on it: the quickstart's pods still
+# run on the node agent's Node; the tests of the real node (crates/kube-dev/tests/real_node.rs) run theirs here.
+
+REAL_NODE=kube-dev-kubelet
+REAL_NODE_TAINT=medicine-pubsub.dev/real-node
+NODE_IP=172.30.0.1
+POD_SUBNET=10.244.0.0/24
+# The images the node gets: the project's, and the pod sandbox's.
+NODE_IMAGES=(medicine-pubsub/patient:dev medicine-pubsub/medicine:dev registry.k8s.io/pause:3.10.1)
+
+node_dir="${KUBE_DEV_DIR}/node"
+
+# node_certificates: the kubelet's client certificate (a member of system:nodes, for the Node authorizer) and its
+# serving certificate for NODE_IP.
+node_certificates() {
+  certificate kubelet-client "/O=system:nodes/CN=system:node:${REAL_NODE}"
+  certificate kubelet-serving "/CN=system:node:${REAL_NODE}" "IP:${NODE_IP},DNS:${REAL_NODE}"
+}
+
+write_node_config() {
+  local node_bin=$1
+  mkdir -p "${node_dir}/cni" "${node_dir}/containerd" "${node_dir}/kubelet"
+  cat >"${node_dir}/containerd.toml" <<EOF
+version = 3
+root = "${node_dir}/containerd/root"
+state = "${run_dir}/containerd"
+
+[grpc]
+  address = "${run_dir}/containerd.sock"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "registry.k8s.io/pause:3.10.1"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  # Root here lacks CAP_SYS_RESOURCE (not in its bounding set), so no process may get a negative oom_score_adj
+  # (the kubelet asks -998 for every pod's sandbox): containerd's own option raises such requests to its own score.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["${node_bin}"]
+    conf_dir = "${node_dir}/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+      BinaryName = "$(command -v runc)"
+      SystemdCgroup = false
+EOF
+  cat >"${node_dir}/cni/10-bridge.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "kube-dev",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "${node_dir}/ipam",
+        "ranges": [[{"subnet": "${POD_SUBNET}"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  : >"${node_dir}/resolv.conf"
+  cat >"${node_dir}/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# The test machines have cgroup v1 only: Kubernetes 1.35 refuses it unless told (KEP-5573).
+failCgroupV1: false
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://${run_dir}/containerd.sock
+address: ${NODE_IP}
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+tlsCertFile: ${pki}/kubelet-serving.crt
+tlsPrivateKeyFile: ${pki}/kubelet-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: ${pki}/ca.crt}
+authorization: {mode: Webhook}
+clusterDomain: cluster.local
+resolvConf: ${node_dir}/resolv.conf
+failSwapOn: false
+registerWithTaints:
+  - {key: ${REAL_NODE_TAINT}, effect: NoSchedule}
+# The machine's disk is shared with everything else: no eviction or image collection for its fill level.
+evictionHard: {memory.available: "100Mi"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+podLogsDir: ${node_dir}/pod-logs
+EOF
+  write_kubeconfig "${node_dir}/kubelet.kubeconfig" kubelet-client
+}
+
+# import_images: the images from buildah's store into containerd's `k8s.io` namespace, under the names a pod
+# spec's short names normalize to (medicine-pubsub/medicine:dev is docker.io/medicine-pubsub/medicine:dev).
+import_images() {
+  local node_bin=$1 image archive name
+  for image in "${NODE_IMAGES[@]}"; do
+    name=${image}
+    [[ "${name%%/*}" == *.* ]] || name="docker.io/${name}"
+    archive="${node_dir}/image.tar"
+    buildah push --quiet "${image}" "oci-archive:${archive}:${name}" >/dev/null ||
+      die "${image} is not in buildah's store; build it first: scripts/images/build.sh"
+    inside "${node_bin}/ctr" --address "${run_dir}/containerd.sock" -n k8s.io images import \
+      --no-unpack=false --snapshotter overlayfs "${archive}" >/dev/null
+    rm -f "${archive}"
+  done
+}
+
+real_node_ready() {
+  [[ "$(kubectl_in get node "${REAL_NODE}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
+}
+
+# node_up: starts containerd and the kubelet in the namespaces and waits until the Node is Ready.
+node_up() {
+  local node_bin began=${SECONDS}
+  node_bin=$("${repo_root}/scripts/kube-dev/build.sh" --node --print)
+  holder_pid >/dev/null || die "the control plane is not running; start it first: $0 up"
+  require runc "install runc (Debian: apt-get install runc)"
+  require buildah "install buildah (Debian: apt-get install buildah)"
+  # The node's address, on the namespace's loopback (the machine's kernel has no dummy links): local to the
+  # namespace, reached by the pods through their bridge's gateway.
+  inside sh -c "ip -4 addr show dev lo | grep -qF ' ${NODE_IP}/' || ip addr add ${NODE_IP}/32 dev lo"
+  # The pods' traffic is routed by the node; it leaves through no other link (the namespace has none).
+  inside sysctl -q -w net.ipv4.ip_forward=1
+  node_certificates
+  write_node_config "${node_bin}"
+  start containerd env PATH="${node_bin}:${PATH}" "${node_bin}/containerd" --config "${node_dir}/containerd.toml"
+  wait_for containerd 60 inside "${node_bin}/ctr" --address "${run_dir}/containerd.sock" version
+  import_images "${node_bin}"
+  start kubelet "${node_bin}/kubelet" --config "${node_dir}/kubelet.yaml" \
+    --kubeconfig "${node_dir}/kubelet.kubeconfig" --root-dir "${node_dir}/kubelet" \
+    --hostname-override "${REAL_NODE}" --node-ip "${NODE_IP}" --v=1
+  wait_for kubelet "${KUBE_DEV_START_TIMEOUT}" real_node_ready
+  say "real node ${REAL_NODE} Ready after $((SECONDS - began))s (kubelet, containerd, runc; pods on ${POD_SUBNET}; taint ${REAL_NODE_TAINT})"
+}
+
+# node_down: stops the pods' containers (they live in namespaces of their own, which stopping the control plane's
+# processes does not reach), then the kubelet and containerd are stopped with everything else.
+node_down() {
+  local runc_root=/run/containerd/runc/k8s.io id
+  [[ -d "${node_dir}" ]] || return 0
+  if [[ -f "${run_dir}/kubelet.pid" ]]; then
+    kill "$(<"${run_dir}/kubelet.pid")" 2>/dev/null || true
+  fi
+  if [[ -d "${runc_root}" ]] && command -v runc >/dev/null 2>&1; then
+    for id in $(runc --root "${runc_root}" list -q 2>/dev/null); do
+      runc --root "${runc_root}" kill --all "${id}" KILL 2>/dev/null || true
+    done
+  fi
+  return 0
+}
