@@ -110,15 +110,16 @@ step "cargo clippy (all targets, warnings denied)" cargo clippy --workspace --al
 step "build release binaries" cargo build --workspace --release --locked
 step "start Kafka (KRaft, single node)" start_kafka
 step "cargo test --workspace" cargo test --workspace --locked
-step "build the Kubernetes control plane and KEDA (Go module proxy; cached by version)" wait_for_control_plane_build
+step "build the Kubernetes control plane, KEDA and a node (Go module proxy; cached by version)" wait_for_control_plane_build
 # kubectl v1.35.4 from here on (check-manifests renders deploy/ with it).
 PATH="$(scripts/kube-dev/build.sh --print):${PATH}"
 export PATH
-step "start the Kubernetes control plane (apiserver, controllers, kwok, node agent)" start_control_plane
-step "Kubernetes end to end: the quickstart on the real API server and KEDA operator" kubernetes_e2e
 step "build the images from docker/Dockerfile (buildah; the base images made here, cached in buildah's store)" \
   scripts/images/build.sh
 step "the images run as deploy/ runs them (umoci and runc: user, read-only root, no capabilities, memory limit)" \
   cargo test --locked -p deploy-check --features images --test images
+step "start the Kubernetes control plane (apiserver, controllers, kwok, node agent)" start_control_plane
+step "start the real node (kubelet, containerd, runc, CNI bridge; the images imported)" scripts/kube-dev.sh node
+step "Kubernetes end to end: the quickstart on the real API server and KEDA operator" kubernetes_e2e
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
 step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh scripts/*/*.sh bench/*.sh

@@ -36,6 +36,9 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The host name clients are told to connect to (the Kubernetes end-to-end test advertises the bootstrap Service's
 # name, which its private /etc/hosts maps to 127.0.0.1).
 : "${KAFKA_DEV_ADVERTISED_HOST:=127.0.0.1}"
+# The address the clients' listeners bind (loopback mode; the controllers' stays on loopback): the Kubernetes
+# end-to-end test binds every address of its namespace, so that pods on its real node reach the brokers too.
+: "${KAFKA_DEV_LISTEN_HOST:=}"
 : "${KAFKA_DEV_HEAP:=512m}"
 : "${KAFKA_DEV_SCRAM_USER:=medicine-test}"
 : "${KAFKA_DEV_SCRAM_PASSWORD:=medicine-test-secret}"
@@ -96,7 +99,11 @@ select_node() {
   node=$1
   host=$(node_host "${node}")
   advertised=${host}
-  [[ "${KAFKA_DEV_NETWORK}" == namespaces ]] || advertised=${KAFKA_DEV_ADVERTISED_HOST}
+  listen=${host}
+  if [[ "${KAFKA_DEV_NETWORK}" != namespaces ]]; then
+    advertised=${KAFKA_DEV_ADVERTISED_HOST}
+    listen=${KAFKA_DEV_LISTEN_HOST:-${host}}
+  fi
   plain_port=$((KAFKA_DEV_PORT + 3 * node))
   sasl_port=$((plain_port + 1))
   controller_port=$((plain_port + 2))
@@ -236,7 +243,7 @@ SETTINGS
 process.roles=broker,controller
 node.id=${node_id}
 controller.quorum.voters=$(quorum_voters)
-listeners=PLAINTEXT://${host}:${plain_port},SASL_SSL://${host}:${sasl_port},CONTROLLER://${host}:${controller_port}
+listeners=PLAINTEXT://${listen}:${plain_port},SASL_SSL://${listen}:${sasl_port},CONTROLLER://${host}:${controller_port}
 advertised.listeners=PLAINTEXT://${advertised}:${plain_port},SASL_SSL://${advertised}:${sasl_port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT

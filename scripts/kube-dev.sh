@@ -2,7 +2,8 @@
 # A real Kubernetes control plane on this machine, without Docker: for the end-to-end test of the quickstart.
 #
 #   scripts/kube-dev.sh build    build (or find in the cache) etcd, kube-apiserver, kube-controller-manager,
-#                                kube-scheduler, kubectl, kwok and the KEDA operator; print their directory
+#                                kube-scheduler, kubectl, kwok and the KEDA operator, and the real node's kubelet,
+#                                containerd and CNI plugins; print the control plane's directory
 #   scripts/kube-dev.sh up       start the control plane, one Node, the node agent, the Strimzi stand-in and the
 #                                broker, all inside private mount and network namespaces; wait until ready
 #   scripts/kube-dev.sh node     add a real node to the running control plane (scripts/kube-dev/node.sh: kubelet,
@@ -70,6 +71,7 @@ kubectl_in() {
 build() {
   require go "install Go 1.26+ (Debian: apt-get install golang-go); the control plane is built from the Go module proxy"
   bin_dir=$("${repo_root}/scripts/kube-dev/build.sh")
+  "${repo_root}/scripts/kube-dev/build.sh" --node >/dev/null
 }
 
 # certificate NAME SUBJECT [SANS]: a key and a certificate signed by the test CA.
@@ -485,9 +487,11 @@ EOF
   # The cluster's three brokers (deploy/'s node pool, RF 3, min.insync.replicas 2), where the manifests expect
   # them: medicine-pubsub-kafka-bootstrap:9092 (plain) and :9093 (TLS with SCRAM-SHA-512, signed by the brokers'
   # own CA, which the stand-in publishes as the cluster CA); the other nodes on the ports after (9095/9096,
-  # 9098/9099), advertised under the same name.
+  # 9098/9099), advertised under the same name. They listen on every address of the namespaces: the real node's
+  # pods reach them at the node's address (scripts/kube-dev/node.sh).
   inside env KAFKA_DEV_DIR="${KUBE_DEV_DIR}/kafka" KAFKA_DEV_PORT=9092 KAFKA_DEV_NODES=3 KAFKA_DEV_HEAP=400m \
-    KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap "${repo_root}/scripts/kafka-dev.sh" start
+    KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap KAFKA_DEV_LISTEN_HOST=0.0.0.0 \
+    "${repo_root}/scripts/kafka-dev.sh" start
   start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092 \
     --kafka-dev-script "${repo_root}/scripts/kafka-dev.sh" --kafka-dev-dir "${KUBE_DEV_DIR}/kafka"
 
@@ -575,7 +579,8 @@ case "${1:-}" in
     bin_dir=$("${repo_root}/scripts/kube-dev/build.sh" --print)
     export KUBE_DEV_DIR
     # Inside, the broker is the cluster's: the machine's (a test broker on 127.0.0.1) is not reachable there.
-    KAFKA_BOOTSTRAP_SERVERS=medicine-pubsub-kafka-bootstrap:9092 PATH="${bin_dir}:${PATH}" inside "$@"
+    node_bin=$("${repo_root}/scripts/kube-dev/build.sh" --node --print)
+    KAFKA_BOOTSTRAP_SERVERS=medicine-pubsub-kafka-bootstrap:9092 PATH="${bin_dir}:${node_bin}:${PATH}" inside "$@"
     ;;
   *)
     echo "usage: $0 build|up|node|down|status|env|exec -- COMMAND..." >&2

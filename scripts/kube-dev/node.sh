@@ -4,14 +4,15 @@
 # runc, the CNI bridge, and the images built from docker/Dockerfile imported into containerd. It runs inside the
 # control plane's namespaces, as everything else, with an address of its own there (NODE_IP), and
 # registers as Node ${REAL_NODE}, tainted so that only pods that tolerate it run on it: the quickstart's pods still
-# run on the node agent's Node; the tests of the real node (crates/kube-dev/tests/real_node.rs) run theirs here.
+# run on the node agent's Node; the quickstart runs the maker's pod template here too.
 
 REAL_NODE=kube-dev-kubelet
 REAL_NODE_TAINT=medicine-pubsub.dev/real-node
 NODE_IP=172.30.0.1
 POD_SUBNET=10.244.0.0/24
-# The images the node gets: the project's, and the pod sandbox's.
-NODE_IMAGES=(medicine-pubsub/patient:dev medicine-pubsub/medicine:dev registry.k8s.io/pause:3.10.1)
+# The image the node starts with: the pod sandbox's. The project's are loaded later, as `kind load` would, by the
+# end-to-end test (crates/kube-dev/tests/quickstart.rs, after make_deploy.sh is refused for their absence).
+NODE_IMAGES=(registry.k8s.io/pause:3.10.1)
 
 node_dir="${KUBE_DEV_DIR}/node"
 
@@ -107,8 +108,7 @@ EOF
   write_kubeconfig "${node_dir}/kubelet.kubeconfig" kubelet-client
 }
 
-# import_images: the images from buildah's store into containerd's `k8s.io` namespace, under the names a pod
-# spec's short names normalize to (medicine-pubsub/medicine:dev is docker.io/medicine-pubsub/medicine:dev).
+# import_images: NODE_IMAGES from buildah's store into containerd's `k8s.io` namespace.
 import_images() {
   local node_bin=$1 image archive name
   for image in "${NODE_IMAGES[@]}"; do
@@ -140,6 +140,8 @@ node_up() {
   # The pods' traffic is routed by the node; it leaves through no other link (the namespace has none).
   inside sysctl -q -w net.ipv4.ip_forward=1
   node_certificates
+  # A fresh node each time: no image, container or address lease of an earlier run.
+  rm -rf "${node_dir}"
   write_node_config "${node_bin}"
   start containerd env PATH="${node_bin}:${PATH}" "${node_bin}/containerd" --config "${node_dir}/containerd.toml"
   wait_for containerd 60 inside "${node_bin}/ctr" --address "${run_dir}/containerd.sock" version

@@ -518,7 +518,57 @@ patches:
 
 /// What `make_build.sh` leaves on a minikube node: the images, in the node's status (the stand-in for the image
 /// build, which needs a Docker engine; the node agent runs the release binaries under these names).
+/// The images on the nodes, as `kind load docker-image` puts them there: into the real node's containerd from
+/// buildah's store (where scripts/images/build.sh built them from docker/Dockerfile), and into the node agent's
+/// Node status (it runs the release binaries in their place).
 fn load_images() {
+    let socket = format!(
+        "{}/run/containerd.sock",
+        std::env::var("KUBE_DEV_DIR").unwrap()
+    );
+    for image in [
+        "medicine-pubsub/patient:dev",
+        "medicine-pubsub/medicine:dev",
+    ] {
+        let archive = std::env::temp_dir().join("image.tar");
+        let name = format!("docker.io/{image}");
+        let output = run(
+            "buildah",
+            &[
+                "push",
+                "--quiet",
+                image,
+                &format!("oci-archive:{}:{name}", archive.display()),
+            ],
+            &[],
+            Duration::from_secs(120),
+        );
+        assert!(
+            output.status.success(),
+            "buildah push {image}: {}",
+            text(&output)
+        );
+        let output = run(
+            "ctr",
+            &[
+                "--address",
+                &socket,
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                &archive.display().to_string(),
+            ],
+            &[],
+            Duration::from_secs(120),
+        );
+        assert!(
+            output.status.success(),
+            "ctr images import {image}: {}",
+            text(&output)
+        );
+        let _ = std::fs::remove_file(archive);
+    }
     let patch = r#"{"status":{"images":[
         {"names":["docker.io/medicine-pubsub/medicine:dev","medicine-pubsub/medicine:dev"],"sizeBytes":20000000},
         {"names":["docker.io/medicine-pubsub/patient:dev","medicine-pubsub/patient:dev"],"sizeBytes":15000000}]}}"#;
@@ -592,6 +642,180 @@ fn read_verbatim(command: &str, enough: usize) -> Vec<String> {
         String::from_utf8_lossy(&output.stderr)
     );
     lines
+}
+
+/// The real node (scripts/kube-dev/node.sh): kubelet, containerd and runc, pods in network namespaces of their own.
+const REAL_NODE: &str = "kube-dev-kubelet";
+const REAL_NODE_TAINT: &str = "medicine-pubsub.dev/real-node";
+const REAL_NODE_IP: &str = "172.30.0.1";
+const POD_SUBNET: &str = "10.244.0.";
+
+/// A Job of the ScaledJob's own pod template (as the API server keeps it) on the real node: its taint tolerated,
+/// and the bootstrap Service's name resolved to the node's address, where the brokers listen (they run in the
+/// control plane's namespaces, not in pods, and no cluster DNS serves the pods yet). `memory` replaces the
+/// container's memory request and limit.
+fn maker_job_on_the_real_node(name: &str, memory: Option<&str>) -> Value {
+    let scaled_job = kubectl_json(&["-n", "default", "get", "scaledjob", "medicine-maker-0"]);
+    let mut template = scaled_job["spec"]["jobTargetRef"]["template"].clone();
+    template["metadata"]["labels"] = serde_json::json!({ "medicine-pubsub.dev/test": name });
+    let spec = &mut template["spec"];
+    spec["nodeSelector"] = serde_json::json!({ "kubernetes.io/hostname": REAL_NODE });
+    spec["tolerations"] = serde_json::json!([
+        { "key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule" }
+    ]);
+    spec["hostAliases"] = serde_json::json!([
+        { "ip": REAL_NODE_IP, "hostnames": ["medicine-pubsub-kafka-bootstrap"] }
+    ]);
+    if let Some(memory) = memory {
+        let resources = &mut spec["containers"][0]["resources"];
+        resources["requests"]["memory"] = memory.into();
+        resources["limits"]["memory"] = memory.into();
+    }
+    serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": { "backoffLimit": 0, "template": template },
+    })
+}
+
+fn apply_json(object: &Value) {
+    let file = std::env::temp_dir().join(format!(
+        "{}.json",
+        object["metadata"]["name"].as_str().unwrap()
+    ));
+    std::fs::write(&file, object.to_string()).unwrap();
+    kubectl(&["apply", "-f", &file.display().to_string()]);
+    let _ = std::fs::remove_file(file);
+}
+
+/// The pod of Job `name`.
+fn job_pod(name: &str) -> Option<Value> {
+    let pods = kubectl_json(&[
+        "-n",
+        "default",
+        "get",
+        "pods",
+        "-l",
+        &format!("medicine-pubsub.dev/test={name}"),
+    ]);
+    pods["items"].as_array().and_then(|p| p.first()).cloned()
+}
+
+/// A line of `/proc/PID/status`.
+fn proc_status(pid: &str, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The machine's process of the pod's container, found by the pod's cgroup (cgroup v1, cgroupfs driver: the
+/// kubelet names it after the pod's UID).
+fn container_process(pod: &Value) -> Option<String> {
+    let uid = pod["metadata"]["uid"].as_str()?.to_owned();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (cgroup.contains(&format!("pod{uid}")) && comm.trim() == "medicine").then_some(pid)
+        })
+}
+
+/// The real kubelet and runtime run the ScaledJob's pod as declared: in its own network (a pod IP), as uid 65532
+/// with no capability, no new privileges, the runtime's default seccomp filter and a read-only root; its
+/// credentials from the Secret and its CA from the Secret volume, signed in over TLS as `medicine-maker`; its
+/// liveness probed on the pod's IP; it leaves by itself as a surplus maker (exit 0). A maker whose memory limit is
+/// below what it needs is OOMKilled, as the kubelet reports it. Both Jobs are deleted after.
+fn makers_on_the_real_node() {
+    // Named as KEDA names the ScaledJob's Jobs: the maker's transactional id is its pod's name, and its user may
+    // use only ids of that prefix (deploy/infra/users.yaml; another name is refused, as found here first).
+    let extra = "medicine-maker-0-on-the-real-node";
+    apply_json(&maker_job_on_the_real_node(extra, None));
+    let mut pod = Value::Null;
+    wait_until(
+        "the real node runs the maker's pod",
+        Duration::from_secs(60),
+        || {
+            pod = job_pod(extra).unwrap_or(Value::Null);
+            pod["status"]["containerStatuses"][0]["state"]["running"].is_object()
+        },
+    );
+    let ip = pod["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        ip.starts_with(POD_SUBNET),
+        "a pod IP of the node's bridge: {pod}"
+    );
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    wait_until("the maker signs in", Duration::from_secs(60), || {
+        kubectl(&["logs", &name]).contains(r#""user":"medicine-maker""#)
+    });
+    let pid = container_process(&pod).expect("the container's process on the machine");
+    let uid = proc_status(&pid, "Uid");
+    assert!(uid.split_whitespace().all(|id| id == "65532"), "uid: {uid}");
+    assert_eq!(proc_status(&pid, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(&pid, "CapBnd"), "0000000000000000");
+    assert_eq!(proc_status(&pid, "NoNewPrivs"), "1");
+    assert_eq!(
+        proc_status(&pid, "Seccomp"),
+        "2",
+        "the runtime's default seccomp filter"
+    );
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .expect("the container's root");
+    assert!(
+        root.split_whitespace()
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "read-only root: {root}"
+    );
+    // KEDA asks for one maker and the group has two: this one leaves by itself, its liveness probe (on the pod's
+    // IP) never failed on the way.
+    wait_until("the extra maker exits", Duration::from_secs(120), || {
+        pod = job_pod(extra).unwrap_or(Value::Null);
+        pod["status"]["containerStatuses"][0]["state"]["terminated"].is_object()
+    });
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{pod}");
+    assert_eq!(status["restartCount"], 0, "{pod}");
+
+    let starved = "medicine-maker-0-under-its-need";
+    apply_json(&maker_job_on_the_real_node(starved, Some("4Mi")));
+    wait_until(
+        "the kubelet reports the starved maker OOMKilled",
+        Duration::from_secs(90),
+        || {
+            pod = job_pod(starved).unwrap_or(Value::Null);
+            pod["status"]["containerStatuses"][0]["state"]["terminated"].is_object()
+        },
+    );
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{pod}");
+    assert_eq!(terminated["exitCode"], 137, "{pod}");
+    for job in [extra, starved] {
+        kubectl(&[
+            "-n",
+            "default",
+            "delete",
+            "job",
+            job,
+            "--cascade=foreground",
+            "--wait=true",
+        ]);
+    }
 }
 
 #[test]
@@ -792,6 +1016,11 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         lag.deliveries() > delivered_before,
         "the one maker delivers tabs"
     );
+
+    // The maker's pod as the ScaledJob declares it, on the real node: a second maker there, and one whose memory
+    // limit is below what it needs.
+    timeline.mark("makers on the real node");
+    makers_on_the_real_node();
 
     // More patients, exactly as the README says: KEDA starts more makers and the lag comes back down.
     timeline.mark(&format!("--replicas={PATIENTS}"));
