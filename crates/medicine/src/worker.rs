@@ -5,7 +5,7 @@
 //! decision is made against the [`Broker`] seam, on tokio's clock, so unit tests step the loop with a fake broker
 //! and paused time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -16,13 +16,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::broker::{Broker, Committed, Event, Fetched, GroupFuture, OrderKey};
+use crate::broker::{Broker, Committed, Event, OrderKey};
 use crate::completion::{Completion, Outcome};
 use crate::ledger::Ledger;
 use crate::lifecycle::{Phase, StopReason};
 use crate::progress::{self, Progress};
 use crate::stats::{Stats, Summary};
 use crate::surplus::{GroupView, SurplusRule};
+use book::CommitBook;
+use scaling::Scaling;
+use sharing::Sharing;
 
 /// What the loop decides with: the maker's configuration, without Kafka's.
 #[derive(Debug, Clone)]
@@ -90,31 +93,18 @@ pub struct Worker<B: Broker> {
     ),
     tasks: TaskTracker,
     committing: Option<InFlightCommit>,
-    /// The offsets this maker's transactions committed, by partition, since the group gave it the partition: a
-    /// rewind that reads a group offset behind them has found a commit the broker lost (see
-    /// `check_commits_kept` in `worker/commits.rs`).
-    own_commits: BTreeMap<i32, i64>,
+    /// What the maker remembers of its commits between them (see [`book`]).
+    book: CommitBook,
     /// The partitions the group gave this maker (and has not taken back).
     assigned: BTreeSet<i32>,
     /// Revoked partitions not yet handed back (see [`assignment`]).
     handover: Option<assignment::Handover>,
-    /// The partitions paused in the client (see [`sharing`]).
-    paused: BTreeSet<i32>,
-    /// Records fetched and not yet taken, per partition in offset order: the least-served partition's go first
-    /// when a slot is free (see [`sharing`]).
-    waiting: BTreeMap<i32, VecDeque<Fetched>>,
-    /// The partition whose waiting record was taken last (turns among equally served partitions).
-    last_served: i32,
+    /// Records fetched and not yet taken, and the partitions paused in the client (see [`sharing`]).
+    sharing: Sharing,
     /// Records accepted, for `--max-orders`.
     accepted: u64,
     /// Last record fetched, partition assigned or rewind: the idle countdown starts here.
     last_activity: Instant,
-    /// The commit interval runs from here: the end of the last commit.
-    commit_window_from: Instant,
-    consecutive_aborts: u32,
-    /// Dead letters (by source partition and offset) that went down with a commit, and why: written again
-    /// without their payload. At most the rejected records of the last commits that did not happen.
-    unwritable_letters: HashMap<(i32, i64), String>,
     /// Orders found committed in the deliveries topic after the last rewind whose commits were in doubt: fetched
     /// again, they are not made again (see `doubt.rs`).
     delivered: HashSet<OrderKey>,
@@ -125,12 +115,8 @@ pub struct Worker<B: Broker> {
     started: Instant,
     /// When orders were last committed.
     last_success: Option<Instant>,
-    /// A look at the group running (see [`scaling`]).
-    looking: Option<GroupFuture>,
-    /// When the next look at the group starts.
-    next_look: Instant,
-    /// Since when every look found this maker surplus.
-    surplus_since: Option<Instant>,
+    /// The looks at the group, and how long this maker has been surplus (see [`scaling`]).
+    scaling: Scaling,
 }
 
 impl<B: Broker> Worker<B> {
@@ -149,6 +135,7 @@ impl<B: Broker> Worker<B> {
             settings.commit_stuck_after,
         );
         stats.liveness_bound.set(bound.as_secs_f64());
+        let scaling = Scaling::new(settings.surplus, now);
         Self {
             phase: Phase::joining(now, settings.startup_timeout),
             settings,
@@ -158,26 +145,19 @@ impl<B: Broker> Worker<B> {
             completions: mpsc::unbounded_channel(),
             tasks: TaskTracker::new(),
             committing: None,
-            own_commits: BTreeMap::new(),
+            book: CommitBook::new(now),
             assigned: BTreeSet::new(),
             handover: None,
-            paused: BTreeSet::new(),
-            waiting: BTreeMap::new(),
-            last_served: -1,
+            sharing: Sharing::new(),
             accepted: 0,
             last_activity: now,
-            commit_window_from: now,
-            consecutive_aborts: 0,
-            unwritable_letters: HashMap::new(),
             delivered: HashSet::new(),
             progress: Progress::new(stats.waiting_since.clone()),
             stats,
             health,
             started: now,
             last_success: None,
-            looking: None,
-            next_look: now,
-            surplus_since: None,
+            scaling,
         }
     }
 
@@ -242,7 +222,7 @@ impl<B: Broker> Worker<B> {
     async fn next_wake(&mut self) -> Wake {
         // One commit at a time: the next starts when the one in flight has ended.
         let commit_due = self.ledger.has_ready() && self.committing.is_none();
-        let commit_at = self.commit_window_from + self.settings.commit_interval;
+        let commit_at = self.book.window_from() + self.settings.commit_interval;
         let drain_at = match self.phase {
             Phase::Draining { deadline, .. } => Some(deadline),
             _ => None,
@@ -256,7 +236,7 @@ impl<B: Broker> Worker<B> {
         let idle_watch = !idle.is_zero()
             && self.phase == Phase::Consuming
             && self.in_flight() == 0
-            && self.waiting.is_empty();
+            && self.sharing.is_empty();
         let idle_at = self.last_activity + idle;
         let accepts_work = self.phase.accepts_work();
         let stuck_at = self
@@ -270,11 +250,9 @@ impl<B: Broker> Worker<B> {
                 None => std::future::pending().await,
             }
         };
-        let look_due = self.settings.surplus.is_some()
-            && self.phase == Phase::Consuming
-            && self.looking.is_none();
-        let next_look = self.next_look;
-        let looking = self.looking.as_mut();
+        let look_due = self.scaling.look_due(self.phase == Phase::Consuming);
+        let next_look = self.scaling.next_look();
+        let looking = self.scaling.looking();
         let looked = async {
             match looking {
                 Some(look) => look.await,
@@ -325,7 +303,7 @@ impl<B: Broker> Worker<B> {
 
     fn idle_check(&mut self) {
         let idle = self.settings.idle_exit_after;
-        if self.in_flight() == 0 && self.waiting.is_empty() && self.last_activity.elapsed() >= idle
+        if self.in_flight() == 0 && self.sharing.is_empty() && self.last_activity.elapsed() >= idle
         {
             info!(idle = ?idle, "nothing to do; exiting");
             self.stop(StopReason::Idle);
@@ -363,6 +341,7 @@ impl<B: Broker> Worker<B> {
 
 mod accept;
 mod assignment;
+mod book;
 mod commits;
 pub use commits::{ALREADY_DELIVERED, LOST_COMMIT, STUCK_COMMIT};
 mod scaling;

@@ -138,7 +138,7 @@ impl<B: Broker> Worker<B> {
         );
         // A dead letter that could not be written once (it went down with a transaction) is written again without
         // its payload: the record is at its source offset, and the valid orders beside it are not held back.
-        let letter = match self.unwritable_letters.remove(&(partition, offset)) {
+        let letter = match self.book.take_unwritable(partition, offset) {
             Some(why) => {
                 warn!(partition, offset, error = %why, "writing the dead letter again without its payload");
                 letter.without_payload(format!(

@@ -37,13 +37,13 @@ impl<B: Broker> Worker<B> {
             self.ledger.assign(partition);
             self.assigned.insert(partition);
             // Another maker may have held it since: the group's offset is the only truth to start from.
-            self.own_commits.remove(&partition);
+            self.book.forget(partition);
         }
         // Resumed explicitly: a partition paused under an earlier assignment stays paused inside the client
         // until resumed, and would never be fetched again. The next pause update pauses it if it must.
         self.broker.resume(&partitions)?;
         for partition in &partitions {
-            self.paused.remove(partition);
+            self.sharing.unpause(*partition);
         }
         info!(
             ?partitions,
@@ -64,7 +64,7 @@ impl<B: Broker> Worker<B> {
         let (mut in_flight, mut dropped) = (0, 0);
         for &partition in &partitions {
             self.assigned.remove(&partition);
-            self.waiting.remove(&partition);
+            self.sharing.forget(partition);
             in_flight += self.ledger.in_flight_of(partition);
             dropped += self
                 .ledger
@@ -124,7 +124,7 @@ impl<B: Broker> Worker<B> {
         };
         for &partition in &handover.partitions {
             self.ledger.revoke(partition);
-            self.own_commits.remove(&partition);
+            self.book.forget(partition);
             self.progress.release(partition);
         }
         self.broker.release()?;
@@ -145,8 +145,8 @@ impl<B: Broker> Worker<B> {
         self.stats.dropped.inc_by(dropped as u64);
         for partition in partitions {
             self.assigned.remove(partition);
-            self.waiting.remove(partition);
-            self.own_commits.remove(partition);
+            self.sharing.forget(*partition);
+            self.book.forget(*partition);
             self.progress.release(*partition);
         }
         if let Some(handover) = self.handover.as_mut() {
@@ -162,7 +162,7 @@ impl<B: Broker> Worker<B> {
         let paused: Vec<i32> = partitions
             .iter()
             .copied()
-            .filter(|p| self.paused.remove(p))
+            .filter(|p| self.sharing.unpause(*p))
             .collect();
         if !paused.is_empty() {
             if let Err(err) = self.broker.resume(&paused) {

@@ -8,6 +8,7 @@ use tabs::time::now_ns;
 use tokio::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
+use super::book::MAX_CONSECUTIVE_ABORTS;
 use super::{InFlightCommit, Worker};
 use crate::broker::Broker;
 use crate::broker::{Batch, CommitError, Committed};
@@ -15,9 +16,6 @@ use crate::completion::Outcome;
 use crate::lifecycle::{Phase, StopReason};
 use crate::stats::Summary;
 
-/// Consecutive commits that did not happen after which the maker gives up (exit 1) instead of redoing the same
-/// work forever: something outside it is broken (a deleted topic, a full disk) and needs a person.
-const MAX_CONSECUTIVE_ABORTS: u32 = 5;
 /// Past the drain deadline, how long the last commits may still take before the maker exits without them.
 const FINAL_COMMIT_GRACE: Duration = Duration::from_secs(2);
 /// How long the order tasks get to notice their cancellation at exit.
@@ -68,9 +66,7 @@ impl<B: Broker> Worker<B> {
         let Some(commit) = self.committing.take() else {
             return Ok(());
         };
-        // The interval runs from the end of a commit: while one takes long, more orders finish, and the next
-        // commit carries them all.
-        self.commit_window_from = Instant::now();
+        self.book.ended(Instant::now());
         let (outcome, results) = result.context("commit task")?;
         match outcome {
             Ok(()) => {
@@ -79,9 +75,8 @@ impl<B: Broker> Worker<B> {
                     duration_ms = commit.began.elapsed().as_millis() as u64,
                     "committed"
                 );
-                self.consecutive_aborts = 0;
                 self.stats.commits.inc();
-                self.own_commits.extend(&commit.offsets);
+                self.book.committed(&commit.offsets);
                 let now = std::time::SystemTime::now();
                 for (&partition, &next) in &commit.offsets {
                     self.progress.committed(partition, next, now);
@@ -94,13 +89,11 @@ impl<B: Broker> Worker<B> {
                 Ok(())
             }
             Err(CommitError::Aborted(reason)) => {
-                self.note_unwritable_letters(&results, &reason);
-                self.count_lost_commit(&reason, results.len(), "transaction aborted; rewinding to the committed offsets to make the orders again")?;
+                self.count_lost_commit(&results, results.len(), &reason, "transaction aborted; rewinding to the committed offsets to make the orders again")?;
                 self.rewind(false).await
             }
             Err(CommitError::Fatal(reason)) => {
-                self.note_unwritable_letters(&results, &reason);
-                self.count_lost_commit(&reason, results.len(), "the transactional producer cannot continue; replacing it and making the orders again")?;
+                self.count_lost_commit(&results, results.len(), &reason, "the transactional producer cannot continue; replacing it and making the orders again")?;
                 self.rewind(true).await
             }
         }
@@ -115,39 +108,33 @@ impl<B: Broker> Worker<B> {
         let Some(commit) = self.committing.take() else {
             return Ok(());
         };
-        self.commit_window_from = Instant::now();
+        self.book.ended(Instant::now());
         error!(
             after_ms = commit.began.elapsed().as_millis() as u64,
             orders = commit.records,
             "{STUCK_COMMIT}"
         );
         self.stats.stuck_commits.inc();
-        self.count_lost_commit("commit stuck", commit.records, "commit given up")?;
+        self.count_lost_commit(&[], commit.records, "commit stuck", "commit given up")?;
         self.rewind(true).await
     }
 
-    /// Remembers the dead letters of a commit that did not happen: made again, they go without their payload (a
-    /// letter may be what the broker refused).
-    fn note_unwritable_letters(&mut self, results: &[Outcome], reason: &str) {
-        for outcome in results {
-            if let Outcome::Rejected { letter, .. } = outcome {
-                self.unwritable_letters.insert(
-                    (letter.source_partition, letter.source_offset),
-                    reason.to_owned(),
-                );
-            }
-        }
-    }
-
-    /// Counts a commit that did not happen, and gives up after [`MAX_CONSECUTIVE_ABORTS`] in a row: a broker
-    /// that refuses every transaction is not waited out here but reported (the job fails, the orders stay in the
-    /// topic for the next maker).
-    fn count_lost_commit(&mut self, reason: &str, orders: usize, what: &str) -> anyhow::Result<()> {
+    /// Counts a commit of `orders` that did not happen (its dead letters remembered, to go again without their
+    /// payload),
+    /// and gives up after [`MAX_CONSECUTIVE_ABORTS`] in a row: a broker that refuses every transaction is not
+    /// waited out here but reported (the job fails, the orders stay in the topic for the next maker).
+    fn count_lost_commit(
+        &mut self,
+        results: &[Outcome],
+        orders: usize,
+        reason: &str,
+        what: &str,
+    ) -> anyhow::Result<()> {
         self.stats.aborts.inc();
         self.stats.dropped.inc_by(orders as u64);
-        self.consecutive_aborts += 1;
-        warn!(error = %reason, orders, consecutive = self.consecutive_aborts, "{what}");
-        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+        let consecutive = self.book.lost(results, reason);
+        warn!(error = %reason, orders, consecutive, "{what}");
+        if consecutive >= MAX_CONSECUTIVE_ABORTS {
             bail!("{MAX_CONSECUTIVE_ABORTS} transactions in a row did not commit; last error: {reason}");
         }
         Ok(())
@@ -157,7 +144,7 @@ impl<B: Broker> Worker<B> {
     async fn rewind(&mut self, replace_producer: bool) -> anyhow::Result<()> {
         let dropped = self.ledger.reset();
         self.stats.dropped.inc_by(dropped as u64);
-        self.waiting.clear();
+        self.sharing.forget_all();
         let resumed = self.read_committed_offsets(replace_producer).await?;
         self.progress
             .rewound(&resumed, std::time::SystemTime::now());
@@ -218,35 +205,24 @@ impl<B: Broker> Worker<B> {
         }
     }
 
-    /// Compares the committed offsets a rewind read with this maker's own last commits. Only the maker holding a
-    /// partition commits it, so a group offset behind its own last commit means the broker lost a commit it
-    /// acknowledged (seen on a single Kafka 4.3 node stopped right after a transaction: sometimes the whole
-    /// transaction, sometimes only its offsets). The maker cannot tell which, so it reads from the group's
-    /// offset: those orders are made again, never lost, and their tabs are in the topic twice if the broker kept
-    /// them. It says so, and counts it.
+    /// Compares the committed offsets a rewind read with this maker's own last commits (see
+    /// [`CommitBook::check_kept`](super::book::CommitBook::check_kept)). A group offset behind its own last commit
+    /// means the broker lost a commit it acknowledged (seen on a single Kafka 4.3 node stopped right after a
+    /// transaction: sometimes the whole transaction, sometimes only its offsets). The maker cannot tell which, so
+    /// it reads from the group's offset: those orders are made again, never lost, and their tabs are in the topic
+    /// twice if the broker kept them. It says so, and counts it.
     fn check_commits_kept(&mut self, resumed: &BTreeMap<i32, Option<i64>>) -> bool {
-        let mut lost = false;
-        for (&partition, &group) in resumed {
-            let Some(&own) = self.own_commits.get(&partition) else {
-                continue;
-            };
-            if group.is_none_or(|group| group < own) {
-                lost = true;
-                self.stats.lost_commits.inc();
-                warn!(
-                    partition,
-                    group_offset = group,
-                    own_commit = own,
-                    "{LOST_COMMIT}"
-                );
-                // What the group holds is the truth from here on.
-                match group {
-                    Some(group) => self.own_commits.insert(partition, group),
-                    None => self.own_commits.remove(&partition),
-                };
-            }
+        let lost = self.book.check_kept(resumed);
+        for commit in &lost {
+            self.stats.lost_commits.inc();
+            warn!(
+                partition = commit.partition,
+                group_offset = commit.group_offset,
+                own_commit = commit.own_commit,
+                "{LOST_COMMIT}"
+            );
         }
-        lost
+        !lost.is_empty()
     }
 
     /// Notes a successful commit: the first is logged (cold start), the last goes in the summary (the end of the
