@@ -110,12 +110,10 @@ EOF
 
 # import_images: NODE_IMAGES from buildah's store into containerd's `k8s.io` namespace.
 import_images() {
-  local node_bin=$1 image archive name
+  local node_bin=$1 image archive
   for image in "${NODE_IMAGES[@]}"; do
-    name=${image}
-    [[ "${name%%/*}" == *.* ]] || name="docker.io/${name}"
     archive="${node_dir}/image.tar"
-    buildah push --quiet "${image}" "oci-archive:${archive}:${name}" >/dev/null ||
+    buildah push --quiet "${image}" "oci-archive:${archive}:${image}" >/dev/null ||
       die "${image} is not in buildah's store; build it first: scripts/images/build.sh"
     inside "${node_bin}/ctr" --address "${run_dir}/containerd.sock" -n k8s.io images import \
       --no-unpack=false --snapshotter overlayfs "${archive}" >/dev/null

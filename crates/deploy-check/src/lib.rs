@@ -126,3 +126,24 @@ pub fn env_value(container: &Value, name: &str) -> String {
         .and_then(|(_, v)| v)
         .unwrap_or_else(|| panic!("environment variable {name} is not set"))
 }
+
+/// Bytes of a memory quantity as Kubernetes writes it (`256Mi`, `1Gi`, a plain number) or as the JVM's `-Xmx` does
+/// (`512m`, `1g`: binary units too, not Kubernetes' milli).
+///
+/// # Panics
+/// On a unit neither writes for memory.
+pub fn memory_bytes(quantity: &str) -> u64 {
+    let digits = quantity
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(quantity.len());
+    let (number, unit) = quantity.split_at(digits);
+    let number: u64 = number.parse().expect("a whole quantity");
+    number
+        * match unit {
+            "" => 1,
+            "Ki" | "k" | "K" => 1 << 10,
+            "Mi" | "m" | "M" => 1 << 20,
+            "Gi" | "g" | "G" => 1 << 30,
+            other => panic!("unit {other} of the memory quantity {quantity}"),
+        }
+}

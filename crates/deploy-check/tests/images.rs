@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use deploy_check::{container, env, find, load_manifests, repo_root};
+use deploy_check::{container, env, find, load_manifests, memory_bytes, repo_root};
 use serde_json::{json, Value};
 use tabs::config::TopicArgs;
 use tabs::messages::{to_json, Order};
@@ -91,28 +91,10 @@ fn manifest_container(image: &str) -> Value {
     container
 }
 
-/// Bytes of a Kubernetes quantity such as `256Mi`.
-fn bytes(quantity: &str) -> u64 {
-    let (number, unit) = quantity.split_at(
-        quantity
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(quantity.len()),
-    );
-    let number: u64 = number.parse().expect("a whole quantity");
-    number
-        * match unit {
-            "" => 1,
-            "Ki" => 1 << 10,
-            "Mi" => 1 << 20,
-            "Gi" => 1 << 30,
-            other => panic!("unit {other} of {quantity}"),
-        }
-}
-
 /// The container's memory limit in deploy/.
 fn memory_limit(image: &str) -> u64 {
     let container = manifest_container(image);
-    bytes(
+    memory_bytes(
         container["resources"]["limits"]["memory"]
             .as_str()
             .expect("a memory limit"),

@@ -139,19 +139,9 @@ fn the_kafka_cluster_has_the_names_the_original_commands_use() {
     );
 }
 
-/// Parses a memory quantity as Kubernetes and the JVM write it (`512m`, `1Gi`, `1536Mi`) into MiB.
+/// A memory quantity of Kubernetes or the JVM in MiB.
 fn mebibytes(quantity: &str) -> u64 {
-    let (number, unit) = quantity.split_at(
-        quantity
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(quantity.len()),
-    );
-    let number: u64 = number.parse().expect("a number");
-    match unit {
-        "Gi" | "g" | "G" => number * 1024,
-        "Mi" | "m" | "M" => number,
-        other => panic!("unexpected unit {other} in {quantity}"),
-    }
+    deploy_check::memory_bytes(quantity) >> 20
 }
 
 #[test]
