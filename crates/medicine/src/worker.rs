@@ -5,7 +5,7 @@
 //! decision is made against the [`Broker`] seam, on tokio's clock, so unit tests step the loop with a fake broker
 //! and paused time.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -23,6 +23,7 @@ use crate::lifecycle::{Phase, StopReason};
 use crate::progress::{self, Progress};
 use crate::stats::{Stats, Summary};
 use crate::surplus::{GroupView, SurplusRule};
+use assignment::Holdings;
 use book::CommitBook;
 use scaling::Scaling;
 use sharing::Sharing;
@@ -95,10 +96,8 @@ pub struct Worker<B: Broker> {
     committing: Option<InFlightCommit>,
     /// What the maker remembers of its commits between them (see [`book`]).
     book: CommitBook,
-    /// The partitions the group gave this maker (and has not taken back).
-    assigned: BTreeSet<i32>,
-    /// Revoked partitions not yet handed back (see [`assignment`]).
-    handover: Option<assignment::Handover>,
+    /// The partitions assigned, and those revoked and not yet handed back (see [`assignment`]).
+    holdings: Holdings,
     /// Records fetched and not yet taken, and the partitions paused in the client (see [`sharing`]).
     sharing: Sharing,
     /// Records accepted, for `--max-orders`.
@@ -146,8 +145,7 @@ impl<B: Broker> Worker<B> {
             tasks: TaskTracker::new(),
             committing: None,
             book: CommitBook::new(now),
-            assigned: BTreeSet::new(),
-            handover: None,
+            holdings: Holdings::default(),
             sharing: Sharing::new(),
             accepted: 0,
             last_activity: now,
@@ -227,7 +225,7 @@ impl<B: Broker> Worker<B> {
             Phase::Draining { deadline, .. } => Some(deadline),
             _ => None,
         };
-        let handover_at = self.handover.as_ref().and_then(|h| h.deadline);
+        let handover_at = self.holdings.handover_deadline();
         let join_at = match self.phase {
             Phase::Joining { deadline } => Some(deadline),
             _ => None,

@@ -2,6 +2,8 @@
 //! committed first, the rest finished or dropped within `--handover-timeout`), lost partitions dropped, and
 //! their pause state cleared.
 
+use std::collections::BTreeSet;
+
 use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -20,11 +22,93 @@ pub(super) struct Handover {
     /// When the revocation came.
     since: Instant,
     /// When the orders still unfinished are dropped; none once that is done.
-    pub(super) deadline: Option<Instant>,
+    deadline: Option<Instant>,
     /// Orders in flight at the revocation.
     in_flight: usize,
     /// Orders dropped, at the revocation (they could not be made within the bound) or at the deadline.
     dropped: usize,
+}
+
+/// The partitions this maker holds: those the group assigned and has not taken back, and those it took back that
+/// are not handed over yet (one hand-over at a time: a revocation during another joins it).
+#[derive(Debug, Default)]
+pub(super) struct Holdings {
+    assigned: BTreeSet<i32>,
+    handover: Option<Handover>,
+}
+
+impl Holdings {
+    /// The partitions assigned and not revoked: the ones whose records are taken.
+    pub(super) fn assigned(&self) -> &BTreeSet<i32> {
+        &self.assigned
+    }
+
+    pub(super) fn holds(&self, partition: i32) -> bool {
+        self.assigned.contains(&partition)
+    }
+
+    pub(super) fn assign(&mut self, partitions: &[i32]) {
+        self.assigned.extend(partitions);
+    }
+
+    /// The group takes `partitions` back at `now`: they join the hand-over (begun now, with `deadline`, unless
+    /// one is under way), counting `in_flight` orders at the revocation and `dropped` at once.
+    pub(super) fn revoke(
+        &mut self,
+        partitions: &[i32],
+        now: Instant,
+        deadline: Instant,
+        in_flight: usize,
+        dropped: usize,
+    ) {
+        for partition in partitions {
+            self.assigned.remove(partition);
+        }
+        let handover = self.handover.get_or_insert(Handover {
+            partitions: Vec::new(),
+            since: now,
+            deadline: Some(deadline),
+            in_flight: 0,
+            dropped: 0,
+        });
+        handover.partitions.extend(partitions);
+        handover.in_flight += in_flight;
+        handover.dropped += dropped;
+    }
+
+    /// When the hand-over under way drops its unfinished orders, if it has not yet.
+    pub(super) fn handover_deadline(&self) -> Option<Instant> {
+        self.handover.as_ref().and_then(|h| h.deadline)
+    }
+
+    /// The hand-over's deadline passed: it counts `dropped` more orders and has no deadline left. `None` when no
+    /// hand-over is under way.
+    pub(super) fn expire(&mut self, dropped: usize) -> Option<&Handover> {
+        let handover = self.handover.as_mut()?;
+        handover.deadline = None;
+        handover.dropped += dropped;
+        Some(handover)
+    }
+
+    /// The hand-over, taken once `settled` holds for each of its partitions (nothing of it in flight).
+    pub(super) fn take_settled(&mut self, settled: impl Fn(i32) -> bool) -> Option<Handover> {
+        let handover = self.handover.as_ref()?;
+        if handover.partitions.iter().all(|&p| settled(p)) {
+            self.handover.take()
+        } else {
+            None
+        }
+    }
+
+    /// The group took `partitions` without a hand-over: they are neither held nor handed over.
+    pub(super) fn lose(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.assigned.remove(partition);
+        }
+        if let Some(handover) = self.handover.as_mut() {
+            handover.partitions.retain(|p| !partitions.contains(p));
+        }
+    }
 }
 
 impl<B: Broker> Worker<B> {
@@ -33,9 +117,9 @@ impl<B: Broker> Worker<B> {
             self.phase = Phase::Consuming;
         }
         self.last_activity = Instant::now();
+        self.holdings.assign(&partitions);
         for &partition in &partitions {
             self.ledger.assign(partition);
-            self.assigned.insert(partition);
             // Another maker may have held it since: the group's offset is the only truth to start from.
             self.book.forget(partition);
         }
@@ -63,7 +147,6 @@ impl<B: Broker> Worker<B> {
         let making = self.settings.tab_making_time;
         let (mut in_flight, mut dropped) = (0, 0);
         for &partition in &partitions {
-            self.assigned.remove(&partition);
             self.sharing.forget(partition);
             in_flight += self.ledger.in_flight_of(partition);
             dropped += self
@@ -72,28 +155,23 @@ impl<B: Broker> Worker<B> {
         }
         self.stats.dropped.inc_by(dropped as u64);
         info!(?partitions, in_flight, dropped, "partitions revoked");
-        let handover = self.handover.get_or_insert(Handover {
-            partitions: Vec::new(),
-            since: now,
-            deadline: Some(in_time + HANDOVER_GRACE),
-            in_flight: 0,
-            dropped: 0,
-        });
-        handover.partitions.extend(partitions);
-        handover.in_flight += in_flight;
-        handover.dropped += dropped;
+        self.holdings.revoke(
+            &partitions,
+            now,
+            in_time + HANDOVER_GRACE,
+            in_flight,
+            dropped,
+        );
         self.hand_over_when_settled()
     }
 
     /// The hand-over bound (and its grace) ran out: the revoked partitions' unfinished orders are dropped (their
     /// next owner makes them); what is finished of them is still committed before they are handed back.
     pub(super) fn handover_expired(&mut self) {
-        let Some(handover) = self.handover.as_mut() else {
+        let dropped = self.ledger.abandon_leaving();
+        let Some(handover) = self.holdings.expire(dropped) else {
             return;
         };
-        handover.deadline = None;
-        let dropped = self.ledger.abandon_leaving();
-        handover.dropped += dropped;
         self.stats.dropped.inc_by(dropped as u64);
         if dropped > 0 {
             info!(
@@ -108,18 +186,10 @@ impl<B: Broker> Worker<B> {
     /// Hands the revoked partitions back once none of their orders is in flight any more: each is committed
     /// (no commit still running carries one) or dropped.
     pub(super) fn hand_over_when_settled(&mut self) -> anyhow::Result<()> {
-        let Some(handover) = &self.handover else {
-            return Ok(());
-        };
-        let committing = self.committing.as_ref();
-        let settled = handover.partitions.iter().all(|&p| {
-            self.ledger.in_flight_of(p) == 0
-                && committing.is_none_or(|c| !c.offsets.contains_key(&p))
-        });
-        if !settled {
-            return Ok(());
-        }
-        let Some(handover) = self.handover.take() else {
+        let (ledger, committing) = (&self.ledger, self.committing.as_ref());
+        let Some(handover) = self.holdings.take_settled(|p| {
+            ledger.in_flight_of(p) == 0 && committing.is_none_or(|c| !c.offsets.contains_key(&p))
+        }) else {
             return Ok(());
         };
         for &partition in &handover.partitions {
@@ -143,14 +213,11 @@ impl<B: Broker> Worker<B> {
     pub(super) fn on_lost(&mut self, partitions: &[i32]) {
         let dropped: usize = partitions.iter().map(|&p| self.ledger.revoke(p)).sum();
         self.stats.dropped.inc_by(dropped as u64);
+        self.holdings.lose(partitions);
         for partition in partitions {
-            self.assigned.remove(partition);
             self.sharing.forget(*partition);
             self.book.forget(*partition);
             self.progress.release(*partition);
-        }
-        if let Some(handover) = self.handover.as_mut() {
-            handover.partitions.retain(|p| !partitions.contains(p));
         }
         self.clear_pause(partitions);
         warn!(?partitions, dropped_orders = dropped, "partitions lost");
@@ -173,5 +240,69 @@ impl<B: Broker> Worker<B> {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now) + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn a_revocation_during_a_hand_over_joins_it_and_keeps_its_deadline() {
+        let mut holdings = Holdings::default();
+        holdings.assign(&[0, 1, 2, 3]);
+        holdings.revoke(&[1], at(0), at(10), 4, 1);
+        holdings.revoke(&[2], at(1), at(20), 3, 2);
+        assert_eq!(
+            holdings.assigned().iter().copied().collect::<Vec<_>>(),
+            [0, 3]
+        );
+        assert!(!holdings.holds(1) && !holdings.holds(2) && holdings.holds(3));
+        assert_eq!(holdings.handover_deadline(), Some(at(10)));
+        let handover = holdings.take_settled(|_| true).unwrap();
+        assert_eq!(handover.partitions, [1, 2]);
+        assert_eq!((handover.in_flight, handover.dropped), (7, 3));
+        assert!(holdings.handover_deadline().is_none());
+    }
+
+    #[test]
+    fn a_hand_over_waits_for_every_one_of_its_partitions() {
+        let mut holdings = Holdings::default();
+        holdings.assign(&[0, 1]);
+        holdings.revoke(&[0, 1], at(0), at(10), 2, 0);
+        assert!(holdings.take_settled(|p| p == 0).is_none());
+        // Still under way, with its deadline.
+        assert_eq!(holdings.handover_deadline(), Some(at(10)));
+        assert!(holdings.take_settled(|_| true).is_some());
+        assert!(holdings.take_settled(|_| true).is_none());
+    }
+
+    #[test]
+    fn past_its_deadline_a_hand_over_counts_what_it_dropped_and_has_no_deadline() {
+        let mut holdings = Holdings::default();
+        assert!(holdings.expire(5).is_none());
+        holdings.assign(&[0]);
+        holdings.revoke(&[0], at(0), at(10), 3, 1);
+        assert_eq!(holdings.expire(2).map(|h| h.dropped), Some(3));
+        assert!(holdings.handover_deadline().is_none());
+        // Finished orders are still committed before the partition goes back.
+        assert!(holdings.take_settled(|_| false).is_none());
+    }
+
+    #[test]
+    fn a_lost_partition_is_neither_held_nor_handed_over() {
+        let mut holdings = Holdings::default();
+        holdings.assign(&[0, 1, 2]);
+        holdings.revoke(&[0, 1], at(0), at(10), 0, 0);
+        holdings.lose(&[1, 2]);
+        assert!(holdings.assigned().is_empty());
+        // The hand-over no longer waits for the lost partition.
+        let handover = holdings.take_settled(|p| p != 1).unwrap();
+        assert_eq!(handover.partitions, [0]);
     }
 }

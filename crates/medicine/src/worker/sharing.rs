@@ -129,7 +129,7 @@ impl Sharing {
 impl<B: Broker> Worker<B> {
     /// Queues a fetched record; the loop takes it when a slot is free and its partition's turn comes.
     pub(super) fn wait(&mut self, record: Fetched) {
-        if !self.assigned.contains(&record.partition) {
+        if !self.holdings.holds(record.partition) {
             // Fetched before its partition was revoked: its next owner reads it again.
             debug!(
                 partition = record.partition,
@@ -150,7 +150,7 @@ impl<B: Broker> Worker<B> {
     /// Pauses and resumes partitions in the client as sharing wants them (all of them while draining).
     pub(super) fn update_pause(&mut self) -> anyhow::Result<()> {
         let change = self.sharing.repause(
-            &self.assigned,
+            self.holdings.assigned(),
             self.settings.max_in_flight_orders,
             self.phase.accepts_work(),
         );
