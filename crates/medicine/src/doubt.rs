@@ -34,6 +34,28 @@ pub type Span = BTreeMap<i32, (i64, i64)>;
 /// it whose offsets a broker may have lost (seen: the transaction just before a failed one).
 const RECENT_TRANSACTIONS: usize = 16;
 
+/// Kafka's default `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often a broker looks for
+/// transactions past their timeout, to abort them.
+pub const BROKER_TIMEOUT_CHECK: Duration = Duration::from_secs(10);
+
+/// After a commit or an abort has returned, its markers may still be on their way to the partitions.
+const MARKERS_ON_THEIR_WAY: Duration = Duration::from_secs(2);
+
+/// When a read-back stops waiting for the transactions that hold the deliveries topic back, given the last write
+/// of the span it reads and the makers' transaction timeout. A transaction holding back a partition's stable offset
+/// below that write began before it, so the broker has decided it, at the latest, one timeout and one of its checks
+/// for timed-out transactions later (every maker of a group has the same timeout). Past that, a transaction still
+/// undecided is one the broker will not decide by itself: its markers were dropped (seen on a single node stopped
+/// mid-commit: `Couldn't find leader endpoint for partitions …`, documentation/RELIABILITY.md). Only the next
+/// transaction of the same producer ends it, and waiting for it would hold the maker, the only one who can.
+pub fn undecided_after(
+    last_write: Instant,
+    transaction_timeout: Duration,
+    now: Instant,
+) -> Instant {
+    (last_write + transaction_timeout + BROKER_TIMEOUT_CHECK).max(now + MARKERS_ON_THEIR_WAY)
+}
+
 /// Where the transactional producer's records went, from its delivery reports: the transaction being written, and
 /// the last [`RECENT_TRANSACTIONS`] ones.
 #[derive(Debug)]
@@ -41,6 +63,8 @@ pub struct Written {
     topic: String,
     current: Mutex<Span>,
     recent: Mutex<VecDeque<Span>>,
+    /// When the last record was acknowledged.
+    last_write: Mutex<Option<Instant>>,
 }
 
 impl Written {
@@ -50,6 +74,7 @@ impl Written {
             topic: topic.to_owned(),
             current: Mutex::new(Span::new()),
             recent: Mutex::new(VecDeque::new()),
+            last_write: Mutex::new(None),
         }
     }
 
@@ -61,6 +86,12 @@ impl Written {
         let span = current.entry(partition).or_insert((offset, offset));
         span.0 = span.0.min(offset);
         span.1 = span.1.max(offset);
+        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// When the last record of the topic was acknowledged, if any was.
+    pub fn last_write(&self) -> Option<Instant> {
+        *self.last_write.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ends the current transaction (committed, aborted or in doubt): its records join the recent ones.
@@ -178,7 +209,7 @@ pub fn delivered_orders(
             if Instant::now() >= deadline {
                 bail!(
                     "{topic}/{partition}: a transaction is still undecided at offset {end} after {timeout:?} \
-                     (the recent transactions wrote up to {high})"
+                     (the recent transactions wrote up to {high}); the broker has not written its markers"
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -217,6 +248,24 @@ pub fn delivered_orders(
 #[cfg(test)]
 mod tests {
     use rdkafka::producer::{BaseRecord, Producer};
+
+    #[test]
+    fn a_read_back_waits_until_the_broker_has_decided_every_transaction_it_reads() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(10);
+        // The last write 12 s ago: the broker decides by 8 s from now.
+        let written = now - Duration::from_secs(12);
+        assert_eq!(
+            undecided_after(written, timeout, now),
+            now + Duration::from_secs(8)
+        );
+        // Long past: markers still on their way get their due.
+        let written = now - Duration::from_secs(60);
+        assert_eq!(
+            undecided_after(written, timeout, now),
+            now + MARKERS_ON_THEIR_WAY
+        );
+    }
     use tabs::kafka::ProducerKind;
 
     use super::*;

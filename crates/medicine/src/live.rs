@@ -384,17 +384,26 @@ impl Broker for Live {
     }
 
     async fn delivered(&mut self) -> anyhow::Result<HashSet<OrderKey>> {
-        let Output::Transactional { written, .. } = &self.output else {
+        let Output::Transactional { written, kind, .. } = &self.output else {
             return Ok(HashSet::new());
         };
         let span = written.recent();
+        let (Some(last_write), ProducerKind::Transactional { timeout, .. }) =
+            (written.last_write(), kind)
+        else {
+            return Ok(HashSet::new());
+        };
+        let now = std::time::Instant::now();
+        let wait = doubt::undecided_after(last_write, *timeout, now)
+            .saturating_duration_since(now)
+            .min(BROKER_CALL_TIMEOUT);
         let (kafka, group, topic) = (
             self.kafka.clone(),
             self.group.clone(),
             self.topics.deliveries.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            doubt::delivered_orders(&kafka, &group, &topic, &span, BROKER_CALL_TIMEOUT)
+            doubt::delivered_orders(&kafka, &group, &topic, &span, wait)
         })
         .await
         .context("reading the deliveries back")?
