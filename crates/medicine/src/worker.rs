@@ -10,10 +10,8 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use tabs::metrics::Health;
-use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::broker::{Broker, Committed, Event, OrderKey};
@@ -27,6 +25,7 @@ use assignment::Holdings;
 use book::CommitBook;
 use scaling::Scaling;
 use sharing::Sharing;
+use workshop::Workshop;
 
 /// What the loop decides with: the maker's configuration, without Kafka's.
 #[derive(Debug, Clone)]
@@ -86,13 +85,8 @@ pub struct Worker<B: Broker> {
     shutdown: CancellationToken,
     phase: Phase,
     ledger: Ledger<Outcome>,
-    /// At most one completion per record in flight, so this channel is bounded by `max_in_flight_orders` by
-    /// construction; sending never waits, whatever thread a completion comes from.
-    completions: (
-        mpsc::UnboundedSender<Completion>,
-        mpsc::UnboundedReceiver<Completion>,
-    ),
-    tasks: TaskTracker,
+    /// The orders being made, each on a task of its own (see [`workshop`]).
+    workshop: Workshop,
     committing: Option<InFlightCommit>,
     /// What the maker remembers of its commits between them (see [`book`]).
     book: CommitBook,
@@ -141,8 +135,7 @@ impl<B: Broker> Worker<B> {
             broker,
             shutdown,
             ledger: Ledger::default(),
-            completions: mpsc::unbounded_channel(),
-            tasks: TaskTracker::new(),
+            workshop: Workshop::new(),
             committing: None,
             book: CommitBook::new(now),
             holdings: Holdings::default(),
@@ -266,7 +259,7 @@ impl<B: Broker> Worker<B> {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled(), if accepts_work => Wake::Shutdown,
-            Some(completion) = self.completions.1.recv() => Wake::Completion(completion),
+            Some(completion) = self.workshop.next() => Wake::Completion(completion),
             result = commit_done => Wake::CommitDone(result),
             () = tokio::time::sleep_until(stuck_at.unwrap_or(never)), if stuck_at.is_some() => Wake::CommitStuck,
             () = tokio::time::sleep_until(commit_at), if commit_due => Wake::CommitDue,
@@ -346,3 +339,4 @@ mod scaling;
 mod sharing;
 #[cfg(test)]
 mod tests;
+mod workshop;

@@ -68,14 +68,13 @@ impl<B: Broker> Worker<B> {
         offset: i64,
         cancel: CancellationToken,
     ) {
-        let sender = self.completions.0.clone();
         let making_time = self.settings.tab_making_time;
         let deliverer = self.broker.deliverer();
         let topic = self.settings.deliveries_topic.clone();
-        self.tasks.spawn(async move {
+        self.workshop.spawn(async move {
             let tabs = tokio::select! {
                 tabs = make_order(&order, making_time) => tabs,
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => return None,
             };
             let outcome = match deliverer {
                 None => Outcome::Made { order, tabs },
@@ -93,7 +92,7 @@ impl<B: Broker> Worker<B> {
                         .collect();
                     let delivered = tokio::select! {
                         delivered = deliverer.deliver(&topic, records) => delivered,
-                        () = cancel.cancelled() => return,
+                        () = cancel.cancelled() => return None,
                     };
                     match delivered {
                         Ok(()) => Outcome::Delivered {
@@ -105,12 +104,12 @@ impl<B: Broker> Worker<B> {
                     }
                 }
             };
-            let _ = sender.send(Completion {
+            Some(Completion {
                 partition,
                 epoch,
                 offset,
                 outcome,
-            });
+            })
         });
     }
 
@@ -160,9 +159,8 @@ impl<B: Broker> Worker<B> {
             );
             return;
         };
-        let sender = self.completions.0.clone();
         let topic = self.settings.dlq_topic.clone();
-        self.tasks.spawn(async move {
+        self.workshop.spawn(async move {
             let reason = letter.reason.clone();
             let mut delivered = deliverer
                 .deliver(&topic, vec![(key.clone(), to_json(&letter))])
@@ -183,12 +181,12 @@ impl<B: Broker> Worker<B> {
                 },
                 Err(reason) => Outcome::Failed(reason),
             };
-            let _ = sender.send(Completion {
+            Some(Completion {
                 partition,
                 epoch,
                 offset,
                 outcome,
-            });
+            })
         });
     }
 

@@ -312,15 +312,9 @@ impl<B: Broker> Worker<B> {
             self.settle_commit_within(bound).await?;
         }
         // Every order task has finished, or was cancelled (by a revocation or the drain deadline).
-        self.tasks.close();
-        if tokio::time::timeout(TASKS_GRACE, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                tasks = self.tasks.len(),
-                "order tasks still running at exit"
-            );
+        let running = self.workshop.close(TASKS_GRACE).await;
+        if running > 0 {
+            warn!(tasks = running, "order tasks still running at exit");
         }
         let Self {
             broker,
