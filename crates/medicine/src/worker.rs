@@ -5,7 +5,7 @@
 //! decision is made against the [`Broker`] seam, on tokio's clock, so unit tests step the loop with a fake broker
 //! and paused time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -14,7 +14,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::broker::{Broker, Committed, Event, OrderKey};
+use crate::broker::{Broker, Committed, Event};
 use crate::completion::{Completion, Outcome};
 use crate::ledger::Ledger;
 use crate::lifecycle::{Phase, StopReason};
@@ -98,16 +98,11 @@ pub struct Worker<B: Broker> {
     accepted: u64,
     /// Last record fetched, partition assigned or rewind: the idle countdown starts here.
     last_activity: Instant,
-    /// Orders found committed in the deliveries topic after the last rewind whose commits were in doubt: fetched
-    /// again, they are not made again (see `doubt.rs`).
-    delivered: HashSet<OrderKey>,
     /// How long each partition held has had orders waiting without moving (see `progress.rs`).
     progress: Progress,
     stats: Arc<Stats>,
     health: Arc<Health>,
     started: Instant,
-    /// When orders were last committed.
-    last_success: Option<Instant>,
     /// The looks at the group, and how long this maker has been surplus (see [`scaling`]).
     scaling: Scaling,
 }
@@ -142,12 +137,10 @@ impl<B: Broker> Worker<B> {
             sharing: Sharing::new(),
             accepted: 0,
             last_activity: now,
-            delivered: HashSet::new(),
             progress: Progress::new(stats.waiting_since.clone()),
             stats,
             health,
             started: now,
-            last_success: None,
             scaling,
         }
     }

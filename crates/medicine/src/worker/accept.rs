@@ -41,7 +41,7 @@ impl<B: Broker> Worker<B> {
         match parse_order(record.payload.as_deref(), self.settings.max_tabs_count) {
             Ok(order) => {
                 let key = (order.patient_id.clone(), order.order_timestamp_ns);
-                if !self.delivered.is_empty() && self.delivered.remove(&key) {
+                if self.book.already_delivered(&key) {
                     info!(
                         partition,
                         offset,

@@ -1,12 +1,13 @@
 //! What the maker remembers of its commits between them: the offsets its own transactions committed (to catch
 //! a broker that loses one), the commits in a row that did not happen (to give up on a broker that refuses every
-//! one), the dead letters that went down with a commit (written again without their payload), and when the commit
-//! interval runs from.
+//! one), the dead letters that went down with a commit (written again without their payload), when the commit
+//! interval runs from, when it last committed, and the orders found committed after a commit in doubt.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tokio::time::Instant;
 
+use crate::broker::OrderKey;
 use crate::completion::Outcome;
 
 /// Consecutive commits that did not happen after which the maker gives up (exit 1) instead of redoing the same
@@ -23,6 +24,11 @@ pub(super) struct CommitBook {
     unwritable_letters: HashMap<(i32, i64), String>,
     /// The commit interval runs from here: the end of the last commit.
     window_from: Instant,
+    /// When orders were last committed.
+    last_success: Option<Instant>,
+    /// Orders found committed in the deliveries topic after the last rewind whose commits were in doubt: fetched
+    /// again, they are not made again (see `doubt.rs`).
+    delivered: HashSet<OrderKey>,
 }
 
 /// A partition whose committed offset, read back by a rewind, is behind this maker's own last commit of it.
@@ -40,7 +46,25 @@ impl CommitBook {
             consecutive_aborts: 0,
             unwritable_letters: HashMap::new(),
             window_from: now,
+            last_success: None,
+            delivered: HashSet::new(),
         }
+    }
+
+    /// When orders were last committed, if ever.
+    pub fn last_success(&self) -> Option<Instant> {
+        self.last_success
+    }
+
+    /// What a rewind found committed of the orders in doubt (none: it could not tell, or nothing was in doubt).
+    pub fn found_delivered(&mut self, orders: HashSet<OrderKey>) {
+        self.delivered = orders;
+    }
+
+    /// Whether the order `key` was found committed after a rewind: then it is not made again (and, found once, is
+    /// made if it comes again).
+    pub fn already_delivered(&mut self, key: &OrderKey) -> bool {
+        !self.delivered.is_empty() && self.delivered.remove(key)
     }
 
     /// When the commit interval started: the end of the last commit.
@@ -54,10 +78,11 @@ impl CommitBook {
         self.window_from = now;
     }
 
-    /// A commit of `offsets` happened.
-    pub fn committed(&mut self, offsets: &BTreeMap<i32, i64>) {
+    /// A commit of `offsets` happened at `now`; returns whether it is the maker's first.
+    pub fn committed(&mut self, offsets: &BTreeMap<i32, i64>, now: Instant) -> bool {
         self.consecutive_aborts = 0;
         self.own.extend(offsets);
+        self.last_success.replace(now).is_none()
     }
 
     /// A commit did not happen: the dead letters it carried are remembered, and the count of commits in a row
@@ -138,7 +163,7 @@ mod tests {
     #[test]
     fn a_rewind_behind_the_makers_own_commit_is_a_lost_commit_and_the_group_is_believed_after() {
         let mut book = CommitBook::new(Instant::now());
-        book.committed(&BTreeMap::from([(0, 10), (1, 20), (2, 5)]));
+        book.committed(&BTreeMap::from([(0, 10), (1, 20), (2, 5)]), Instant::now());
         let resumed = BTreeMap::from([(0, Some(10)), (1, Some(15)), (2, None), (3, Some(1))]);
         assert_eq!(
             book.check_kept(&resumed),
@@ -169,7 +194,7 @@ mod tests {
         let mut book = CommitBook::new(Instant::now());
         assert_eq!(book.lost(&[], "aborted"), 1);
         assert_eq!(book.lost(&[], "aborted"), 2);
-        book.committed(&BTreeMap::new());
+        book.committed(&BTreeMap::new(), Instant::now());
         for expected in 1..=MAX_CONSECUTIVE_ABORTS {
             assert_eq!(book.lost(&[], "fenced"), expected);
         }
@@ -188,6 +213,41 @@ mod tests {
         assert_eq!(
             book.take_unwritable(3, 8).as_deref(),
             Some("record too large")
+        );
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_commit_is_the_first_and_the_last_is_remembered() {
+        let start = Instant::now();
+        let mut book = CommitBook::new(start);
+        assert_eq!(book.last_success(), None);
+        assert!(book.committed(&BTreeMap::from([(0, 1)]), start));
+        let later = start + tokio::time::Duration::from_secs(1);
+        assert!(!book.committed(&BTreeMap::from([(0, 2)]), later));
+        assert_eq!(book.last_success(), Some(later));
+    }
+
+    #[test]
+    fn an_order_found_delivered_is_skipped_once() {
+        let mut book = CommitBook::new(Instant::now());
+        let key: OrderKey = ("p".to_owned(), 7);
+        assert!(!book.already_delivered(&key));
+        book.found_delivered(HashSet::from([key.clone()]));
+        assert!(book.already_delivered(&key));
+        assert!(
+            !book.already_delivered(&key),
+            "a second copy of the order is made"
+        );
+        book.found_delivered(HashSet::from([key.clone()]));
+        book.found_delivered(HashSet::new());
+        assert!(
+            !book.already_delivered(&key),
+            "the next rewind's finding replaces the last"
         );
     }
 }

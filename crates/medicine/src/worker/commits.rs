@@ -76,7 +76,12 @@ impl<B: Broker> Worker<B> {
                     "committed"
                 );
                 self.stats.commits.inc();
-                self.book.committed(&commit.offsets);
+                if self.book.committed(&commit.offsets, Instant::now()) {
+                    info!(
+                        since_start_ms = self.started.elapsed().as_millis() as u64,
+                        "first orders committed"
+                    );
+                }
                 let now = std::time::SystemTime::now();
                 for (&partition, &next) in &commit.offsets {
                     self.progress.committed(partition, next, now);
@@ -85,7 +90,6 @@ impl<B: Broker> Worker<B> {
                 for outcome in &results {
                     self.record_done(outcome, committed_at);
                 }
-                self.note_committed();
                 Ok(())
             }
             Err(CommitError::Aborted(reason)) => {
@@ -153,7 +157,7 @@ impl<B: Broker> Worker<B> {
         self.last_activity = Instant::now();
         let lost = self.check_commits_kept(&resumed);
         info!(dropped_orders = dropped, "rewound to the committed offsets");
-        self.delivered.clear();
+        self.book.found_delivered(std::collections::HashSet::new());
         // A commit that failed with the producer may have been committed anyway, in part; offsets read back
         // behind the maker's own commits were lost by the broker, maybe without their tabs. Either way the
         // deliveries topic knows which orders are done.
@@ -164,7 +168,7 @@ impl<B: Broker> Worker<B> {
                         orders = found.len(),
                         "read back what the recent transactions committed; those orders are not made again"
                     );
-                    self.delivered = found;
+                    self.book.found_delivered(found);
                 }
                 Err(err) => warn!(
                     error = format!("{err:#}"),
@@ -223,18 +227,6 @@ impl<B: Broker> Worker<B> {
             );
         }
         !lost.is_empty()
-    }
-
-    /// Notes a successful commit: the first is logged (cold start), the last goes in the summary (the end of the
-    /// work, before leaving the group).
-    fn note_committed(&mut self) {
-        if self.last_success.is_none() {
-            info!(
-                since_start_ms = self.started.elapsed().as_millis() as u64,
-                "first orders committed"
-            );
-        }
-        self.last_success = Some(Instant::now());
     }
 
     fn record_done(&self, outcome: &Outcome, committed_at_ns: u64) {
@@ -320,7 +312,7 @@ impl<B: Broker> Worker<B> {
             broker,
             stats,
             started,
-            last_success,
+            book,
             ..
         } = self;
         broker.close().await;
@@ -335,7 +327,9 @@ impl<B: Broker> Worker<B> {
             commits = summary.commits,
             aborts = summary.aborts,
             dropped = summary.dropped,
-            last_commit_s = last_success.map_or(0.0, |at| at.duration_since(started).as_secs_f64()),
+            last_commit_s = book
+                .last_success()
+                .map_or(0.0, |at| at.duration_since(started).as_secs_f64()),
             uptime_s = started.elapsed().as_secs_f64(),
             "maker stopped"
         );
