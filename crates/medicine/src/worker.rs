@@ -23,6 +23,7 @@ use crate::stats::{Stats, Summary};
 use crate::surplus::{GroupView, SurplusRule};
 use assignment::Holdings;
 use book::CommitBook;
+use leaving::Leaving;
 use scaling::Scaling;
 use sharing::Sharing;
 use workshop::Workshop;
@@ -94,10 +95,8 @@ pub struct Worker<B: Broker> {
     holdings: Holdings,
     /// Records fetched and not yet taken, and the partitions paused in the client (see [`sharing`]).
     sharing: Sharing,
-    /// Records accepted, for `--max-orders`.
-    accepted: u64,
-    /// Last record fetched, partition assigned or rewind: the idle countdown starts here.
-    last_activity: Instant,
+    /// The idle countdown and `--max-orders` (see [`leaving`]).
+    leaving: Leaving,
     /// How long each partition held has had orders waiting without moving (see `progress.rs`).
     progress: Progress,
     stats: Arc<Stats>,
@@ -124,6 +123,7 @@ impl<B: Broker> Worker<B> {
         );
         stats.liveness_bound.set(bound.as_secs_f64());
         let scaling = Scaling::new(settings.surplus, now);
+        let leaving = Leaving::new(settings.idle_exit_after, settings.max_orders, now);
         Self {
             phase: Phase::joining(now, settings.startup_timeout),
             settings,
@@ -135,8 +135,7 @@ impl<B: Broker> Worker<B> {
             book: CommitBook::new(now),
             holdings: Holdings::default(),
             sharing: Sharing::new(),
-            accepted: 0,
-            last_activity: now,
+            leaving,
             progress: Progress::new(stats.waiting_since.clone()),
             stats,
             health,
@@ -216,12 +215,11 @@ impl<B: Broker> Worker<B> {
             Phase::Joining { deadline } => Some(deadline),
             _ => None,
         };
-        let idle = self.settings.idle_exit_after;
-        let idle_watch = !idle.is_zero()
+        let idle_at = self.leaving.idle_at();
+        let idle_watch = idle_at.is_some()
             && self.phase == Phase::Consuming
             && self.in_flight() == 0
             && self.sharing.is_empty();
-        let idle_at = self.last_activity + idle;
         let accepts_work = self.phase.accepts_work();
         let stuck_at = self
             .committing
@@ -262,14 +260,14 @@ impl<B: Broker> Worker<B> {
             view = looked => Wake::Looked(view),
             () = tokio::time::sleep_until(next_look), if look_due => Wake::LookDue,
             event = self.broker.next() => Wake::Broker(event),
-            () = tokio::time::sleep_until(idle_at), if idle_watch => Wake::IdleCheck,
+            () = tokio::time::sleep_until(idle_at.unwrap_or(never)), if idle_watch => Wake::IdleCheck,
         }
     }
 
     fn on_event(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
             Event::Record(record) => {
-                self.last_activity = Instant::now();
+                self.leaving.active(Instant::now());
                 self.progress.fetched(
                     record.partition,
                     record.offset,
@@ -286,10 +284,8 @@ impl<B: Broker> Worker<B> {
     }
 
     fn idle_check(&mut self) {
-        let idle = self.settings.idle_exit_after;
-        if self.in_flight() == 0 && self.sharing.is_empty() && self.last_activity.elapsed() >= idle
-        {
-            info!(idle = ?idle, "nothing to do; exiting");
+        if self.in_flight() == 0 && self.sharing.is_empty() && self.leaving.idle(Instant::now()) {
+            info!(idle = ?self.settings.idle_exit_after, "nothing to do; exiting");
             self.stop(StopReason::Idle);
         }
     }
@@ -327,6 +323,7 @@ mod accept;
 mod assignment;
 mod book;
 mod commits;
+mod leaving;
 pub use commits::{ALREADY_DELIVERED, LOST_COMMIT, STUCK_COMMIT};
 mod scaling;
 mod sharing;

@@ -33,9 +33,8 @@ impl<B: Broker> Worker<B> {
             self.in_flight(),
             self.settings.max_in_flight_orders
         );
-        self.accepted += 1;
-        if self.settings.max_orders > 0 && self.accepted >= self.settings.max_orders {
-            info!(orders = self.accepted, "--max-orders reached; finishing");
+        if let Some(taken) = self.leaving.took_one() {
+            info!(orders = taken, "--max-orders reached; finishing");
             self.stop(StopReason::MaxOrders);
         }
         match parse_order(record.payload.as_deref(), self.settings.max_tabs_count) {

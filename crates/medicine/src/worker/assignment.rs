@@ -116,7 +116,7 @@ impl<B: Broker> Worker<B> {
         if matches!(self.phase, Phase::Joining { .. }) {
             self.phase = Phase::Consuming;
         }
-        self.last_activity = Instant::now();
+        self.leaving.active(Instant::now());
         self.holdings.assign(&partitions);
         for &partition in &partitions {
             self.ledger.assign(partition);

@@ -1,7 +1,7 @@
 //! Committing: the finished prefix of each partition in one transaction (or one offset commit), its end, the
 //! rewind after a commit that did not happen, and the last commits at exit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{bail, Context as _};
 use tabs::time::now_ns;
@@ -154,10 +154,10 @@ impl<B: Broker> Worker<B> {
             .rewound(&resumed, std::time::SystemTime::now());
         // The orders just dropped are fetched again from here: the idle countdown starts again, or a rewind after a
         // broker that stood still longer than the idle time would end the maker before its first fetch.
-        self.last_activity = Instant::now();
+        self.leaving.active(Instant::now());
         let lost = self.check_commits_kept(&resumed);
         info!(dropped_orders = dropped, "rewound to the committed offsets");
-        self.book.found_delivered(std::collections::HashSet::new());
+        self.book.found_delivered(HashSet::new());
         // A commit that failed with the producer may have been committed anyway, in part; offsets read back
         // behind the maker's own commits were lost by the broker, maybe without their tabs. Either way the
         // deliveries topic knows which orders are done.
