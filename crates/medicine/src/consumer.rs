@@ -226,12 +226,45 @@ pub fn seek_to_committed(
     topic: &str,
     timeout: Duration,
 ) -> KafkaResult<BTreeMap<i32, Option<i64>>> {
-    let mut resumed = BTreeMap::new();
     let assignment = consumer.assignment()?;
     if assignment.count() == 0 {
-        return Ok(resumed);
+        return Ok(BTreeMap::new());
     }
     let committed = consumer.committed_offsets(assignment, timeout)?;
+    seek_to(consumer, topic, &committed, timeout)
+}
+
+/// `group`'s committed offsets of `partitions`, leaving out any offset commit still pending in a transaction: what
+/// a `read_uncommitted` client of the group reads (librdkafka asks for stable offsets only for `read_committed`
+/// ones, KIP-447). Blocking.
+pub fn stable_committed_offsets(
+    kafka: &tabs::kafka::KafkaArgs,
+    group: &str,
+    partitions: TopicPartitionList,
+    timeout: Duration,
+) -> anyhow::Result<TopicPartitionList> {
+    let reader: BaseConsumer = tabs::kafka::create_reader(
+        kafka,
+        &tabs::kafka::ReaderOptions {
+            // Never joins it nor commits to it: it only reads its offsets.
+            group: group.to_owned(),
+            read_committed: false,
+            report_partition_end: false,
+        },
+        rdkafka::consumer::DefaultConsumerContext,
+    )?;
+    Ok(reader.committed_offsets(partitions, timeout)?)
+}
+
+/// Seeks every partition of `committed` back to its offset there (the beginning, for a partition that has none),
+/// and returns those offsets by partition. Blocking.
+pub fn seek_to(
+    consumer: &StreamConsumer<MakerContext>,
+    topic: &str,
+    committed: &TopicPartitionList,
+    timeout: Duration,
+) -> KafkaResult<BTreeMap<i32, Option<i64>>> {
+    let mut resumed = BTreeMap::new();
     let mut seeks = TopicPartitionList::new();
     for element in committed.elements() {
         // A partition whose offset could not be read (say, still unstable) must not be read from the beginning.
@@ -290,4 +323,94 @@ pub fn group_view(
         members: described.members,
         me,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::{BaseProducer, Producer};
+    use tabs::kafka::ProducerKind;
+    use tabs::kafka::{
+        consumer_config, producer_config, ConsumerOptions, GroupProtocol, KafkaArgs,
+    };
+
+    use super::*;
+
+    fn partition_zero(topic: &str, offset: Option<i64>) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        match offset {
+            Some(offset) => list
+                .add_partition_offset(topic, 0, Offset::Offset(offset))
+                .unwrap(),
+            None => {
+                list.add_partition(topic, 0);
+            }
+        }
+        list
+    }
+
+    /// Against the test broker: while a transaction holds the group's offset of a partition open, the maker's
+    /// consumer (`read_committed`) gets no answer, and the stable offsets are the ones committed before it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_stable_offsets_leave_out_an_offset_commit_still_pending() {
+        let bootstrap = testkit::require_broker!();
+        let topic = testkit::unique("unstable");
+        let group = testkit::unique("unstable-group");
+        testkit::create_topic(&bootstrap, &topic, 1).await;
+        let kafka = KafkaArgs::plaintext(bootstrap.clone());
+        tokio::task::block_in_place(|| {
+            let consumer: BaseConsumer = consumer_config(
+                &kafka,
+                &ConsumerOptions {
+                    group: group.clone(),
+                    protocol: GroupProtocol::Classic,
+                    read_committed: true,
+                    prefetch_kbytes: 1024,
+                },
+            )
+            .create()
+            .unwrap();
+            let producer: BaseProducer = producer_config(
+                &kafka,
+                &ProducerKind::Transactional {
+                    id: testkit::unique("unstable-txn"),
+                    timeout: Duration::from_secs(60),
+                },
+            )
+            .create()
+            .unwrap();
+            let timeout = Duration::from_secs(30);
+            let metadata = consumer.group_metadata().expect("group metadata");
+            producer.init_transactions(timeout).unwrap();
+            for (offset, commit) in [(3, true), (5, false)] {
+                producer.begin_transaction().unwrap();
+                producer
+                    .send_offsets_to_transaction(
+                        &partition_zero(&topic, Some(offset)),
+                        &metadata,
+                        timeout,
+                    )
+                    .unwrap();
+                if commit {
+                    producer.commit_transaction(timeout).unwrap();
+                }
+            }
+            let pending =
+                consumer.committed_offsets(partition_zero(&topic, None), Duration::from_secs(3));
+            assert!(
+                matches!(
+                    pending,
+                    Err(KafkaError::MetadataFetch(
+                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut
+                    ))
+                ),
+                "{pending:?}"
+            );
+            let stable =
+                stable_committed_offsets(&kafka, &group, partition_zero(&topic, None), timeout)
+                    .unwrap();
+            let element = stable.find_partition(&topic, 0).unwrap();
+            assert_eq!(element.offset(), Offset::Offset(3));
+            producer.abort_transaction(timeout).unwrap();
+        });
+    }
 }

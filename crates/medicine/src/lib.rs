@@ -51,7 +51,7 @@ use tabs::kafka::{GroupProtocol, KafkaArgs};
 use tabs::shutdown::Service;
 use tracing::info;
 
-pub use live::STUCK_IN;
+pub use live::{STUCK_IN, UNSTABLE_OFFSETS};
 pub use stats::Summary;
 pub use worker::{ALREADY_DELIVERED, LOST_COMMIT, STUCK_COMMIT};
 
