@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The makers' transaction timeout (their default).
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A broker of a scenario's own (scripts/kafka-dev.sh on other ports and another store): for the scenario that
 /// stops and restarts its broker, and for the one on Kafka's default group settings. Stopped when dropped.
@@ -69,12 +69,17 @@ impl SecondBroker {
         topics: &Topics,
         window: (SystemTime, SystemTime),
     ) -> Vec<String> {
-        skipped_markers_in(
-            &self.dir,
-            &topics.deliveries,
-            coordinator_partition(&topics.group),
-            window,
-        )
+        self.skipped_markers_of(&topics.deliveries, &topics.group, window)
+    }
+
+    /// The same, for the transactions' output `topic` and `group`'s offsets partition.
+    pub fn skipped_markers_of(
+        &self,
+        topic: &str,
+        group: &str,
+        window: (SystemTime, SystemTime),
+    ) -> Vec<String> {
+        skipped_markers_in(&self.dir, topic, coordinator_partition(group), window)
     }
 
     /// Creates SCRAM users and replaces their ACLs (`scripts/kafka-dev.sh access`).

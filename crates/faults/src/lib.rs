@@ -22,6 +22,7 @@ mod crew;
 mod ending;
 mod hostile;
 mod kill;
+mod reference;
 pub mod replicated;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ use ending::{
 };
 pub use hostile::{hostile_flood, oversized_records};
 pub use kill::{kill_makers, saturated_churn, sigterm_storm};
+pub use reference::copiers_through_a_restart;
 
 /// The makers' commit interval (their default): part of the liveness bound.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(20);

@@ -37,6 +37,11 @@ struct Cli {
     #[arg(long)]
     cluster_only: bool,
 
+    /// Only the single node's restart, as the test runs it (down 8 s halfway through 16 s), for `--workers`,
+    /// `--repeat` times: the makers and Kafka's own copier through the same fault.
+    #[arg(long, conflicts_with = "cluster_only")]
+    restart_only: bool,
+
     /// The three-node cluster's faults, in this order, in one scenario (instead of the default plans).
     #[arg(long, env = "FAULTS_CLUSTER_PLAN", value_delimiter = ',')]
     plan: Vec<PlanFault>,
@@ -136,6 +141,22 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
         println!("{}", findings.summary());
         all.push(findings);
     };
+    if cli.restart_only {
+        let workers = workers(cli.workers);
+        for _ in 0..cli.repeat {
+            restart(
+                workers,
+                &exe,
+                Duration::from_secs(8),
+                Duration::from_secs(16),
+                &mut report,
+            )
+            .await?;
+        }
+        let clean = all.iter().all(faults::Findings::passed);
+        println!("verdict: {}", if clean { "PASS" } else { "FAIL" });
+        return Ok(clean);
+    }
     if !cli.cluster_only {
         single_node(&cli, &exe, &harness, duration, &mut report).await?;
     }
@@ -172,11 +193,7 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
             ClusterFault::CutOffTransactionCoordinator(cli.cut_for),
         ]]
     };
-    let workers: &[Workers] = match cli.workers {
-        Who::Makers => &[Workers::Makers],
-        Who::Copiers => &[Workers::Copiers],
-        Who::Both => &[Workers::Makers, Workers::Copiers],
-    };
+    let workers = workers(cli.workers);
     for plan in &plans {
         for _ in 0..cli.repeat {
             for &workers in workers {
@@ -215,15 +232,12 @@ async fn single_node(
     report(faults::hostile_flood(harness, 100_000).await?);
     report(faults::oversized_records(harness, if cli.long { 20 } else { 4 }).await?);
 
-    let second = faults::SecondBroker::start(&repo_root()).await?;
-    let restart = Harness::new(exe.to_owned(), second.bootstrap.clone());
     let down = if cli.long {
         Duration::from_secs(15)
     } else {
         Duration::from_secs(3)
     };
-    report(faults::restart_broker(&restart, &second, down, duration).await?);
-    drop(second);
+    restart(workers(cli.workers), exe, down, duration, report).await?;
 
     // Where a user's own Kafka is: the group settings as Kafka ships them, both group protocols.
     let defaults = faults::SecondBroker::start_with_defaults(&repo_root()).await?;
@@ -237,6 +251,37 @@ async fn single_node(
         let mut findings = faults::kill_makers(&on_defaults, duration).await?;
         findings.scenario += " on a broker with Kafka's default group settings";
         report(findings);
+    }
+    Ok(())
+}
+
+fn workers(who: Who) -> &'static [Workers] {
+    match who {
+        Who::Makers => &[Workers::Makers],
+        Who::Copiers => &[Workers::Copiers],
+        Who::Both => &[Workers::Makers, Workers::Copiers],
+    }
+}
+
+/// The single node stopped for `down` halfway through `run` and started again, on a broker of its own: the makers,
+/// then Kafka's copier, through the same fault.
+async fn restart(
+    workers: &[Workers],
+    exe: &std::path::Path,
+    down: Duration,
+    run: Duration,
+    report: &mut impl FnMut(faults::Findings),
+) -> anyhow::Result<()> {
+    let second = faults::SecondBroker::start(&repo_root()).await?;
+    let on_second = Harness::new(exe.to_owned(), second.bootstrap.clone());
+    for &who in workers {
+        report(match who {
+            Workers::Makers => faults::restart_broker(&on_second, &second, down, run).await?,
+            Workers::Copiers => {
+                faults::copiers_through_a_restart(&on_second, &second, &repo_root(), down, run)
+                    .await?
+            }
+        });
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ pub enum Workers {
     Copiers,
 }
 
-enum Running {
+pub(crate) enum Running {
     Makers(Crew),
     Copiers(Copiers),
 }
@@ -75,7 +75,7 @@ impl Running {
 }
 
 /// Drives `work` to its end while tending the workers every 250 ms.
-async fn tending<T>(running: &mut Running, work: impl Future<Output = T>) -> T {
+pub(crate) async fn tending<T>(running: &mut Running, work: impl Future<Output = T>) -> T {
     tokio::pin!(work);
     loop {
         tokio::select! {
@@ -352,7 +352,7 @@ async fn inject(
 }
 
 /// The copiers' run judged: the orders topic and the copies read to their ends, read_committed.
-async fn copied(
+pub(crate) async fn copied(
     harness: &Harness,
     input: &str,
     output: &str,

@@ -1,0 +1,113 @@
+//! Kafka's own client through the single node's restart: `TransactionalMessageCopier` (see [`Copiers`]) where the
+//! makers meet [`restart_broker`](crate::restart_broker), judged the same way. A failure of the makers on one node
+//! is the broker's only if the reference client fails there too, or the broker's own log says so.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::broker::{SecondBroker, TRANSACTION_TIMEOUT};
+use crate::copier::Copiers;
+use crate::replicated::{copied, tending, Running};
+use crate::{drained, liveness_bound, stop_patients, Findings, Harness, Topics};
+
+/// One copier copies the patients' orders (as one maker makes them in the makers' scenario) while the broker is
+/// stopped for `down` halfway through `run`, then restarted; the copier is started again whenever it ends. After
+/// every process has stopped the orders and the copies are compared record by record.
+pub async fn copiers_through_a_restart(
+    harness: &Harness,
+    broker: &SecondBroker,
+    repo_root: &Path,
+    down: Duration,
+    run: Duration,
+) -> anyhow::Result<Findings> {
+    let started = Instant::now();
+    let topics = Topics::create(&harness.bootstrap).await;
+    let output = format!("{}.copies", topics.orders);
+    testkit::create_topic(&harness.bootstrap, &output, 6).await;
+    let watch = harness.watch(&topics)?;
+    let mut patients = harness.patients(&topics, 20, "200ms");
+    let copiers = Copiers::start(
+        repo_root,
+        &harness.bootstrap,
+        &topics.orders,
+        &output,
+        &topics.group,
+        1,
+    )
+    .await?;
+    let mut running = Running::Copiers(copiers);
+    tending(&mut running, tokio::time::sleep(run / 2)).await;
+
+    let stopping = Instant::now();
+    let stopped_at = SystemTime::now();
+    tending(&mut running, async {
+        broker.run("stop").await?;
+        tokio::time::sleep(down).await;
+        broker.run("restart").await
+    })
+    .await?;
+    let outage = stopping.elapsed();
+    tending(&mut running, tokio::time::sleep(run / 2)).await;
+    stop_patients(&mut patients).await?;
+    let drain = drained(
+        &harness.bootstrap,
+        &topics.group,
+        &topics.orders,
+        Duration::from_secs(90),
+    );
+    tending(&mut running, drain).await?;
+    let samples = watch.finish()?;
+
+    // The makers' bound with nothing to make: a transaction caught by the stop waits for its timeout.
+    let bound = liveness_bound(
+        Duration::ZERO,
+        outage + TRANSACTION_TIMEOUT + harness.transaction_cleanup,
+    );
+    let Running::Copiers(mut copiers) = running else {
+        unreachable!("copiers were started");
+    };
+    copiers.finish(Duration::from_secs(30)).await;
+    let mut result = copied(
+        harness,
+        &topics.orders,
+        &output,
+        started,
+        &samples,
+        &[stopped_at],
+        bound,
+    )
+    .await?;
+    result.scenario =
+        "Kafka's TransactionalMessageCopier: broker stopped and restarted (one node)".to_owned();
+    result.makers_started = copiers.runs;
+    result.faults_injected = 1;
+    result.notes.push(format!(
+        "broker down {:.0} s ({:.1} s from the stop to ready again); {} copier runs, {} ended other than with \
+         exit 0{}",
+        down.as_secs_f64(),
+        outage.as_secs_f64(),
+        copiers.runs,
+        copiers.failures.len(),
+        copiers
+            .failures
+            .first()
+            .map(|f| format!(" (the first: {f})"))
+            .unwrap_or_default()
+    ));
+    let window = (
+        stopped_at,
+        SystemTime::now().min(stopped_at + outage + TRANSACTION_TIMEOUT * 2),
+    );
+    let skips = broker.skipped_markers_of(&output, &topics.group, window);
+    // Judged as the makers are on one node: a duplicate passes only where the broker's log says it skipped markers.
+    if result.duplicated > 0 && !skips.is_empty() {
+        result.broker_fault.clone_from(&skips);
+    }
+    result.notes.push(format!(
+        "the broker's log holds {} lines of skipped markers of the copies or the group's offsets during the \
+         restart{}",
+        skips.len(),
+        skips.first().map(|l| format!(" (the first: {l})")).unwrap_or_default()
+    ));
+    Ok(result)
+}
