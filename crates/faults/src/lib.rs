@@ -247,7 +247,15 @@ impl Harness {
             args.extend(["--group-protocol".to_owned(), protocol.to_owned()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        self.spawn("medicine", &args, &[("RUST_LOG", "info")])
+        // `FAULTS_KAFKA_DEBUG=cgrp,protocol` (librdkafka's debug contexts) puts the Kafka client's own account of a
+        // scenario in each maker's log, for a failure that the maker's log alone cannot explain.
+        match std::env::var("FAULTS_KAFKA_DEBUG") {
+            Ok(contexts) if !contexts.is_empty() => {
+                args.extend(["--kafka-property".to_owned(), format!("debug={contexts}")]);
+                self.spawn("medicine", &args, &[("RUST_LOG", "info,librdkafka=debug")])
+            }
+            _ => self.spawn("medicine", &args, &[("RUST_LOG", "info")]),
+        }
     }
 
     /// Starts sampling the scenario group's lag, for the liveness verdict.
