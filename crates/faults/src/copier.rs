@@ -18,9 +18,9 @@ use testkit::Proc;
 /// The copier's transaction timeout: the makers' (their default), so a dead copier's open transaction holds its
 /// partitions back as long as a dead maker's.
 const TRANSACTION_TIMEOUT_MS: &str = "10000";
-/// Records per transaction (its `max.poll.records`): the makers commit every 20 ms, which at the scenarios' load
-/// is a few dozen orders; Kafka's system test uses 200.
-const TRANSACTION_SIZE: &str = "100";
+/// Records per transaction (its `max.poll.records`) on three nodes: the makers commit every 20 ms, which at the
+/// scenarios' load is a few dozen orders; Kafka's system test uses 200.
+pub const TRANSACTION_SIZE: u32 = 100;
 
 /// One copier slot: its transactional id and the run in progress.
 struct Slot {
@@ -35,6 +35,7 @@ pub struct Copiers {
     input: String,
     output: String,
     group: String,
+    transaction_size: String,
     slots: Vec<Slot>,
     /// Runs started, and the runs that ended otherwise than with exit 0 (how, and the end of their output).
     pub runs: u64,
@@ -42,14 +43,14 @@ pub struct Copiers {
 }
 
 impl Copiers {
-    /// `count` copiers of `input` to `output` in `group`, on the jars of scripts/kafka-dev.sh.
+    /// `count` copiers of `input` to `output` in `group`, `transaction_size` records a transaction, on the jars of
+    /// scripts/kafka-dev.sh.
     pub async fn start(
         repo_root: &Path,
         bootstrap: &str,
-        input: &str,
-        output: &str,
-        group: &str,
+        (input, output, group): (&str, &str, &str),
         count: usize,
+        transaction_size: u32,
     ) -> anyhow::Result<Self> {
         let mut copiers = Self {
             classpath: crate::cluster::kafka_classpath(repo_root).await?,
@@ -57,6 +58,7 @@ impl Copiers {
             input: input.to_owned(),
             output: output.to_owned(),
             group: group.to_owned(),
+            transaction_size: transaction_size.to_string(),
             slots: (0..count)
                 .map(|i| Slot {
                     transactional_id: format!("{group}-copier-{i}"),
@@ -99,7 +101,7 @@ impl Copiers {
                 "--transactional-id",
                 transactional_id,
                 "--transaction-size",
-                TRANSACTION_SIZE,
+                &self.transaction_size,
                 "--transaction-timeout",
                 TRANSACTION_TIMEOUT_MS,
                 "--group-mode",

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use faults::cluster::{Cluster, Network};
+use faults::copier;
 use faults::replicated::{self, ClusterFault, Workers};
 use faults::Harness;
 
@@ -58,6 +59,11 @@ struct Cli {
     /// Java client uses) or 1 (the protocol librdkafka speaks, so the copier runs the makers' protocol).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=2))]
     transaction_version: u16,
+
+    /// Records a transaction of Kafka's copier on the single node (on three nodes it copies 100 a transaction);
+    /// 2 commits as often as the makers at the scenario's load.
+    #[arg(long, default_value_t = copier::TRANSACTION_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
+    copier_transaction_size: u32,
 
     /// How long the cut-off node stays cut off (the liveness bound follows: see `cluster_liveness_bound`).
     #[arg(long, default_value = "15s", value_parser = tabs::config::parse_positive_duration)]
@@ -144,11 +150,12 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
     if cli.restart_only {
         let workers = workers(cli.workers);
         for _ in 0..cli.repeat {
+            let (down, run) = (Duration::from_secs(8), Duration::from_secs(16));
             restart(
                 workers,
                 &exe,
-                Duration::from_secs(8),
-                Duration::from_secs(16),
+                (down, run),
+                cli.copier_transaction_size,
                 &mut report,
             )
             .await?;
@@ -237,7 +244,14 @@ async fn single_node(
     } else {
         Duration::from_secs(3)
     };
-    restart(workers(cli.workers), exe, down, duration, report).await?;
+    restart(
+        workers(cli.workers),
+        exe,
+        (down, duration),
+        cli.copier_transaction_size,
+        report,
+    )
+    .await?;
 
     // Where a user's own Kafka is: the group settings as Kafka ships them, both group protocols.
     let defaults = faults::SecondBroker::start_with_defaults(&repo_root()).await?;
@@ -268,8 +282,8 @@ fn workers(who: Who) -> &'static [Workers] {
 async fn restart(
     workers: &[Workers],
     exe: &std::path::Path,
-    down: Duration,
-    run: Duration,
+    (down, run): (Duration, Duration),
+    copier_transaction_size: u32,
     report: &mut impl FnMut(faults::Findings),
 ) -> anyhow::Result<()> {
     let second = faults::SecondBroker::start(&repo_root()).await?;
@@ -278,8 +292,14 @@ async fn restart(
         report(match who {
             Workers::Makers => faults::restart_broker(&on_second, &second, down, run).await?,
             Workers::Copiers => {
-                faults::copiers_through_a_restart(&on_second, &second, &repo_root(), down, run)
-                    .await?
+                faults::copiers_through_a_restart(
+                    &on_second,
+                    &second,
+                    &repo_root(),
+                    (down, run),
+                    copier_transaction_size,
+                )
+                .await?
             }
         });
     }

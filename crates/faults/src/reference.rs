@@ -10,15 +10,16 @@ use crate::copier::Copiers;
 use crate::replicated::{copied, tending, Running};
 use crate::{drained, liveness_bound, stop_patients, Findings, Harness, Topics};
 
-/// One copier copies the patients' orders (as one maker makes them in the makers' scenario) while the broker is
-/// stopped for `down` halfway through `run`, then restarted; the copier is started again whenever it ends. After
-/// every process has stopped the orders and the copies are compared record by record.
+/// One copier copies the patients' orders (as one maker makes them in the makers' scenario), `transaction_size`
+/// records a transaction (2 commits as often as the maker at the scenario's load: a hundred orders a second), while
+/// the broker is stopped for `down` halfway through `run`, then restarted; the copier is started again whenever it
+/// ends. After every process has stopped the orders and the copies are compared record by record.
 pub async fn copiers_through_a_restart(
     harness: &Harness,
     broker: &SecondBroker,
     repo_root: &Path,
-    down: Duration,
-    run: Duration,
+    (down, run): (Duration, Duration),
+    transaction_size: u32,
 ) -> anyhow::Result<Findings> {
     let started = Instant::now();
     let topics = Topics::create(&harness.bootstrap).await;
@@ -29,10 +30,9 @@ pub async fn copiers_through_a_restart(
     let copiers = Copiers::start(
         repo_root,
         &harness.bootstrap,
-        &topics.orders,
-        &output,
-        &topics.group,
+        (&topics.orders, &output, &topics.group),
         1,
+        transaction_size,
     )
     .await?;
     let mut running = Running::Copiers(copiers);

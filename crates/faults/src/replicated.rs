@@ -124,10 +124,9 @@ pub async fn on_cluster(
             let copiers = Copiers::start(
                 repo_root,
                 &harness.bootstrap,
-                &topics.orders,
-                &output,
-                &topics.group,
+                (&topics.orders, &output, &topics.group),
                 2,
+                copier::TRANSACTION_SIZE,
             )
             .await?;
             let ids = copiers.transactional_ids();
