@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::broker::{SecondBroker, TRANSACTION_TIMEOUT};
 use crate::copier::Copiers;
-use crate::replicated::{copied, tending, Running};
-use crate::{drained, liveness_bound, stop_patients, Findings, Harness, Topics};
+use crate::replicated::{copied, tending, wind_up, Running};
+use crate::{acknowledged_orders_are_in_the_topic, liveness_bound, Findings, Harness, Topics};
 
 /// One copier copies the patients' orders (as one maker makes them in the makers' scenario), `transaction_size`
 /// records a transaction (2 commits as often as the maker at the scenario's load: a hundred orders a second), while
@@ -48,15 +48,14 @@ pub async fn copiers_through_a_restart(
     .await?;
     let outage = stopping.elapsed();
     tending(&mut running, tokio::time::sleep(run / 2)).await;
-    stop_patients(&mut patients).await?;
-    let drain = drained(
-        &harness.bootstrap,
-        &topics.group,
-        &topics.orders,
+    let (acknowledged, samples) = wind_up(
+        &mut running,
+        &mut patients,
+        harness,
+        (&topics, watch),
         Duration::from_secs(90),
-    );
-    tending(&mut running, drain).await?;
-    let samples = watch.finish()?;
+    )
+    .await?;
 
     // The makers' bound with nothing to make: a transaction caught by the stop waits for its timeout.
     let bound = liveness_bound(
@@ -77,6 +76,7 @@ pub async fn copiers_through_a_restart(
         bound,
     )
     .await?;
+    acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged).await?;
     result.scenario =
         "Kafka's TransactionalMessageCopier: broker stopped and restarted (one node)".to_owned();
     result.makers_started = copiers.runs;

@@ -4,15 +4,17 @@
 //! process has stopped, an independent `read_committed` reader reads both topics to their ends: nothing missing,
 //! nothing twice, and every partition with backlog moving within its bound.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use audit::liveness::Sample;
+use audit::liveness::{Sample, Watch};
 use audit::{Start, TopicReader};
 use rdkafka::message::Message as _;
 use tabs::kafka::KafkaArgs;
+use testkit::Proc;
 
 use crate::cluster::{Cluster, Down};
 use crate::copier::{self, Copiers};
@@ -145,15 +147,14 @@ pub async fn on_cluster(
         notes.push(note);
     }
     tending(&mut running, tokio::time::sleep(calm)).await;
-    let acknowledged = stop_patients(&mut patients).await?;
-    let drain = drained(
-        &harness.bootstrap,
-        &topics.group,
-        &topics.orders,
+    let (acknowledged, samples) = wind_up(
+        &mut running,
+        &mut patients,
+        harness,
+        (&topics, watch),
         Duration::from_secs(120),
-    );
-    tending(&mut running, drain).await?;
-    let samples = watch.finish()?;
+    )
+    .await?;
 
     let bound = cluster_liveness_bound(faults);
     let scenario = format!(
@@ -246,6 +247,21 @@ pub async fn on_cluster(
         skipped.len()
     ));
     Ok(result)
+}
+
+/// The end of a run's load: the patients stop, the workers (tended meanwhile) finish the backlog, up to `wait`,
+/// and the liveness watch ends. Returns the orders the patients had acknowledged, and the watch's samples.
+pub(crate) async fn wind_up(
+    running: &mut Running,
+    patients: &mut Proc,
+    harness: &Harness,
+    (topics, watch): (&Topics, Watch),
+    wait: Duration,
+) -> anyhow::Result<(HashSet<(String, u64)>, Vec<Sample>)> {
+    let acknowledged = stop_patients(patients).await?;
+    let drain = drained(&harness.bootstrap, &topics.group, &topics.orders, wait);
+    tending(running, drain).await?;
+    Ok((acknowledged, watch.finish()?))
 }
 
 /// Writes every maker's log to target/fault-logs/ (what the makers saw is the first thing to read on a failure).

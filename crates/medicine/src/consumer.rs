@@ -328,9 +328,8 @@ pub fn group_view(
 #[cfg(test)]
 mod tests {
     use rdkafka::producer::{BaseProducer, Producer};
-    use tabs::kafka::ProducerKind;
     use tabs::kafka::{
-        consumer_config, producer_config, ConsumerOptions, GroupProtocol, KafkaArgs,
+        consumer_config, producer_config, ConsumerOptions, GroupProtocol, KafkaArgs, ProducerKind,
     };
 
     use super::*;
@@ -348,13 +347,32 @@ mod tests {
         list
     }
 
-    /// Against the test broker: while a transaction holds the group's offset of a partition open, the maker's
-    /// consumer (`read_committed`) gets no answer, and the stable offsets are the ones committed before it.
+    /// The committed offset of partition 0 as the maker's consumer reads it: `Ok(offset)`, or the refusal.
+    fn committed(consumer: &BaseConsumer, topic: &str) -> Result<Option<i64>, String> {
+        let read = consumer
+            .committed_offsets(partition_zero(topic, None), Duration::from_secs(3))
+            .map_err(|e| e.to_string())?;
+        let element = read.find_partition(topic, 0).expect("partition 0");
+        element.error().map_err(|e| e.to_string())?;
+        Ok(match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        })
+    }
+
+    /// What a rewind reads while a transaction that carries offsets is still open, on the real broker. A rewind
+    /// after a replaced producer once read the group's committed offsets before the new producer's
+    /// `init_transactions` had settled the old transaction. Had it read the offsets from before that transaction
+    /// while the transaction then committed, the orders would have been made twice. It cannot: a consumer
+    /// configured as the maker's (`read_committed`) asks for stable offsets only (KIP-447), and Kafka does not
+    /// answer while a transaction holds pending offsets for the partition, until that transaction is decided.
+    /// The stable read ([`stable_committed_offsets`]), for an offset commit the broker will never complete, leaves
+    /// the pending one out.
     #[tokio::test(flavor = "multi_thread")]
-    async fn the_stable_offsets_leave_out_an_offset_commit_still_pending() {
+    async fn offsets_of_an_open_transaction_are_never_read_from_before_it_but_by_the_stable_read() {
         let bootstrap = testkit::require_broker!();
-        let topic = testkit::unique("unstable");
-        let group = testkit::unique("unstable-group");
+        let topic = testkit::unique("stable");
+        let group = testkit::unique("stable-group");
         testkit::create_topic(&bootstrap, &topic, 1).await;
         let kafka = KafkaArgs::plaintext(bootstrap.clone());
         tokio::task::block_in_place(|| {
@@ -372,7 +390,7 @@ mod tests {
             let producer: BaseProducer = producer_config(
                 &kafka,
                 &ProducerKind::Transactional {
-                    id: testkit::unique("unstable-txn"),
+                    id: testkit::unique("stable-txn"),
                     timeout: Duration::from_secs(60),
                 },
             )
@@ -380,8 +398,8 @@ mod tests {
             .unwrap();
             let timeout = Duration::from_secs(30);
             let metadata = consumer.group_metadata().expect("group metadata");
-            producer.init_transactions(timeout).unwrap();
-            for (offset, commit) in [(3, true), (5, false)] {
+            // Begins a transaction carrying the group's offset `offset` for partition 0, left open.
+            let open_with = |offset: i64| {
                 producer.begin_transaction().unwrap();
                 producer
                     .send_offsets_to_transaction(
@@ -390,27 +408,35 @@ mod tests {
                         timeout,
                     )
                     .unwrap();
-                if commit {
-                    producer.commit_transaction(timeout).unwrap();
-                }
-            }
-            let pending =
-                consumer.committed_offsets(partition_zero(&topic, None), Duration::from_secs(3));
+            };
+            let stable = || {
+                let read =
+                    stable_committed_offsets(&kafka, &group, partition_zero(&topic, None), timeout)
+                        .unwrap();
+                read.find_partition(&topic, 0).unwrap().offset()
+            };
+            producer.init_transactions(timeout).unwrap();
+            // Offset 3 committed by a transaction.
+            open_with(3);
+            producer.commit_transaction(timeout).unwrap();
+            assert_eq!(committed(&consumer, &topic), Ok(Some(3)));
+
+            // Offset 5 in a transaction left open: the maker's read gets no answer, never 3; the stable read, 3.
+            open_with(5);
+            let pending = committed(&consumer, &topic);
             assert!(
-                matches!(
-                    pending,
-                    Err(KafkaError::MetadataFetch(
-                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut
-                    ))
-                ),
-                "{pending:?}"
+                pending.is_err(),
+                "read {pending:?} while a transaction holds offset 5 open"
             );
-            let stable =
-                stable_committed_offsets(&kafka, &group, partition_zero(&topic, None), timeout)
-                    .unwrap();
-            let element = stable.find_partition(&topic, 0).unwrap();
-            assert_eq!(element.offset(), Offset::Offset(3));
+            assert_eq!(stable(), Offset::Offset(3));
+
+            // Decided: aborted, 3 again; committed, 5.
             producer.abort_transaction(timeout).unwrap();
+            assert_eq!(committed(&consumer, &topic), Ok(Some(3)));
+            open_with(5);
+            producer.commit_transaction(timeout).unwrap();
+            assert_eq!(committed(&consumer, &topic), Ok(Some(5)));
+            assert_eq!(stable(), Offset::Offset(5));
         });
     }
 }
