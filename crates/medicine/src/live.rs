@@ -11,18 +11,19 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
+use tabs::config::Guarantee;
 use tabs::kafka::{self, ConsumerOptions, KafkaArgs, ProducerKind};
 use tracing::{info, warn};
 
 use crate::at_least_once::Publisher;
 use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched, GroupFuture};
+use crate::config::Config;
 use crate::consumer::{
     group_view, partition_list, restart_fetching, seek_to, seek_to_committed,
     stable_committed_offsets, HandBackOnDrop, MakerContext, Rebalanced,
 };
 use crate::doubt::{self, OrderKey, Written};
 use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
-use crate::{Config, Guarantee};
 
 /// The warning naming the call a replaced producer is still in (with `call` and `running_ms`).
 pub const STUCK_IN: &str = "the replaced producer is still in a transaction call";
