@@ -411,7 +411,7 @@ up() {
   "${repo_root}/scripts/kafka-dev.sh" resolve
   for binary in medicine patient kube-dev tabs-audit; do
     [[ -x "${repo_root}/target/release/${binary}" ]] ||
-      die "target/release/${binary} is missing; build it first: cargo build --release --locked"
+      die "target/release/${binary} is missing; build it first: cargo build --release --locked --workspace"
   done
   down_quietly
   # A start that fails half-way stops what it started.
