@@ -14,6 +14,26 @@ use crate::{
 /// The makers' transaction timeout (their default).
 pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A stop of a broker and its start again.
+#[derive(Debug, Clone, Copy)]
+pub struct Outage {
+    pub stopped_at: SystemTime,
+    /// As the clients saw it: the stop, the pause and the broker's own start (a JVM; slower on a busy machine),
+    /// measured rather than assumed.
+    pub lasted: Duration,
+}
+
+impl Outage {
+    /// When a transaction completed during the outage could have lost its markers: from the stop to the last
+    /// transaction open then timing out after it.
+    pub fn markers_window(&self) -> (SystemTime, SystemTime) {
+        (
+            self.stopped_at,
+            SystemTime::now().min(self.stopped_at + self.lasted + TRANSACTION_TIMEOUT * 2),
+        )
+    }
+}
+
 /// A broker of a scenario's own (scripts/kafka-dev.sh on other ports and another store): for the scenario that
 /// stops and restarts its broker, and for the one on Kafka's default group settings. Stopped when dropped.
 pub struct SecondBroker {
@@ -115,6 +135,19 @@ impl SecondBroker {
     }
 
     /// Runs `scripts/kafka-dev.sh <action>` for this broker.
+    /// Stops the broker cleanly, leaves it down for `down`, and starts it again on the same store.
+    pub async fn bounce(&self, down: Duration) -> anyhow::Result<Outage> {
+        let stopping = Instant::now();
+        let stopped_at = SystemTime::now();
+        self.run("stop").await?;
+        tokio::time::sleep(down).await;
+        self.run("restart").await?;
+        Ok(Outage {
+            stopped_at,
+            lasted: stopping.elapsed(),
+        })
+    }
+
     pub async fn run(&self, action: &str) -> anyhow::Result<()> {
         let status = tokio::process::Command::from(self.command(action))
             .status()
@@ -161,21 +194,14 @@ pub async fn restart_broker(
     let maker = crew.add(harness.maker(&topics, &making));
     tokio::time::sleep(run / 2).await;
 
-    let stopping = Instant::now();
-    let stopped_at = SystemTime::now();
-    broker.run("stop").await?;
-    tokio::time::sleep(down).await;
-    broker.run("restart").await?;
-    // The outage as the makers saw it: the stop, the pause and the broker's own start (a JVM; slower on a busy
-    // machine), measured rather than assumed.
-    let outage = stopping.elapsed();
+    let outage = broker.bounce(down).await?;
     tokio::time::sleep(run / 2).await;
 
     let acknowledged = stop_patients(&mut patients).await?;
     // A transaction caught by the stop waits for its timeout after the restart.
     let bound = liveness_bound(
         making_time,
-        outage + TRANSACTION_TIMEOUT + harness.transaction_cleanup,
+        outage.lasted + TRANSACTION_TIMEOUT + harness.transaction_cleanup,
     );
     let ending = Ending {
         scenario: "broker stopped and restarted (one node)".to_owned(),
@@ -201,13 +227,7 @@ pub async fn restart_broker(
         .first()
         .and_then(|e| e.get("aborts").and_then(serde_json::Value::as_u64))
         .unwrap_or(0);
-    // The markers a transaction completed during the restart could have lost: from the stop to the last
-    // transaction open then timing out after it.
-    let window = (
-        stopped_at,
-        SystemTime::now().min(stopped_at + outage + TRANSACTION_TIMEOUT * 2),
-    );
-    let skips = broker.skipped_markers(&topics, window);
+    let skips = broker.skipped_markers(&topics, outage.markers_window());
     if result.duplicated > 0 && !skips.is_empty() {
         result.broker_fault = skips;
     }
@@ -220,7 +240,7 @@ pub async fn restart_broker(
         "broker down {:.0} s ({:.1} s from the stop to ready again); {} orders acknowledged; {aborts} \
          transactions aborted and redone",
         down.as_secs_f64(),
-        outage.as_secs_f64(),
+        outage.lasted.as_secs_f64(),
         acknowledged.len()
     ));
     Ok(result)

@@ -132,6 +132,19 @@ impl Copiers {
         }
     }
 
+    /// How many runs were started, how many ended other than with exit 0, and how the first did.
+    pub fn runs_note(&self) -> String {
+        format!(
+            "{} copier runs, {} ended other than with exit 0{}",
+            self.runs,
+            self.failures.len(),
+            self.failures
+                .first()
+                .map(|f| format!(" (the first: {f})"))
+                .unwrap_or_default()
+        )
+    }
+
     /// Lets every copier finish (each exits by itself once it has copied what it was assigned); one still running
     /// after `timeout` is sent SIGTERM.
     pub async fn finish(&mut self, timeout: Duration) {

@@ -3,7 +3,7 @@
 //! is the broker's only if the reference client fails there too, or the broker's own log says so.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::broker::{SecondBroker, TRANSACTION_TIMEOUT};
 use crate::copier::Copiers;
@@ -38,15 +38,7 @@ pub async fn copiers_through_a_restart(
     let mut running = Running::Copiers(copiers);
     tending(&mut running, tokio::time::sleep(run / 2)).await;
 
-    let stopping = Instant::now();
-    let stopped_at = SystemTime::now();
-    tending(&mut running, async {
-        broker.run("stop").await?;
-        tokio::time::sleep(down).await;
-        broker.run("restart").await
-    })
-    .await?;
-    let outage = stopping.elapsed();
+    let outage = tending(&mut running, broker.bounce(down)).await?;
     tending(&mut running, tokio::time::sleep(run / 2)).await;
     let (acknowledged, samples) = wind_up(
         &mut running,
@@ -60,7 +52,7 @@ pub async fn copiers_through_a_restart(
     // The makers' bound with nothing to make: a transaction caught by the stop waits for its timeout.
     let bound = liveness_bound(
         Duration::ZERO,
-        outage + TRANSACTION_TIMEOUT + harness.transaction_cleanup,
+        outage.lasted + TRANSACTION_TIMEOUT + harness.transaction_cleanup,
     );
     let Running::Copiers(mut copiers) = running else {
         unreachable!("copiers were started");
@@ -72,7 +64,7 @@ pub async fn copiers_through_a_restart(
         &output,
         started,
         &samples,
-        &[stopped_at],
+        &[],
         bound,
     )
     .await?;
@@ -82,32 +74,31 @@ pub async fn copiers_through_a_restart(
     result.makers_started = copiers.runs;
     result.faults_injected = 1;
     result.notes.push(format!(
-        "broker down {:.0} s ({:.1} s from the stop to ready again); {} copier runs, {} ended other than with \
-         exit 0{}",
+        "broker down {:.0} s ({:.1} s from the stop to ready again); {}",
         down.as_secs_f64(),
-        outage.as_secs_f64(),
-        copiers.runs,
-        copiers.failures.len(),
-        copiers
-            .failures
-            .first()
-            .map(|f| format!(" (the first: {f})"))
-            .unwrap_or_default()
+        outage.lasted.as_secs_f64(),
+        copiers.runs_note()
     ));
-    let window = (
-        stopped_at,
-        SystemTime::now().min(stopped_at + outage + TRANSACTION_TIMEOUT * 2),
+    judge_skips(
+        &mut result,
+        broker.skipped_markers_of(&output, &topics.group, outage.markers_window()),
     );
-    let skips = broker.skipped_markers_of(&output, &topics.group, window);
-    // Judged as the makers are on one node: a duplicate passes only where the broker's log says it skipped markers.
-    if result.duplicated > 0 && !skips.is_empty() {
-        result.broker_fault.clone_from(&skips);
-    }
+    Ok(result)
+}
+
+/// Judged as the makers are on one node: a duplicate passes only where the broker's log says it skipped markers;
+/// how many lines it holds is said either way.
+fn judge_skips(result: &mut Findings, skips: Vec<String>) {
     result.notes.push(format!(
         "the broker's log holds {} lines of skipped markers of the copies or the group's offsets during the \
          restart{}",
         skips.len(),
-        skips.first().map(|l| format!(" (the first: {l})")).unwrap_or_default()
+        skips
+            .first()
+            .map(|l| format!(" (the first: {l})"))
+            .unwrap_or_default()
     ));
-    Ok(result)
+    if result.duplicated > 0 {
+        result.broker_fault = skips;
+    }
 }

@@ -223,16 +223,7 @@ pub async fn on_cluster(
             .await?;
             result.scenario = scenario;
             result.makers_started = copiers.runs;
-            result.notes.push(format!(
-                "{} copier runs, {} ended other than with exit 0{}",
-                copiers.runs,
-                copiers.failures.len(),
-                copiers
-                    .failures
-                    .first()
-                    .map(|f| format!(" (the first: {f})"))
-                    .unwrap_or_default()
-            ));
+            result.notes.push(copiers.runs_note());
             result
         }
     };
