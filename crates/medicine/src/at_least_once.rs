@@ -18,6 +18,7 @@ use tabs::kafka::{self, ErrorTracker, KafkaArgs, ProducerKind};
 use tokio::sync::oneshot;
 
 use crate::broker::{Deliver, OutRecord};
+use crate::error::KafkaFailure;
 
 /// The records of one order (or dead letter) awaiting their acknowledgements.
 pub struct Pending {
@@ -116,8 +117,9 @@ impl Publisher {
 }
 
 impl Deliver for Publisher {
-    async fn deliver(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), String> {
-        let count = u32::try_from(records.len()).map_err(|_| "too many records".to_owned())?;
+    async fn deliver(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), KafkaFailure> {
+        let count = u32::try_from(records.len())
+            .map_err(|_| KafkaFailure::Refused("more records than an order can have".to_owned()))?;
         let (pending, done) = Pending::new(count);
         for (key, payload) in &records {
             loop {
@@ -142,6 +144,7 @@ impl Deliver for Publisher {
         }
         done.await
             .unwrap_or_else(|_| Err("the producer dropped the order's acknowledgements".into()))
+            .map_err(KafkaFailure::Refused)
     }
 }
 

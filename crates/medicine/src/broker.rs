@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use crate::completion::Outcome;
 pub use crate::doubt::OrderKey;
+use crate::error::KafkaFailure;
 use crate::surplus::GroupView;
 
 /// A record fetched from the orders topic.
@@ -45,25 +46,8 @@ pub struct Batch {
     pub results: Vec<Outcome>,
 }
 
-/// Why a commit did not happen.
-#[derive(Debug)]
-pub enum CommitError {
-    /// Aborted: nothing of it is visible; the orders must be made again from the committed offsets.
-    Aborted(String),
-    /// The producer cannot go on (fenced, or a fatal client error): a new one must take over.
-    Fatal(String),
-}
-
-impl std::fmt::Display for CommitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Aborted(reason) | Self::Fatal(reason) => f.write_str(reason),
-        }
-    }
-}
-
 /// A commit's outcome, with the results it carried (what was committed, or what must be made again).
-pub type Committed = (Result<(), CommitError>, Vec<Outcome>);
+pub type Committed = (Result<(), KafkaFailure>, Vec<Outcome>);
 
 /// A commit running beside the loop.
 pub type CommitFuture = Pin<Box<dyn Future<Output = Committed> + Send>>;
@@ -82,7 +66,7 @@ pub trait Deliver: Clone + Send + Sync + 'static {
         &self,
         topic: &str,
         records: Vec<OutRecord>,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), KafkaFailure>> + Send;
 }
 
 /// What the maker's loop asks of Kafka.

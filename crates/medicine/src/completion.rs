@@ -2,6 +2,7 @@
 
 use tabs::messages::{DeadLetter, Order, Tab};
 
+use crate::error::KafkaFailure;
 use crate::ledger::Epoch;
 
 /// The result of one fetched record.
@@ -24,7 +25,7 @@ pub enum Outcome {
         rejected: Option<String>,
     },
     /// At-least-once: Kafka refused a record for good; the maker stops without committing the order.
-    Failed(String),
+    Failed(KafkaFailure),
 }
 
 /// A finished record, reported by its task.

@@ -29,6 +29,7 @@ mod completion;
 mod config;
 mod consumer;
 mod doubt;
+mod error;
 mod ledger;
 mod lifecycle;
 mod live;

@@ -23,6 +23,7 @@ use crate::consumer::{
     stable_committed_offsets, HandBackOnDrop, MakerContext, Rebalanced,
 };
 use crate::doubt::{self, OrderKey, Written};
+use crate::error::KafkaFailure;
 use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_CALL_TIMEOUT};
 
 /// The warning naming the call a replaced producer is still in (with `call` and `running_ms`).
@@ -291,17 +292,11 @@ impl Broker for Live {
                             Ok(Ok(())) => {}
                             Ok(Err(err)) => {
                                 let reason = format!("initialising Kafka transactions: {err}");
-                                return (
-                                    Err(crate::broker::CommitError::Fatal(reason)),
-                                    batch.results,
-                                );
+                                return (Err(KafkaFailure::Fatal(reason)), batch.results);
                             }
                             Err(err) => {
                                 let reason = format!("transactions init task: {err}");
-                                return (
-                                    Err(crate::broker::CommitError::Fatal(reason)),
-                                    batch.results,
-                                );
+                                return (Err(KafkaFailure::Fatal(reason)), batch.results);
                             }
                         }
                     }
@@ -315,9 +310,7 @@ impl Broker for Live {
                     match joined {
                         Ok(done) => done,
                         Err(err) => (
-                            Err(crate::broker::CommitError::Fatal(format!(
-                                "transaction task: {err}"
-                            ))),
+                            Err(KafkaFailure::Fatal(format!("transaction task: {err}"))),
                             Vec::new(),
                         ),
                     }

@@ -14,9 +14,9 @@ use tabs::messages::{to_json, Tab};
 use tabs::time::now_ns;
 use tracing::{error, warn};
 
-use crate::broker::CommitError;
 use crate::completion::Outcome;
 use crate::doubt::{TransactionContext, Written};
+use crate::error::KafkaFailure;
 
 /// Timeout of one blocking call to the broker (transaction steps, committed offsets, seeks).
 pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,7 +69,7 @@ pub fn transact(
     results: &[Outcome],
     offsets: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
-) -> Result<(), CommitError> {
+) -> Result<(), KafkaFailure> {
     let step = |call| producer.context().step.enter(Some(call));
     let attempt = || -> KafkaResult<()> {
         step("begin_transaction");
@@ -108,14 +108,14 @@ pub fn transact(
     };
     let ended = match attempt() {
         Ok(()) => Ok(()),
-        Err(err) if is_fatal(&err) => Err(CommitError::Fatal(err.to_string())),
+        Err(err) if is_fatal(&err) => Err(KafkaFailure::Fatal(err.to_string())),
         Err(err) => {
             step("abort_transaction");
             match abort(producer) {
-                Ok(()) => Err(CommitError::Aborted(err.to_string())),
+                Ok(()) => Err(KafkaFailure::Aborted(err.to_string())),
                 Err(abort_err) => {
                     error!(error = %abort_err, "aborting the transaction failed");
-                    Err(CommitError::Fatal(err.to_string()))
+                    Err(KafkaFailure::Fatal(err.to_string()))
                 }
             }
         }

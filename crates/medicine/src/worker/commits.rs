@@ -11,7 +11,7 @@ use tracing::{debug, error, info, warn};
 use super::book::MAX_CONSECUTIVE_ABORTS;
 use super::{InFlightCommit, Worker};
 use crate::broker::Broker;
-use crate::broker::{Batch, CommitError, Committed};
+use crate::broker::{Batch, Committed};
 use crate::completion::Outcome;
 use crate::lifecycle::{Phase, StopReason};
 use crate::stats::Summary;
@@ -92,13 +92,13 @@ impl<B: Broker> Worker<B> {
                 }
                 Ok(())
             }
-            Err(CommitError::Aborted(reason)) => {
-                self.count_lost_commit(&results, results.len(), &reason, "transaction aborted; rewinding to the committed offsets to make the orders again")?;
-                self.rewind(false).await
-            }
-            Err(CommitError::Fatal(reason)) => {
-                self.count_lost_commit(&results, results.len(), &reason, "the transactional producer cannot continue; replacing it and making the orders again")?;
+            Err(failure) if failure.needs_new_producer() => {
+                self.count_lost_commit(&results, results.len(), &failure.to_string(), "the transactional producer cannot continue; replacing it and making the orders again")?;
                 self.rewind(true).await
+            }
+            Err(failure) => {
+                self.count_lost_commit(&results, results.len(), &failure.to_string(), "transaction aborted; rewinding to the committed offsets to make the orders again")?;
+                self.rewind(false).await
             }
         }
     }

@@ -7,7 +7,7 @@ mod rewind;
 use tokio::time::{sleep, Duration, Instant};
 
 use super::Settings;
-use crate::broker::CommitError;
+use crate::error::KafkaFailure;
 use fake::{settings, Harness};
 
 #[tokio::test(start_paused = true)]
@@ -89,7 +89,7 @@ async fn an_aborted_transaction_is_rewound_and_its_orders_made_again() {
         .lock()
         .unwrap()
         .commit_outcomes
-        .push_back(Err(CommitError::Aborted("injected".into())));
+        .push_back(Err(KafkaFailure::Aborted("injected".into())));
     let summary = harness.start().await.unwrap().unwrap();
     assert_eq!(summary.aborts, 1);
     assert_eq!(summary.orders, 8);
@@ -107,7 +107,7 @@ async fn five_commits_in_a_row_that_fail_stop_the_maker() {
             .lock()
             .unwrap()
             .commit_outcomes
-            .push_back(Err(CommitError::Aborted("refused".into())));
+            .push_back(Err(KafkaFailure::Aborted("refused".into())));
     }
     let err = harness.start().await.unwrap().unwrap_err();
     assert!(
@@ -200,7 +200,7 @@ async fn a_dead_letter_that_went_down_with_a_transaction_is_written_again_withou
         .lock()
         .unwrap()
         .commit_outcomes
-        .push_back(Err(CommitError::Aborted(
+        .push_back(Err(KafkaFailure::Aborted(
             "Broker: Message size too large".into(),
         )));
     let summary = harness.start().await.unwrap().unwrap();

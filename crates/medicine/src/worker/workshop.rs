@@ -64,7 +64,7 @@ mod tests {
             partition: 0,
             epoch: 0,
             offset,
-            outcome: Outcome::Failed("test".to_owned()),
+            outcome: Outcome::Failed(crate::error::KafkaFailure::Refused("test".to_owned())),
         }
     }
 

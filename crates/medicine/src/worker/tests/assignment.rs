@@ -4,7 +4,7 @@
 use tokio::time::{sleep, Duration, Instant};
 
 use super::fake::{settings, Harness, Script, State};
-use crate::broker::CommitError;
+use crate::error::KafkaFailure;
 use crate::worker::Settings;
 
 /// When the loop released revoked partitions, once and only once.
@@ -204,7 +204,7 @@ async fn a_transaction_aborted_during_a_hand_over_hands_the_partition_back_witho
         .lock()
         .unwrap()
         .commit_outcomes
-        .push_back(Err(CommitError::Aborted("injected".into())));
+        .push_back(Err(KafkaFailure::Aborted("injected".into())));
     let run = harness.start();
     sleep(Duration::from_millis(500)).await;
     harness.script.send(Script::Revoke(vec![0])).unwrap();

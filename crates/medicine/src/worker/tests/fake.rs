@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::{Settings, Worker};
 use crate::broker::{
-    Batch, Broker, CommitError, CommitFuture, Deliver, Event, Fetched, GroupFuture, OrderKey,
-    OutRecord,
+    Batch, Broker, CommitFuture, Deliver, Event, Fetched, GroupFuture, OrderKey, OutRecord,
 };
 use crate::completion::Outcome;
+use crate::error::KafkaFailure;
 use crate::stats::{Stats, Summary};
 use crate::surplus::GroupView;
 
@@ -47,7 +47,7 @@ pub(super) struct State {
     pub(super) refused_commits: usize,
     pub(super) paused: BTreeSet<i32>,
     /// Outcomes of the next commits (then: committed).
-    pub(super) commit_outcomes: VecDeque<Result<(), CommitError>>,
+    pub(super) commit_outcomes: VecDeque<Result<(), KafkaFailure>>,
     /// How many of the next commits that fail are torn: their tabs committed all the same, their offsets not (as
     /// a killed transaction coordinator did on three nodes).
     pub(super) torn: usize,
@@ -188,8 +188,8 @@ impl Fake {
 pub(super) struct NoDelivery;
 
 impl Deliver for NoDelivery {
-    async fn deliver(&self, _: &str, _: Vec<OutRecord>) -> Result<(), String> {
-        Err("at-least-once is not faked".into())
+    async fn deliver(&self, _: &str, _: Vec<OutRecord>) -> Result<(), KafkaFailure> {
+        Err(KafkaFailure::Refused("at-least-once is not faked".into()))
     }
 }
 
@@ -245,7 +245,7 @@ impl Broker for Fake {
         let mut state = self.state.lock().unwrap();
         if let Some(p) = batch.offsets.keys().find(|p| !state.assigned.contains(p)) {
             state.refused_commits += 1;
-            let refused = Err(CommitError::Aborted(format!(
+            let refused = Err(KafkaFailure::Aborted(format!(
                 "partition {p} is not assigned"
             )));
             return Ok(Box::pin(std::future::ready((refused, batch.results))));

@@ -3,7 +3,7 @@
 use tokio::time::{sleep, Duration};
 
 use super::fake::{settings, Harness, Script};
-use crate::broker::CommitError;
+use crate::error::KafkaFailure;
 use crate::worker::Settings;
 
 /// A broker that acknowledged a transaction and then lost its offsets, keeping its tabs (seen on a single Kafka
@@ -57,7 +57,7 @@ async fn lose_the_first_commit(tabs_too: bool) -> (crate::stats::Summary, Harnes
         }
         state
             .commit_outcomes
-            .push_back(Err(CommitError::Aborted("injected".into())));
+            .push_back(Err(KafkaFailure::Aborted("injected".into())));
     }
     harness.script.send(Script::Append(0, 2)).unwrap();
     sleep(Duration::from_secs(6)).await;
@@ -80,7 +80,7 @@ async fn orders_of_a_torn_transaction_are_not_made_twice() {
         let mut state = harness.state.lock().unwrap();
         state
             .commit_outcomes
-            .extend([Ok(()), Err(CommitError::Fatal("fenced".into()))]);
+            .extend([Ok(()), Err(KafkaFailure::Fatal("fenced".into()))]);
         state.torn = 1;
     }
     let summary = harness.start().await.unwrap().unwrap();
@@ -105,7 +105,7 @@ async fn an_ordinary_abort_does_not_read_the_deliveries_back() {
         .lock()
         .unwrap()
         .commit_outcomes
-        .push_back(Err(CommitError::Aborted("injected".into())));
+        .push_back(Err(KafkaFailure::Aborted("injected".into())));
     let summary = harness.start().await.unwrap().unwrap();
     assert_eq!(summary.aborts, 1);
     assert_eq!(harness.state.lock().unwrap().delivered_reads, 0);
@@ -123,7 +123,7 @@ async fn a_rewind_counts_no_loss_when_the_group_is_ahead_or_equal() {
         .lock()
         .unwrap()
         .commit_outcomes
-        .extend([Ok(()), Err(CommitError::Aborted("injected".into()))]);
+        .extend([Ok(()), Err(KafkaFailure::Aborted("injected".into()))]);
     let summary = harness.start().await.unwrap().unwrap();
     assert_eq!(summary.aborts, 1);
     assert_eq!(harness.stats.lost_commits.get(), 0);
@@ -190,7 +190,7 @@ async fn a_rewind_that_cannot_read_the_committed_offsets_yet_tries_again() {
         let mut state = harness.state.lock().unwrap();
         state
             .commit_outcomes
-            .push_back(Err(CommitError::Fatal("fenced".into())));
+            .push_back(Err(KafkaFailure::Fatal("fenced".into())));
         state.failing_rewinds = 3;
     }
     let summary = harness.start().await.unwrap().unwrap();
@@ -219,7 +219,7 @@ async fn aborted_commits_leave_the_partitions_clock_running_until_one_commits() 
         for _ in 0..2 {
             state
                 .commit_outcomes
-                .push_back(Err(CommitError::Aborted("injected".into())));
+                .push_back(Err(KafkaFailure::Aborted("injected".into())));
         }
     }
     let waiting = |harness: &Harness| {
