@@ -89,33 +89,7 @@ impl Live {
             context,
         )?;
         let consumer = Arc::new(consumer);
-        // Transactions are initialised (coordinator lookup, producer id) while the topics are checked and the
-        // group is joined; the first commit waits for it. This keeps it off the cold-start path.
-        let output = match config.guarantee {
-            Guarantee::ExactlyOnce => {
-                let id = format!("{maker_id}.{}", uuid::Uuid::new_v4().simple());
-                // Its transaction coordinator is found from it (an operator's `kafka-transactions.sh describe`).
-                info!(transactional_id = %id, "transactional producer created");
-                let kind = ProducerKind::Transactional {
-                    id,
-                    timeout: config.transaction_timeout,
-                };
-                let written = Arc::new(Written::new(&config.topics.deliveries_topic));
-                let (producer, ready) = transactions::start_producer(
-                    &config.kafka,
-                    &kind,
-                    &written,
-                    config.startup_timeout,
-                )?;
-                Output::Transactional {
-                    producer,
-                    ready: Some(ready),
-                    kind,
-                    written,
-                }
-            }
-            Guarantee::AtLeastOnce => Output::AtLeastOnce(Publisher::new(&config.kafka)?),
-        };
+        let output = Self::output(config, maker_id)?;
 
         // The three topics are checked before anything is consumed.
         let probe = Arc::clone(&consumer);
@@ -150,6 +124,37 @@ impl Live {
             },
             startup_timeout: config.startup_timeout,
             held: None,
+        })
+    }
+
+    /// The producer of the guarantee: transactional (its transactions initialised in the background, while the
+    /// topics are checked and the group is joined; the first commit waits for it, which keeps it off the cold-start
+    /// path), or at-least-once.
+    fn output(config: &Config, maker_id: &str) -> anyhow::Result<Output> {
+        Ok(match config.guarantee {
+            Guarantee::ExactlyOnce => {
+                let id = format!("{maker_id}.{}", uuid::Uuid::new_v4().simple());
+                // Its transaction coordinator is found from it (an operator's `kafka-transactions.sh describe`).
+                info!(transactional_id = %id, "transactional producer created");
+                let kind = ProducerKind::Transactional {
+                    id,
+                    timeout: config.transaction_timeout,
+                };
+                let written = Arc::new(Written::new(&config.topics.deliveries_topic));
+                let (producer, ready) = transactions::start_producer(
+                    &config.kafka,
+                    &kind,
+                    &written,
+                    config.startup_timeout,
+                )?;
+                Output::Transactional {
+                    producer,
+                    ready: Some(ready),
+                    kind,
+                    written,
+                }
+            }
+            Guarantee::AtLeastOnce => Output::AtLeastOnce(Publisher::new(&config.kafka)?),
         })
     }
 

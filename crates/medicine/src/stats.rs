@@ -101,83 +101,8 @@ impl Stats {
                     .expect("static histogram bounds are valid"),
             ),
         };
-        registry.register(
-            "medicine_orders_done",
-            "Orders made and committed",
-            stats.orders.clone(),
-        );
-        registry.register(
-            "medicine_tabs_made",
-            "Tabs made and committed",
-            stats.tabs.clone(),
-        );
-        registry.register(
-            "medicine_dead_letters",
-            "Records rejected to the DLQ, by reason",
-            stats.dead_letters.clone(),
-        );
-        registry.register(
-            "medicine_orders_in_flight",
-            "Orders fetched and not yet committed",
-            stats.in_flight.clone(),
-        );
-        registry.register(
-            "medicine_order_latency_seconds",
-            "Order timestamp to commit of its tabs",
-            stats.latency.clone(),
-        );
-        registry.register(
-            "medicine_order_overhead_seconds",
-            "Order latency past its making time (order timestamp to commit, less the making time): the overhead \
-             objective is 99 % within 0.1 s",
-            stats.overhead.clone(),
-        );
-        registry.register(
-            "medicine_partition_waiting_since_timestamp_seconds",
-            "Per partition this maker holds, the Unix time since which orders have waited in it without its \
-             committed offset moving; 0 when none waits",
-            stats.waiting_since.clone(),
-        );
-        registry.register(
-            "medicine_liveness_bound_seconds",
-            "The time within which a partition with orders waiting moves: 3 making times, the commit interval, \
-             the stuck-commit timeout and 5 s",
-            stats.liveness_bound.clone(),
-        );
-        registry.register(
-            "medicine_transactions_committed",
-            "Transactions (exactly-once) or offset commits (at-least-once) that succeeded",
-            stats.commits.clone(),
-        );
-        registry.register(
-            "medicine_transactions_aborted",
-            "Transactions aborted; their orders were made again",
-            stats.aborts.clone(),
-        );
-        registry.register(
-            "medicine_orders_dropped",
-            "Orders started and dropped before their commit (partition lost or handed over unfinished, abort, \
-             drain deadline); made again by whoever reads them next",
-            stats.dropped.clone(),
-        );
-        registry.register(
-            "medicine_broker_lost_commits",
-            "Partitions whose committed offset was read back behind this maker's own last commit: the broker lost \
-             a commit it had acknowledged, and those orders were made again",
-            stats.lost_commits.clone(),
-        );
-        registry.register(
-            "medicine_orders_already_delivered",
-            "Orders fetched again after a rewind whose commits were in doubt and found committed in the deliveries \
-             topic: their offsets committed, not made again",
-            stats.already_delivered.clone(),
-        );
-        registry.register(
-            "medicine_stuck_commits",
-            "Commits given up because a step of them did not return within the transaction timeout: the \
-             producer was replaced and the orders made again (those found delivered were not)",
-            stats.stuck_commits.clone(),
-        );
+        stats.register_work(registry);
+        stats.register_commits(registry);
         // Every reason at 0 from the start: a series born at 1 has no increase Prometheus can see, and the
         // dead-letter alert would miss a maker's first rejection.
         for reason in tabs::messages::Rejection::CODES {
@@ -186,6 +111,91 @@ impl Stats {
             }));
         }
         stats
+    }
+
+    /// What the maker does: orders, tabs, dead letters, orders in flight, latency, and how long partitions wait.
+    fn register_work(&self, registry: &mut Registry) {
+        registry.register(
+            "medicine_orders_done",
+            "Orders made and committed",
+            self.orders.clone(),
+        );
+        registry.register(
+            "medicine_tabs_made",
+            "Tabs made and committed",
+            self.tabs.clone(),
+        );
+        registry.register(
+            "medicine_dead_letters",
+            "Records rejected to the DLQ, by reason",
+            self.dead_letters.clone(),
+        );
+        registry.register(
+            "medicine_orders_in_flight",
+            "Orders fetched and not yet committed",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "medicine_order_latency_seconds",
+            "Order timestamp to commit of its tabs",
+            self.latency.clone(),
+        );
+        registry.register(
+            "medicine_order_overhead_seconds",
+            "Order latency past its making time (order timestamp to commit, less the making time): the overhead \
+             objective is 99 % within 0.1 s",
+            self.overhead.clone(),
+        );
+        registry.register(
+            "medicine_partition_waiting_since_timestamp_seconds",
+            "Per partition this maker holds, the Unix time since which orders have waited in it without its \
+             committed offset moving; 0 when none waits",
+            self.waiting_since.clone(),
+        );
+        registry.register(
+            "medicine_liveness_bound_seconds",
+            "The time within which a partition with orders waiting moves: 3 making times, the commit interval, \
+             the stuck-commit timeout and 5 s",
+            self.liveness_bound.clone(),
+        );
+    }
+
+    /// How its commits fare: committed, aborted, orders dropped, and the broker's faults it met.
+    fn register_commits(&self, registry: &mut Registry) {
+        registry.register(
+            "medicine_transactions_committed",
+            "Transactions (exactly-once) or offset commits (at-least-once) that succeeded",
+            self.commits.clone(),
+        );
+        registry.register(
+            "medicine_transactions_aborted",
+            "Transactions aborted; their orders were made again",
+            self.aborts.clone(),
+        );
+        registry.register(
+            "medicine_orders_dropped",
+            "Orders started and dropped before their commit (partition lost or handed over unfinished, abort, \
+             drain deadline); made again by whoever reads them next",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "medicine_broker_lost_commits",
+            "Partitions whose committed offset was read back behind this maker's own last commit: the broker lost \
+             a commit it had acknowledged, and those orders were made again",
+            self.lost_commits.clone(),
+        );
+        registry.register(
+            "medicine_orders_already_delivered",
+            "Orders fetched again after a rewind whose commits were in doubt and found committed in the deliveries \
+             topic: their offsets committed, not made again",
+            self.already_delivered.clone(),
+        );
+        registry.register(
+            "medicine_stuck_commits",
+            "Commits given up because a step of them did not return within the transaction timeout: the \
+             producer was replaced and the orders made again (those found delivered were not)",
+            self.stuck_commits.clone(),
+        );
     }
 
     /// Counts a committed order with `tabs` tabs, its latency and its overhead past `making` (its tabs are made
