@@ -151,28 +151,56 @@ pub async fn run(config: Config) -> anyhow::Result<Outcome> {
         .context("audit task")?
 }
 
-/// Runs the audit. Blocking.
-pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
-    let started = Instant::now();
-    let to_ms = config.to.unwrap_or_else(now_ms);
-    let window = |order_ts_ns: u64| {
-        let ms = i64::try_from(order_ts_ns / 1_000_000).unwrap_or(i64::MAX);
-        config.from.is_none_or(|from| ms >= from) && ms < to_ms
-    };
-    let start = config
-        .from
-        .map_or(Start::Beginning, |from| Start::Time(from - CLOCK_MARGIN_MS));
-    let record_in_window = |ms: Option<i64>| {
-        ms.is_none_or(|ms| config.from.is_none_or(|from| ms >= from) && ms < to_ms)
-    };
-    let mut audit = Audit::new(config.making.tab_making_time);
-    // Invalid records (by partition and offset) waiting for their dead letter.
-    let mut invalid: BTreeSet<(i32, i64)> = BTreeSet::new();
-    let mut invalid_orders = 0;
-    let mut orders_outside_window = 0;
-    let mut records_read = 0u64;
+/// The orders a run judges: placed from `--from` (all, if unset) until `--to` (now, if unset).
+struct Window {
+    from: Option<i64>,
+    to_ms: i64,
+}
 
-    let mut orders = TopicReader::open(&config.kafka, config.topics.orders(), start, true)
+impl Window {
+    fn new(config: &Config) -> Self {
+        Self {
+            from: config.from,
+            to_ms: config.to.unwrap_or_else(now_ms),
+        }
+    }
+
+    /// Whether an order (or its tab) of this timestamp is judged.
+    fn holds_order(&self, order_ts_ns: u64) -> bool {
+        let ms = i64::try_from(order_ts_ns / 1_000_000).unwrap_or(i64::MAX);
+        self.holds_ms(ms)
+    }
+
+    /// Whether a record of this record time is judged (an invalid record has no order timestamp).
+    fn holds_record(&self, ms: Option<i64>) -> bool {
+        ms.is_none_or(|ms| self.holds_ms(ms))
+    }
+
+    fn holds_ms(&self, ms: i64) -> bool {
+        self.from.is_none_or(|from| ms >= from) && ms < self.to_ms
+    }
+
+    /// Where the topics are read from: a little before the window, for producers' clocks.
+    fn start(&self) -> Start {
+        self.from
+            .map_or(Start::Beginning, |from| Start::Time(from - CLOCK_MARGIN_MS))
+    }
+}
+
+/// What reading the orders topic found besides the orders.
+#[derive(Default)]
+struct OrdersRead {
+    /// Invalid records (by partition and offset) waiting for their dead letter.
+    invalid: BTreeSet<(i32, i64)>,
+    invalid_orders: u64,
+    outside_window: u64,
+    records: u64,
+}
+
+/// Reads the orders topic to its end, adding every order in the window to `audit`.
+fn read_orders(config: &Config, window: &Window, audit: &mut Audit) -> anyhow::Result<OrdersRead> {
+    let mut read = OrdersRead::default();
+    let mut orders = TopicReader::open(&config.kafka, config.topics.orders(), window.start(), true)
         .with_context(|| {
             format!(
                 "reading {} at {}",
@@ -184,31 +212,40 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
         let Some(message) = orders.next(Duration::from_millis(500))? else {
             continue;
         };
-        records_read += 1;
+        read.records += 1;
         match parse_order(message.payload(), config.tabs_count.max_tabs_count) {
-            Ok(order) if window(order.order_timestamp_ns) => audit.add_order(&order),
-            Ok(_) => orders_outside_window += 1,
-            // An invalid record has no order timestamp: its record time places it in the window.
-            Err(_) if record_in_window(message.timestamp().to_millis()) => {
-                invalid_orders += 1;
-                invalid.insert((message.partition(), message.offset()));
+            Ok(order) if window.holds_order(order.order_timestamp_ns) => audit.add_order(&order),
+            Ok(_) => read.outside_window += 1,
+            Err(_) if window.holds_record(message.timestamp().to_millis()) => {
+                read.invalid_orders += 1;
+                read.invalid.insert((message.partition(), message.offset()));
             }
             Err(_) => {}
         }
     }
+    Ok(read)
+}
 
-    // Its prefetched records and buffers are not needed any more.
-    drop(orders);
-
-    let mut deliveries =
-        TopicReader::open(&config.kafka, &config.topics.deliveries_topic, start, true)
-            .with_context(|| {
-                format!(
-                    "reading {} at {}",
-                    config.topics.deliveries_topic, config.kafka.bootstrap_servers
-                )
-            })?;
-    let mut tabs_outside_window = 0;
+/// Reads the deliveries topic to its end (and on, up to `--wait`, while tabs are missing), adding every tab of
+/// an order in the window to `audit`. Returns the tabs outside the window and the records read.
+fn read_deliveries(
+    config: &Config,
+    window: &Window,
+    audit: &mut Audit,
+) -> anyhow::Result<(u64, u64)> {
+    let mut deliveries = TopicReader::open(
+        &config.kafka,
+        &config.topics.deliveries_topic,
+        window.start(),
+        true,
+    )
+    .with_context(|| {
+        format!(
+            "reading {} at {}",
+            config.topics.deliveries_topic, config.kafka.bootstrap_servers
+        )
+    })?;
+    let (mut outside_window, mut records) = (0, 0);
     let mut caught_up_at: Option<Instant> = None;
     loop {
         if deliveries.caught_up() {
@@ -220,19 +257,30 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
         let Some(message) = deliveries.next(Duration::from_millis(200))? else {
             continue;
         };
-        records_read += 1;
+        records += 1;
         match message.payload().map(serde_json::from_slice::<Tab>) {
-            Some(Ok(tab)) if window(tab.order_timestamp_ns) => audit.add_tab(&tab),
-            Some(Ok(_)) => tabs_outside_window += 1,
+            Some(Ok(tab)) if window.holds_order(tab.order_timestamp_ns) => audit.add_tab(&tab),
+            Some(Ok(_)) => outside_window += 1,
             _ => audit.add_malformed_tab(),
         }
     }
+    Ok((outside_window, records))
+}
 
-    drop(deliveries);
+/// Runs the audit. Blocking.
+pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let window = Window::new(config);
+    let mut audit = Audit::new(config.making.tab_making_time);
+    // Each reader is dropped (its prefetched records and buffers) before the next opens.
+    let mut orders = read_orders(config, &window, &mut audit)?;
+    let (tabs_outside_window, tab_records) = read_deliveries(config, &window, &mut audit)?;
+    let mut records_read = orders.records + tab_records;
 
+    let invalid = &mut orders.invalid;
     let dead_lettered = invalid.len() as u64;
     if !invalid.is_empty() {
-        records_read += find_dead_letters(config, start, &mut invalid)?;
+        records_read += find_dead_letters(config, window.start(), invalid)?;
     }
     let dead_lettered = dead_lettered - invalid.len() as u64;
 
@@ -245,11 +293,11 @@ pub fn audit(config: &Config) -> anyhow::Result<Outcome> {
         };
     Ok(Outcome {
         report,
-        invalid_orders,
+        invalid_orders: orders.invalid_orders,
         dead_lettered,
         missing_dead_letters: invalid.len() as u64,
         missing_dead_letter_offsets: invalid.iter().take(10).copied().collect(),
-        orders_outside_window,
+        orders_outside_window: orders.outside_window,
         tabs_outside_window,
         records_read,
         elapsed_s: started.elapsed().as_secs_f64(),
