@@ -54,54 +54,30 @@ where
                 reason: client_error.reason,
             });
         }
-        let mut missing_topic = None;
-        let topic_missing = match outcome {
-            Ok(answers) => {
-                let seen: Vec<_> = answers.iter().flat_map(Metadata::topics).collect();
-                let denied = seen.iter().find(|t| {
-                    topics.contains(&t.name())
-                        && t.error()
-                            == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
-                });
-                if let Some(topic) = denied {
-                    return Err(Error::NotAuthorized {
-                        servers: kafka.bootstrap_servers.clone(),
-                        user: kafka.principal().to_owned(),
-                        resource: format!("topic `{}`", topic.name()),
-                        code: "TopicAuthorizationFailed",
-                    });
+        let missing = match outcome {
+            Ok(answers) => match missing_topic(&answers, topics, kafka)? {
+                None => return Ok(()),
+                Some(topic) => {
+                    warn!(servers = %kafka.bootstrap_servers, topic, "topic does not exist yet; waiting for it");
+                    Some(topic)
                 }
-                let missing = topics.iter().find(|&&topic| {
-                    !seen.iter().any(|t| {
-                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                    })
-                });
-                match missing {
-                    None => return Ok(()),
-                    Some(topic) => {
-                        warn!(servers = %kafka.bootstrap_servers, topic, "topic does not exist yet; waiting for it");
-                        missing_topic = Some(*topic);
-                        true
-                    }
-                }
-            }
+            },
             Err(err) => {
                 warn!(servers = %kafka.bootstrap_servers, error = %err, "Kafka is not reachable yet; retrying");
-                false
+                None
             }
         };
         if started.elapsed() >= timeout {
-            return Err(if topic_missing {
-                Error::TopicMissing {
+            return Err(match missing {
+                Some(topic) => Error::TopicMissing {
                     servers: kafka.bootstrap_servers.clone(),
-                    topic: missing_topic.unwrap_or_default().to_owned(),
+                    topic: topic.to_owned(),
                     waited: timeout,
-                }
-            } else {
-                Error::Unreachable {
+                },
+                None => Error::Unreachable {
                     servers: kafka.bootstrap_servers.clone(),
                     waited: timeout,
-                }
+                },
             });
         }
         let pause = backoff.min(timeout.saturating_sub(started.elapsed()));
@@ -111,4 +87,31 @@ where
         }
         backoff = (backoff * 2).min(Duration::from_secs(4));
     }
+}
+
+/// What one round of answers says of `topics`: all there (`None`), the first still missing, or (an error) one the
+/// user may not see.
+fn missing_topic<'t>(
+    answers: &[Metadata],
+    topics: &[&'t str],
+    kafka: &KafkaArgs,
+) -> Result<Option<&'t str>> {
+    let seen: Vec<_> = answers.iter().flat_map(Metadata::topics).collect();
+    let denied = seen.iter().find(|t| {
+        topics.contains(&t.name())
+            && t.error() == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+    });
+    if let Some(topic) = denied {
+        return Err(Error::NotAuthorized {
+            servers: kafka.bootstrap_servers.clone(),
+            user: kafka.principal().to_owned(),
+            resource: format!("topic `{}`", topic.name()),
+            code: "TopicAuthorizationFailed",
+        });
+    }
+    Ok(topics.iter().copied().find(|&topic| {
+        !seen
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    }))
 }
