@@ -238,11 +238,28 @@ pub fn parse_order(value: Option<&[u8]>, max_tabs_count: u32) -> Result<Order, R
         Top::Other(found) => return Err(Rejection::NotAnObject { found }),
     };
 
-    let patient_id = patient_id.ok_or(Rejection::MissingField {
+    // In the contract's key order: the first field wrong is the one a rejection names.
+    let patient_id = patient_id_of(patient_id)?;
+    let order_timestamp_ns = order_timestamp_of(order_timestamp_ns)?;
+    let tabs_count = tabs_count_of(tabs_count, max_tabs_count)?;
+    Ok(Order {
+        patient_id,
+        tabs_count,
+        order_timestamp_ns,
+    })
+}
+
+/// The order's `patient_id`: a string, not empty, at most [`MAX_PATIENT_ID_BYTES`].
+fn patient_id_of(raw: Option<&RawValue>) -> Result<String, Rejection> {
+    let raw = raw.ok_or(Rejection::MissingField {
         field: "patient_id",
     })?;
-    let patient_id = match raw_type(patient_id) {
-        "a string" => serde_json::from_str::<String>(patient_id.get()).map_err(not_json)?,
+    let patient_id = match raw_type(raw) {
+        "a string" => {
+            serde_json::from_str::<String>(raw.get()).map_err(|e| Rejection::NotJson {
+                detail: e.to_string(),
+            })?
+        }
         found => {
             return Err(Rejection::WrongType {
                 field: "patient_id",
@@ -259,37 +276,34 @@ pub fn parse_order(value: Option<&[u8]>, max_tabs_count: u32) -> Result<Order, R
             len: patient_id.len(),
         });
     }
+    Ok(patient_id)
+}
 
-    let raw = order_timestamp_ns.ok_or(Rejection::MissingField {
+/// The order's `order_timestamp_ns`: an integer from 0 to [`MAX_ORDER_TIMESTAMP_NS`].
+fn order_timestamp_of(raw: Option<&RawValue>) -> Result<u64, Rejection> {
+    let raw = raw.ok_or(Rejection::MissingField {
         field: "order_timestamp_ns",
     })?;
-    let order_timestamp_ns = match integer(raw, "order_timestamp_ns")? {
-        Ok(ts) if (0..=i128::from(MAX_ORDER_TIMESTAMP_NS)).contains(&ts) => ts as u64,
-        Ok(_) | Err(_) => {
-            return Err(Rejection::TimestampOutOfRange {
-                value: raw.get().to_owned(),
-            })
-        }
-    };
+    match integer(raw, "order_timestamp_ns")? {
+        Ok(ts) if (0..=i128::from(MAX_ORDER_TIMESTAMP_NS)).contains(&ts) => Ok(ts as u64),
+        Ok(_) | Err(_) => Err(Rejection::TimestampOutOfRange {
+            value: raw.get().to_owned(),
+        }),
+    }
+}
 
-    let raw = tabs_count.ok_or(Rejection::MissingField {
+/// The order's `tabs_count`: an integer from 1 to `max_tabs_count`.
+fn tabs_count_of(raw: Option<&RawValue>, max_tabs_count: u32) -> Result<u32, Rejection> {
+    let raw = raw.ok_or(Rejection::MissingField {
         field: "tabs_count",
     })?;
-    let tabs_count = match integer(raw, "tabs_count")? {
-        Ok(count) if (1..=i128::from(max_tabs_count)).contains(&count) => count as u32,
-        Ok(_) | Err(_) => {
-            return Err(Rejection::TabsCountOutOfRange {
-                value: raw.get().to_owned(),
-                max: max_tabs_count,
-            })
-        }
-    };
-
-    Ok(Order {
-        patient_id,
-        tabs_count,
-        order_timestamp_ns,
-    })
+    match integer(raw, "tabs_count")? {
+        Ok(count) if (1..=i128::from(max_tabs_count)).contains(&count) => Ok(count as u32),
+        Ok(_) | Err(_) => Err(Rejection::TabsCountOutOfRange {
+            value: raw.get().to_owned(),
+            max: max_tabs_count,
+        }),
+    }
 }
 
 #[cfg(test)]
