@@ -463,6 +463,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_wrong_in_several_fields_is_named_by_the_first_in_the_contracts_order() {
+        assert_eq!(
+            code(r#"{"tabs_count":0,"order_timestamp_ns":-1,"patient_id":""}"#),
+            "empty_patient_id"
+        );
+        assert_eq!(
+            code(r#"{"tabs_count":0,"order_timestamp_ns":-1,"patient_id":"p"}"#),
+            "timestamp_out_of_range"
+        );
+    }
+
+    #[test]
     fn rejects_negative_timestamps() {
         assert_eq!(
             parse(r#"{"patient_id":"p","order_timestamp_ns":-1,"tabs_count":1}"#).unwrap_err(),
