@@ -34,7 +34,7 @@ mod targets;
 pub mod view;
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,19 +130,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
     let settings = config.settings(&defaults);
     let config = config.for_run(&run_id, !matches!(broker, Broker::External(_)));
     let bootstrap = broker.bootstrap_servers();
-    // Each topic gets the partitions its KafkaTopic in deploy/ declares, whatever name it is given here.
-    let partitions =
-        |deployed_name: &str| defaults.partitions.get(deployed_name).copied().unwrap_or(1);
-    broker
-        .ensure_topics(&[
-            (config.topics.orders().to_owned(), partitions(ORDERS_TOPIC)),
-            (
-                config.topics.deliveries_topic.clone(),
-                partitions(DELIVERIES_TOPIC),
-            ),
-            (config.topics.dlq_topic.clone(), partitions(DLQ_TOPIC)),
-        ])
-        .await?;
+    ensure_topics(&broker, &config, &defaults).await?;
 
     let report_dir = config
         .report_dir
@@ -151,56 +139,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
     let logs = report_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
 
-    let kafka = KafkaArgs::plaintext(bootstrap.clone());
-    let observer = Observer::start(
-        kafka.clone(),
-        [
-            config.topics.orders().to_owned(),
-            config.topics.deliveries_topic.clone(),
-            config.topics.dlq_topic.clone(),
-        ],
-        config.tabs_count.max_tabs_count,
-        settings.making_time,
-        observe::StepOf {
-            prefix: format!("local-{run_id}-s"),
-        },
-    )
-    .await?;
-    let probe = {
-        let (kafka, group, topic) = (
-            kafka.clone(),
-            config.group.clone(),
-            config.topics.orders().to_owned(),
-        );
-        Arc::new(
-            tokio::task::spawn_blocking(move || LagProbe::open(&kafka, &group, &topic)).await??,
-        )
-    };
+    let (observer, probe) = watch(&config, &settings, &bootstrap, &run_id).await?;
 
-    let info = RunInfo {
-        run_id: run_id.clone(),
-        broker: broker.describe(),
-        guarantee: match (settings.guarantee, broker.is_embedded()) {
-            (Guarantee::AtLeastOnce, true) => {
-                "at-least-once (the embedded broker keeps no transactional offsets; use --bootstrap-servers for exactly-once)"
-                    .to_owned()
-            }
-            (guarantee, _) => guarantee.as_str().to_owned(),
-        },
-        topics: format!(
-            "{}, {}, {}; group {}",
-            config.topics.orders(),
-            config.topics.deliveries_topic,
-            config.topics.dlq_topic,
-            config.group
-        ),
-        schedule: config.patients.0.clone(),
-        step_s: config.step.as_secs_f64(),
-        tab_making_time_s: settings.making_time.as_secs_f64(),
-        lag_threshold: settings.scaler.lag_threshold,
-        max_makers: settings.scaler.max_replicas,
-        polling_interval_s: settings.polling_interval.as_secs_f64(),
-    };
+    let info = run_info(&config, &settings, &broker, &run_id);
     info!(
         run_id = %info.run_id,
         broker = %info.broker,
@@ -240,7 +181,102 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
     run.stop_all().await;
     outcome?;
 
-    // Every maker has exited: what they committed is all there is. Let the observer catch up, then judge.
+    judge_and_report(&run, &observer, &info, &report_dir).await
+}
+
+/// Creates the run's topics, each with the partitions its KafkaTopic in deploy/ declares, whatever name it is
+/// given here.
+async fn ensure_topics(
+    broker: &Broker,
+    config: &Config,
+    defaults: &defaults::DeployDefaults,
+) -> anyhow::Result<()> {
+    let partitions =
+        |deployed_name: &str| defaults.partitions.get(deployed_name).copied().unwrap_or(1);
+    broker
+        .ensure_topics(&[
+            (config.topics.orders().to_owned(), partitions(ORDERS_TOPIC)),
+            (
+                config.topics.deliveries_topic.clone(),
+                partitions(DELIVERIES_TOPIC),
+            ),
+            (config.topics.dlq_topic.clone(), partitions(DLQ_TOPIC)),
+        ])
+        .await
+}
+
+/// The run's watchers: the observer of the three topics (the live audit and the per-step figures), and the lag
+/// probe of the makers' group (what KEDA would read).
+async fn watch(
+    config: &Config,
+    settings: &cli::Settings,
+    bootstrap: &str,
+    run_id: &str,
+) -> anyhow::Result<(Observer, Arc<LagProbe>)> {
+    let kafka = KafkaArgs::plaintext(bootstrap);
+    let observer = Observer::start(
+        kafka.clone(),
+        [
+            config.topics.orders().to_owned(),
+            config.topics.deliveries_topic.clone(),
+            config.topics.dlq_topic.clone(),
+        ],
+        config.tabs_count.max_tabs_count,
+        settings.making_time,
+        observe::StepOf {
+            prefix: format!("local-{run_id}-s"),
+        },
+    )
+    .await?;
+    let probe = {
+        let (kafka, group, topic) = (
+            kafka.clone(),
+            config.group.clone(),
+            config.topics.orders().to_owned(),
+        );
+        Arc::new(
+            tokio::task::spawn_blocking(move || LagProbe::open(&kafka, &group, &topic)).await??,
+        )
+    };
+    Ok((observer, probe))
+}
+
+/// What the report says of the run's set-up.
+fn run_info(config: &Config, settings: &cli::Settings, broker: &Broker, run_id: &str) -> RunInfo {
+    RunInfo {
+        run_id: run_id.to_owned(),
+        broker: broker.describe(),
+        guarantee: match (settings.guarantee, broker.is_embedded()) {
+            (Guarantee::AtLeastOnce, true) => {
+                "at-least-once (the embedded broker keeps no transactional offsets; use --bootstrap-servers for exactly-once)"
+                    .to_owned()
+            }
+            (guarantee, _) => guarantee.as_str().to_owned(),
+        },
+        topics: format!(
+            "{}, {}, {}; group {}",
+            config.topics.orders(),
+            config.topics.deliveries_topic,
+            config.topics.dlq_topic,
+            config.group
+        ),
+        schedule: config.patients.0.clone(),
+        step_s: config.step.as_secs_f64(),
+        tab_making_time_s: settings.making_time.as_secs_f64(),
+        lag_threshold: settings.scaler.lag_threshold,
+        max_makers: settings.scaler.max_replicas,
+        polling_interval_s: settings.polling_interval.as_secs_f64(),
+    }
+}
+
+/// Once every maker has exited (what they committed is all there is): lets the observer catch up, judges, writes
+/// the report and says where it is. Returns whether the audit passed.
+async fn judge_and_report(
+    run: &Run<'_>,
+    observer: &Observer,
+    info: &RunInfo,
+    report_dir: &Path,
+) -> anyhow::Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while observer.missing_tabs() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -249,20 +285,20 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
         warn!(error = %err, "the observer stopped reading; the audit may be incomplete");
     }
     let audit = observer.report();
-    let passed = match settings.guarantee {
+    let passed = match run.settings.guarantee {
         Guarantee::ExactlyOnce => audit.is_clean(),
         Guarantee::AtLeastOnce => audit.is_at_least_once(),
     };
     let steps = report::step_rows(
-        &info,
+        info,
         &run.samples,
         &observer.step_reports(),
         run.drain_started_s,
     );
     let written = report::write(
-        &report_dir,
+        report_dir,
         &RunReport {
-            run: &info,
+            run: info,
             makers_started: run.makers_started,
             audit: &audit,
             audit_passed: passed,
@@ -274,7 +310,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
     )?;
     show(&format!(
         "{}\n  page        {}\n  report      {}\n  chart       {}\n  logs        {}\n",
-        summary::summary(&run, &info, &audit, passed, observer.dead_letters()),
+        summary::summary(run, info, &audit, passed, observer.dead_letters()),
         written.html.display(),
         written.json.display(),
         written.svg.display(),
