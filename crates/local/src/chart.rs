@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use crate::report::{RunInfo, Sample};
+use crate::record::{RunInfo, Sample};
 
 const WIDTH: u32 = 960;
 const PANEL_HEIGHT: u32 = 200;

@@ -27,6 +27,7 @@ pub mod defaults;
 mod dev_kafka;
 mod logs;
 pub mod observe;
+pub mod record;
 pub mod report;
 mod run;
 mod summary;
@@ -49,7 +50,8 @@ pub use crate::cli::{parse_schedule, Config, Schedule, ViewMode};
 use audit::liveness::LagProbe;
 
 use crate::observe::Observer;
-use crate::report::{RunInfo, RunReport};
+use crate::record::RunInfo;
+use crate::report::RunReport;
 use crate::run::{Phase, Run};
 
 /// The whole program: parse, run, exit code (0 when the audit passes, 1 when it does not or the run failed,

@@ -16,7 +16,7 @@ use crate::defaults::DeployDefaults;
 use audit::liveness::LagProbe;
 
 use crate::observe::Observer;
-use crate::report::{ChildRecord, RunInfo, Sample};
+use crate::record::{ChildRecord, RunInfo, Sample};
 use tabs::keda;
 
 use crate::{logs, targets, view};

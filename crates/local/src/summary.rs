@@ -1,6 +1,6 @@
 //! The summary a run prints at its end.
 
-use crate::report::{RunInfo, Sample};
+use crate::record::{RunInfo, Sample};
 use crate::run::Run;
 
 /// The summary printed at the end of a run.

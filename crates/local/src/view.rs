@@ -19,7 +19,7 @@ use ratatui::widgets::{Paragraph, Sparkline, Wrap};
 use ratatui::Terminal;
 
 use crate::cli::ViewMode;
-use crate::report::Sample;
+use crate::record::Sample;
 
 /// Where the run is in its patient schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

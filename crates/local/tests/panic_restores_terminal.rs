@@ -5,7 +5,7 @@
 use std::io::Read as _;
 use std::process::{Command, Stdio};
 
-use local::report::Sample;
+use local::record::Sample;
 use local::view::{Frame, Live};
 
 const CHILD: &str = "LOCAL_TEST_PANIC_UNDER_THE_PANEL";
