@@ -5,7 +5,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Client;
 
-use super::spec::{self, Objects};
+use super::env::Objects;
+use super::spec;
 
 /// Tells kwok, which serves the Node's kubelet API, where this pod's output is: `kubectl logs` then reads it
 /// through the API server. The Logs resource is owned by the pod, so it goes with it.

@@ -6,7 +6,12 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 
-use super::spec::Objects;
+/// The Secrets and ConfigMaps of a pod's namespace that its spec refers to.
+#[derive(Debug, Default, Clone)]
+pub struct Objects {
+    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+}
 
 pub(super) fn utf8(value: &[u8], object: &str, key: &str) -> anyhow::Result<String> {
     String::from_utf8(value.to_vec()).with_context(|| format!("{object}/{key} is not UTF-8"))

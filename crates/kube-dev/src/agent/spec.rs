@@ -10,18 +10,11 @@ use k8s_openapi::api::core::v1::{Container, Pod, Probe as ProbeSpec, VolumeMount
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::Image;
-use super::env::{env_value, expand, utf8};
+use super::env::{env_value, expand, utf8, Objects};
 
 /// The user of the distroless `nonroot` images the project ships, for pods that ask to run as non-root without
 /// naming a user (the image's `USER` would decide in a real runtime).
 pub const IMAGE_NONROOT_UID: u32 = 65532;
-
-/// The Secrets and ConfigMaps of a pod's namespace that its spec refers to.
-#[derive(Debug, Default, Clone)]
-pub struct Objects {
-    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
-}
 
 /// Names of the Secrets and ConfigMaps a pod refers to (environment and volumes).
 pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {

@@ -14,7 +14,8 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 
 use super::env::field_value;
-use super::spec::{Objects, VolumeDirs};
+use super::env::Objects;
+use super::spec::VolumeDirs;
 
 /// Where Kubernetes mounts a pod's API credentials.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
