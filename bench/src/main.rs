@@ -219,39 +219,6 @@ fn markdown(
     recovery: &[recovery::Recovery],
 ) -> String {
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
-    let f0 = |x: f64| format!("{x:.0}");
-    let f1 = |x: f64| format!("{x:.1}");
-    let f2 = |x: f64| format!("{x:.2}");
-    let ms = |d: std::time::Duration| f0(d.as_secs_f64() * 1e3);
-    let level = |l: &capacity::Level| {
-        serde_json::json!({
-            "patients": l.patients,
-            "attempt": l.attempt,
-            "orders": l.orders,
-            "tabs_per_s": f0(l.tabs_per_s),
-            "overhead_p50_ms": f1(l.overhead_p50_ms),
-            "overhead_p99_ms": f1(l.overhead_p99_ms),
-            "partition_spread_percent": f1(l.partition_spread_percent),
-            "worst_patient_p99_ms": f0(l.worst_patient_p99_ms),
-            "missing": l.missing,
-            "duplicated": l.duplicated,
-            "maker_cpu_percent": f0(l.maker_cpu_percent),
-            "broker_cpu_percent": f0(l.broker_cpu_percent),
-            "maker_peak_rss_mib": f0(l.maker_peak_rss_mib),
-            "patient_peak_rss_mib": f0(l.patient_peak_rss_mib),
-            "held": l.held,
-        })
-    };
-    let run = |name: &str, r: &auditing::Run| {
-        serde_json::json!({
-            "name": name,
-            "orders": r.orders,
-            "tabs": r.tabs,
-            "records_per_s": f0(r.records_per_s),
-            "peak_rss_mib": f1(r.peak_rss_mib),
-            "passed": r.passed,
-        })
-    };
     let binaries: Vec<serde_json::Value> =
         ["patient", "medicine", "medicine-pubsub-local", "tabs-audit"]
             .iter()
@@ -262,75 +229,141 @@ fn markdown(
         "machine": machine(),
         "version": env!("CARGO_PKG_VERSION"),
         "librdkafka": librdkafka,
-        "ceiling": {
-            "orders": ceiling.orders,
-            "tabs": ceiling.tabs,
-            "record_bytes": ceiling.record_bytes,
-            "producer_transactional": f0(ceiling.producer_transactional),
-            "producer_idempotent": f0(ceiling.producer_idempotent),
-            "consumer": f0(ceiling.consumer),
-            "maker_exactly_once": f0(ceiling.maker_exactly_once),
-            "maker_at_least_once": f0(ceiling.maker_at_least_once),
-            "exactly_once_ratio": f2(ceiling.maker_exactly_once / ceiling.producer_transactional),
-            "at_least_once_ratio": f2(ceiling.maker_at_least_once / ceiling.producer_idempotent),
-            "exactly_once_clean": ceiling.exactly_once_clean,
-        },
-        "capacity": {
-            "max_in_flight_orders": capacity.max_in_flight_orders,
-            "partitions": local::defaults::load().partitions.get(tabs::config::ORDERS_TOPIC).copied().unwrap_or(0),
-            "hold_s": capacity.hold.as_secs(),
-            "limit_ms": capacity::OVERHEAD_P99_LIMIT_MS,
-            "levels": capacity.levels.iter().map(level).collect::<Vec<_>>(),
-            "best": capacity.capacity().map(level),
-        },
+        "ceiling": ceiling_context(ceiling),
+        "capacity": capacity_context(capacity),
         "cold": {
             "runs": cold.runs,
             "maker_classic_ms": ms(cold.maker_classic),
             "maker_consumer_ms": ms(cold.maker_consumer),
             "patient_ms": ms(cold.patient),
         },
-        "scale": {
-            "lag_threshold": scale.lag_threshold,
-            "max_in_flight_orders": scale.max_in_flight_orders,
-            "step_at_s": f0(scale.step_at_s),
-            "keda_s": f1(scale.keda_s),
-            "made_s": f1(scale.made_s),
-            "reference_s": f0(scale.reference_s),
-            "keda_ratio": f2(scale.keda_s / scale.reference_s),
-            "made_ratio": f2(scale.made_s / scale.reference_s),
-            "makers_after": scale.makers_after,
-            "peak_lag": scale.peak_lag,
-            "join_median_ms": scale.join_median_ms,
-            "join_max_ms": scale.join_max_ms,
-            "dropped": scale.dropped,
-            "audit_passed": scale.audit_passed,
-        },
+        "scale": scale_context(scale),
         "binaries": binaries,
-        "auditing": {
-            "patients": auditing::PATIENTS,
-            "runs": [run("a tenth", &auditing.small), run("whole", &auditing.large)],
-            "large_tabs": auditing.large.tabs,
-            "consumer_records_per_s": f0(auditing.consumer_records_per_s),
-            "ratio": f2(auditing.ratio()),
-            "bytes_per_order": f0(auditing.bytes_per_order()),
-            "million_mib": f0(auditing.bytes_per_order() * 1e6 / 1024.0 / 1024.0),
-        },
-        "recovery": recovery.iter().map(|r| serde_json::json!({
-            "settings": r.settings,
-            "protocol": r.protocol,
-            "session_timeout_s": f0(r.session_timeout.as_secs_f64()),
-            "abort_interval_s": f0(r.abort_interval.as_secs_f64()),
-            "partitions": r.partitions,
-            "reassigned_s": f1(r.reassigned_s),
-            "first_s": f1(r.first_s),
-            "all_s": f1(r.all_s),
-            "reference_s": f0(r.reference().as_secs_f64()),
-            "ratio": f2(r.first_s / r.reference().as_secs_f64()),
-            "audit_passed": r.audit_passed,
-        })).collect::<Vec<_>>(),
+        "auditing": auditing_context(auditing),
+        "recovery": recovery.iter().map(recovery_context).collect::<Vec<_>>(),
     });
     render(&context)
         .unwrap_or_else(|err| format!("# Benchmarks\n\nthe report template failed: {err:#}\n"))
+}
+
+fn f0(x: f64) -> String {
+    format!("{x:.0}")
+}
+
+fn f1(x: f64) -> String {
+    format!("{x:.1}")
+}
+
+fn f2(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+fn ms(d: std::time::Duration) -> String {
+    f0(d.as_secs_f64() * 1e3)
+}
+
+fn ceiling_context(ceiling: &ceiling::Ceiling) -> serde_json::Value {
+    serde_json::json!({
+        "orders": ceiling.orders,
+        "tabs": ceiling.tabs,
+        "record_bytes": ceiling.record_bytes,
+        "producer_transactional": f0(ceiling.producer_transactional),
+        "producer_idempotent": f0(ceiling.producer_idempotent),
+        "consumer": f0(ceiling.consumer),
+        "maker_exactly_once": f0(ceiling.maker_exactly_once),
+        "maker_at_least_once": f0(ceiling.maker_at_least_once),
+        "exactly_once_ratio": f2(ceiling.maker_exactly_once / ceiling.producer_transactional),
+        "at_least_once_ratio": f2(ceiling.maker_at_least_once / ceiling.producer_idempotent),
+        "exactly_once_clean": ceiling.exactly_once_clean,
+    })
+}
+
+fn level_context(l: &capacity::Level) -> serde_json::Value {
+    serde_json::json!({
+        "patients": l.patients,
+        "attempt": l.attempt,
+        "orders": l.orders,
+        "tabs_per_s": f0(l.tabs_per_s),
+        "overhead_p50_ms": f1(l.overhead_p50_ms),
+        "overhead_p99_ms": f1(l.overhead_p99_ms),
+        "partition_spread_percent": f1(l.partition_spread_percent),
+        "worst_patient_p99_ms": f0(l.worst_patient_p99_ms),
+        "missing": l.missing,
+        "duplicated": l.duplicated,
+        "maker_cpu_percent": f0(l.maker_cpu_percent),
+        "broker_cpu_percent": f0(l.broker_cpu_percent),
+        "maker_peak_rss_mib": f0(l.maker_peak_rss_mib),
+        "patient_peak_rss_mib": f0(l.patient_peak_rss_mib),
+        "held": l.held,
+    })
+}
+
+fn capacity_context(capacity: &capacity::Capacity) -> serde_json::Value {
+    serde_json::json!({
+        "max_in_flight_orders": capacity.max_in_flight_orders,
+        "partitions": local::defaults::load().partitions.get(tabs::config::ORDERS_TOPIC).copied().unwrap_or(0),
+        "hold_s": capacity.hold.as_secs(),
+        "limit_ms": capacity::OVERHEAD_P99_LIMIT_MS,
+        "levels": capacity.levels.iter().map(level_context).collect::<Vec<_>>(),
+        "best": capacity.capacity().map(level_context),
+    })
+}
+
+fn scale_context(scale: &scale::Scale) -> serde_json::Value {
+    serde_json::json!({
+        "lag_threshold": scale.lag_threshold,
+        "max_in_flight_orders": scale.max_in_flight_orders,
+        "step_at_s": f0(scale.step_at_s),
+        "keda_s": f1(scale.keda_s),
+        "made_s": f1(scale.made_s),
+        "reference_s": f0(scale.reference_s),
+        "keda_ratio": f2(scale.keda_s / scale.reference_s),
+        "made_ratio": f2(scale.made_s / scale.reference_s),
+        "makers_after": scale.makers_after,
+        "peak_lag": scale.peak_lag,
+        "join_median_ms": scale.join_median_ms,
+        "join_max_ms": scale.join_max_ms,
+        "dropped": scale.dropped,
+        "audit_passed": scale.audit_passed,
+    })
+}
+
+fn auditing_context(auditing: &auditing::Auditing) -> serde_json::Value {
+    let run = |name: &str, r: &auditing::Run| {
+        serde_json::json!({
+            "name": name,
+            "orders": r.orders,
+            "tabs": r.tabs,
+            "records_per_s": f0(r.records_per_s),
+            "peak_rss_mib": f1(r.peak_rss_mib),
+            "passed": r.passed,
+        })
+    };
+    serde_json::json!({
+        "patients": auditing::PATIENTS,
+        "runs": [run("a tenth", &auditing.small), run("whole", &auditing.large)],
+        "large_tabs": auditing.large.tabs,
+        "consumer_records_per_s": f0(auditing.consumer_records_per_s),
+        "ratio": f2(auditing.ratio()),
+        "bytes_per_order": f0(auditing.bytes_per_order()),
+        "million_mib": f0(auditing.bytes_per_order() * 1e6 / 1024.0 / 1024.0),
+    })
+}
+
+fn recovery_context(r: &recovery::Recovery) -> serde_json::Value {
+    serde_json::json!({
+        "settings": r.settings,
+        "protocol": r.protocol,
+        "session_timeout_s": f0(r.session_timeout.as_secs_f64()),
+        "abort_interval_s": f0(r.abort_interval.as_secs_f64()),
+        "partitions": r.partitions,
+        "reassigned_s": f1(r.reassigned_s),
+        "first_s": f1(r.first_s),
+        "all_s": f1(r.all_s),
+        "reference_s": f0(r.reference().as_secs_f64()),
+        "ratio": f2(r.first_s / r.reference().as_secs_f64()),
+        "audit_passed": r.audit_passed,
+    })
 }
 
 /// Renders the report template with `context`.

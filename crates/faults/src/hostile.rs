@@ -113,32 +113,13 @@ pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<
     ));
     let mut patients = harness.patients(&topics, 20, "100ms");
 
-    let mut rng = rand::rng();
     let flood = flood_records(
-        &mut rng,
+        &mut rand::rng(),
         &testkit::unique("flood"),
         tabs::time::now_ns(),
         records,
     );
-    // The validator decides which mutations still are valid orders (a flipped byte in an id, say).
-    let bad = flood
-        .iter()
-        .filter(|r| parse_order(Some(r.as_slice()), 30).is_err())
-        .count() as u64;
-    let keyed: Vec<testkit::RawRecord<'_>> = flood
-        .iter()
-        .map(|value| {
-            (
-                None,
-                if value.is_empty() {
-                    None
-                } else {
-                    Some(value.as_slice())
-                },
-            )
-        })
-        .collect();
-    testkit::produce_many(&harness.bootstrap, &topics.orders, &keyed).await;
+    let bad = flood_into(harness, &topics, &flood).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_patients(&mut patients).await?;
 
@@ -169,8 +150,38 @@ pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<
         ending.bound,
     )?;
 
+    every_bad_record_has_its_dead_letter(&letters, bad)?;
+    result.faults_injected = records as u64;
+    result.dead_letters = letters.len() as u64;
+    result.notes.push(format!(
+        "{} of the {records} flooded records were still valid orders",
+        records as u64 - bad
+    ));
+    Ok(result)
+}
+
+/// Writes `flood` to the orders topic (empty values as records without a value) and returns how many of them are
+/// not valid orders: the validator decides (a flipped byte in an id, say, can leave a valid order).
+async fn flood_into(harness: &Harness, topics: &Topics, flood: &[Vec<u8>]) -> u64 {
+    let bad = flood
+        .iter()
+        .filter(|r| parse_order(Some(r.as_slice()), 30).is_err())
+        .count() as u64;
+    let keyed: Vec<testkit::RawRecord<'_>> = flood
+        .iter()
+        .map(|value| (None, (!value.is_empty()).then_some(value.as_slice())))
+        .collect();
+    testkit::produce_many(&harness.bootstrap, &topics.orders, &keyed).await;
+    bad
+}
+
+/// One dead letter per bad record, each with its reason and error.
+fn every_bad_record_has_its_dead_letter(
+    letters: &[testkit::Record],
+    bad: u64,
+) -> anyhow::Result<()> {
     let mut without_reason = 0;
-    for letter in &letters {
+    for letter in letters {
         let letter: DeadLetter =
             serde_json::from_slice(letter.value.as_deref().unwrap_or_default())
                 .context("a DLQ record that is not a dead letter")?;
@@ -188,13 +199,7 @@ pub async fn hostile_flood(harness: &Harness, records: usize) -> anyhow::Result<
         without_reason == 0,
         "{without_reason} dead letters without a reason"
     );
-    result.faults_injected = records as u64;
-    result.dead_letters = letters.len() as u64;
-    result.notes.push(format!(
-        "{} of the {records} flooded records were still valid orders",
-        records as u64 - bad
-    ));
-    Ok(result)
+    Ok(())
 }
 
 /// Records at and above the sizes whose dead letters once outgrew what the broker accepts (binary 760,000 B,

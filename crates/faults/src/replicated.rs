@@ -99,42 +99,10 @@ pub async fn on_cluster(
 ) -> anyhow::Result<Findings> {
     let started = Instant::now();
     let topics = Topics::create(&harness.bootstrap).await;
-    let output = match workers {
-        Workers::Makers => topics.deliveries.clone(),
-        // The copier writes each record to its input partition's number.
-        Workers::Copiers => {
-            let name = format!("{}.copies", topics.orders);
-            testkit::create_topic(&harness.bootstrap, &name, 6).await;
-            name
-        }
-    };
     let watch = harness.watch(&topics)?;
     let mut patients = harness.patients(&topics, 30, "200ms");
-    let (mut running, transactional_ids) = match workers {
-        Workers::Makers => {
-            let mut crew = Crew::default();
-            let making = crate::BUSY_MAKER;
-            let first = crew.add(harness.maker(&topics, &making));
-            let second = crew.add(harness.maker(&topics, &making));
-            let ids = vec![
-                transactional_id(&crew, first).await?,
-                transactional_id(&crew, second).await?,
-            ];
-            (Running::Makers(crew), ids)
-        }
-        Workers::Copiers => {
-            let copiers = Copiers::start(
-                repo_root,
-                &harness.bootstrap,
-                (&topics.orders, &output, &topics.group),
-                2,
-                copier::TRANSACTION_SIZE,
-            )
-            .await?;
-            let ids = copiers.transactional_ids();
-            (Running::Copiers(copiers), ids)
-        }
-    };
+    let (mut running, output, transactional_ids) =
+        start_workers(harness, repo_root, workers, &topics).await?;
 
     let mut notes = Vec::new();
     tending(&mut running, tokio::time::sleep(calm)).await;
@@ -156,76 +124,22 @@ pub async fn on_cluster(
     )
     .await?;
 
-    let bound = cluster_liveness_bound(faults);
-    let scenario = format!(
-        "{} on three nodes: {}",
-        workers_name(workers),
-        faults_name(faults)
-    );
+    let judging = Judging {
+        harness,
+        topics: &topics,
+        started,
+        samples: &samples,
+        disruptions: cluster.disruptions(),
+        bound: cluster_liveness_bound(faults),
+        scenario: format!(
+            "{} on three nodes: {}",
+            workers_name(workers),
+            faults_name(faults)
+        ),
+    };
     let mut result = match running {
-        Running::Makers(mut crew) => {
-            crew.stop_all(Duration::from_secs(60)).await?;
-            let outcome = harness.audit(&topics, MAKING, Duration::ZERO).await?;
-            let disruptions = cluster.disruptions();
-            let mut result = findings(
-                scenario,
-                started,
-                &outcome,
-                &samples,
-                &crew,
-                &disruptions,
-                bound,
-            )?;
-            if !result.passed() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
-                keep_logs(repo_root, &crew)?;
-            }
-            let aborts: u64 = crew
-                .running_and_gone()
-                .iter()
-                .filter_map(|p| p.log_events("maker stopped").first().cloned())
-                .filter_map(|e| e.get("aborts").and_then(serde_json::Value::as_u64))
-                .sum();
-            result
-                .notes
-                .push(format!("{aborts} transactions aborted and redone"));
-            let count = |event: &str| -> usize {
-                crew.running_and_gone()
-                    .iter()
-                    .map(|p| p.log_events(event).len())
-                    .sum()
-            };
-            let stuck_in: Vec<String> = crew
-                .running_and_gone()
-                .iter()
-                .flat_map(|p| p.log_events(medicine::STUCK_IN))
-                .filter_map(|e| e.get("call").and_then(|c| c.as_str()).map(str::to_owned))
-                .collect();
-            result.notes.push(format!(
-                "{} commits given up as stuck (in: {}); {} orders found already delivered after a rewind, not \
-                 made again",
-                count(medicine::STUCK_COMMIT),
-                stuck_in.join(", "),
-                count(medicine::ALREADY_DELIVERED),
-            ));
-            result
-        }
-        Running::Copiers(mut copiers) => {
-            copiers.finish(Duration::from_secs(60)).await;
-            let mut result = copied(
-                harness,
-                &topics.orders,
-                &output,
-                started,
-                &samples,
-                &cluster.disruptions(),
-                bound,
-            )
-            .await?;
-            result.scenario = scenario;
-            result.makers_started = copiers.runs;
-            result.notes.push(copiers.runs_note());
-            result
-        }
+        Running::Makers(crew) => makers_judged(crew, &judging, repo_root).await?,
+        Running::Copiers(copiers) => copiers_judged(copiers, &judging, &output).await?,
     };
     crate::ending::acknowledged_orders_are_in_the_topic(&harness.bootstrap, &topics, &acknowledged)
         .await?;
@@ -237,6 +151,132 @@ pub async fn on_cluster(
         "the brokers' logs hold {} lines of skipped transaction markers since the cluster started",
         skipped.len()
     ));
+    Ok(result)
+}
+
+/// Starts the workers on `topics`: two makers, or two of Kafka's copiers (to a topic of their own). Returns them,
+/// the topic they write, and their transactional ids (the faults find their coordinators from them).
+async fn start_workers(
+    harness: &Harness,
+    repo_root: &Path,
+    workers: Workers,
+    topics: &Topics,
+) -> anyhow::Result<(Running, String, Vec<String>)> {
+    Ok(match workers {
+        Workers::Makers => {
+            let mut crew = Crew::default();
+            let making = crate::BUSY_MAKER;
+            let first = crew.add(harness.maker(topics, &making));
+            let second = crew.add(harness.maker(topics, &making));
+            let ids = vec![
+                transactional_id(&crew, first).await?,
+                transactional_id(&crew, second).await?,
+            ];
+            (Running::Makers(crew), topics.deliveries.clone(), ids)
+        }
+        Workers::Copiers => {
+            // The copier writes each record to its input partition's number.
+            let output = format!("{}.copies", topics.orders);
+            testkit::create_topic(&harness.bootstrap, &output, 6).await;
+            let copiers = Copiers::start(
+                repo_root,
+                &harness.bootstrap,
+                (&topics.orders, &output, &topics.group),
+                2,
+                copier::TRANSACTION_SIZE,
+            )
+            .await?;
+            let ids = copiers.transactional_ids();
+            (Running::Copiers(copiers), output, ids)
+        }
+    })
+}
+
+/// What a run on the cluster is judged with.
+struct Judging<'a> {
+    harness: &'a Harness,
+    topics: &'a Topics,
+    started: Instant,
+    samples: &'a [Sample],
+    disruptions: Vec<std::time::SystemTime>,
+    bound: Duration,
+    scenario: String,
+}
+
+/// The makers stopped (each must exit 0), the topics audited, and what their logs say of aborts, stuck commits
+/// and orders found already delivered.
+async fn makers_judged(
+    mut crew: Crew,
+    judging: &Judging<'_>,
+    repo_root: &Path,
+) -> anyhow::Result<Findings> {
+    crew.stop_all(Duration::from_secs(60)).await?;
+    let outcome = judging
+        .harness
+        .audit(judging.topics, MAKING, Duration::ZERO)
+        .await?;
+    let mut result = findings(
+        judging.scenario.clone(),
+        judging.started,
+        &outcome,
+        judging.samples,
+        &crew,
+        &judging.disruptions,
+        judging.bound,
+    )?;
+    if !result.passed() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
+        keep_logs(repo_root, &crew)?;
+    }
+    let aborts: u64 = crew
+        .running_and_gone()
+        .iter()
+        .filter_map(|p| p.log_events("maker stopped").first().cloned())
+        .filter_map(|e| e.get("aborts").and_then(serde_json::Value::as_u64))
+        .sum();
+    result
+        .notes
+        .push(format!("{aborts} transactions aborted and redone"));
+    let count = |event: &str| -> usize {
+        crew.running_and_gone()
+            .iter()
+            .map(|p| p.log_events(event).len())
+            .sum()
+    };
+    let stuck_in: Vec<String> = crew
+        .running_and_gone()
+        .iter()
+        .flat_map(|p| p.log_events(medicine::STUCK_IN))
+        .filter_map(|e| e.get("call").and_then(|c| c.as_str()).map(str::to_owned))
+        .collect();
+    result.notes.push(format!(
+        "{} commits given up as stuck (in: {}); {} orders found already delivered after a rewind, not made again",
+        count(medicine::STUCK_COMMIT),
+        stuck_in.join(", "),
+        count(medicine::ALREADY_DELIVERED),
+    ));
+    Ok(result)
+}
+
+/// The copiers finished, the orders and the copies compared record by record.
+async fn copiers_judged(
+    mut copiers: Copiers,
+    judging: &Judging<'_>,
+    output: &str,
+) -> anyhow::Result<Findings> {
+    copiers.finish(Duration::from_secs(60)).await;
+    let mut result = copied(
+        judging.harness,
+        &judging.topics.orders,
+        output,
+        judging.started,
+        judging.samples,
+        &judging.disruptions,
+        judging.bound,
+    )
+    .await?;
+    result.scenario.clone_from(&judging.scenario);
+    result.makers_started = copiers.runs;
+    result.notes.push(copiers.runs_note());
     Ok(result)
 }
 

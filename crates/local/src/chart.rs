@@ -35,6 +35,15 @@ fn step_marks(run: &RunInfo, end_s: f64) -> Vec<(f64, u32)> {
         .collect()
 }
 
+/// The time axis the panels share: its length, and the steps and the drain marked on it.
+struct Axis<'m> {
+    duration: f64,
+    marks: &'m [(f64, u32)],
+    drain_started_s: Option<f64>,
+}
+
+type Area<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
+
 /// The chart: four panels sharing the time axis (patients on a log scale, lag, makers, latency), the steps and
 /// the drain marked on each.
 pub fn chart(
@@ -45,7 +54,11 @@ pub fn chart(
     let mut svg = String::new();
     let duration = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
     let marks = step_marks(run, drain_started_s.unwrap_or(duration));
-    let making_ms = run.tab_making_time_s * 1000.0;
+    let axis = Axis {
+        duration,
+        marks: &marks,
+        drain_started_s,
+    };
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, TITLE_HEIGHT + 4 * PANEL_HEIGHT))
             .into_drawing_area();
@@ -67,141 +80,174 @@ pub fn chart(
             (12, 12),
         )?;
         let panels = body.split_evenly((4, 1));
-
-        // Patients: a log scale, so 1 and 10 show beside 1,000. Seconds with no patient are left out.
-        let max_patients = samples.iter().map(|s| s.patients).max().unwrap_or(1).max(1);
-        // Up to a power of ten: plotters' log grid is regular only between powers of ten.
-        let patients_top = 10f64.powf((f64::from(max_patients) * 1.2).log10().ceil());
-        let mut chart = panel(&panels[0], "patients ordering (log scale)")
-            .build_cartesian_2d(0f64..duration, (0.8f64..patients_top).log_scale())?;
-        chart
-            .configure_mesh()
-            .y_desc("patients")
-            .x_desc("seconds")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .draw()?;
-        for run_of_patients in samples.split(|s| s.patients == 0).filter(|r| !r.is_empty()) {
-            chart.draw_series(LineSeries::new(
-                run_of_patients
-                    .iter()
-                    .map(|s| (s.t_s, f64::from(s.patients))),
-                BLUE.stroke_width(2),
-            ))?;
-        }
-        mark(
-            &mut chart,
-            &marks,
-            drain_started_s,
-            (0.8, patients_top),
-            true,
-        )?;
-
-        // Lag.
-        let max_lag = nice_ceiling(samples.iter().map(|s| s.lag).max().unwrap_or(0) as f64);
-        let mut chart = panel(
-            &panels[1],
-            "lag of the makers' group (orders waiting or being made)",
-        )
-        .build_cartesian_2d(0f64..duration, 0f64..max_lag)?;
-        chart
-            .configure_mesh()
-            .y_desc("orders")
-            .x_desc("seconds")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .draw()?;
-        chart.draw_series(LineSeries::new(
-            samples.iter().map(|s| (s.t_s, s.lag as f64)),
-            RGBColor(255, 127, 14).stroke_width(2),
-        ))?;
-        mark(&mut chart, &marks, drain_started_s, (0.0, max_lag), false)?;
-
-        // Makers.
-        let max_makers = samples.iter().map(|s| s.makers).max().unwrap_or(0).max(1);
-        let top = f64::from(max_makers + 1);
-        let mut chart =
-            panel(&panels[2], "makers running").build_cartesian_2d(0f64..duration, 0f64..top)?;
-        chart
-            .configure_mesh()
-            .y_desc("makers")
-            .x_desc("seconds")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .y_labels(usize::try_from(max_makers + 2).unwrap_or(12).min(12))
-            .draw()?;
-        chart.draw_series(LineSeries::new(
-            samples.iter().map(|s| (s.t_s, f64::from(s.makers))),
-            RGBColor(44, 160, 44).stroke_width(2),
-        ))?;
-        mark(&mut chart, &marks, drain_started_s, (0.0, top), false)?;
-
-        // Latency, capped: the outliers are drawn at the cap and counted in the caption.
-        let cap = latency_cap(samples, making_ms);
-        let above: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| s.latency_p99_ms.is_some_and(|v| v > cap))
-            .collect();
-        let caption = match above.iter().copied().max_by(|a, b| {
-            a.latency_p99_ms
-                .unwrap_or(0.0)
-                .total_cmp(&b.latency_p99_ms.unwrap_or(0.0))
-        }) {
-            Some(worst) => format!(
-                "tab latency p50 and p99 (ms); {} s above {} ms drawn at the top (max {:.0} ms at {:.0} s)",
-                above.len(),
-                format_number(cap),
-                worst.latency_p99_ms.unwrap_or(0.0),
-                worst.t_s
-            ),
-            None => "tab latency p50 and p99 (ms)".to_owned(),
-        };
-        let mut chart =
-            panel(&panels[3], &caption).build_cartesian_2d(0f64..duration, 0f64..cap)?;
-        chart
-            .configure_mesh()
-            .y_desc("ms")
-            .x_desc("seconds")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .draw()?;
-        let p99_color = RGBColor(214, 39, 40);
-        let p50_color = RGBColor(148, 103, 189);
-        for (name, value, color) in [
-            (
-                "p99",
-                (|s: &Sample| s.latency_p99_ms) as fn(&Sample) -> Option<f64>,
-                p99_color,
-            ),
-            ("p50", |s: &Sample| s.latency_p50_ms, p50_color),
-        ] {
-            chart
-                .draw_series(LineSeries::new(
-                    samples
-                        .iter()
-                        .filter_map(|s| value(s).map(|v| (s.t_s, v.min(cap)))),
-                    color.stroke_width(2),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-        }
-        chart.draw_series(
-            above
-                .iter()
-                .map(|s| TriangleMarker::new((s.t_s, cap), 5, p99_color.filled())),
-        )?;
-        mark(&mut chart, &marks, drain_started_s, (0.0, cap), false)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_patients(&panels[0], samples, &axis)?;
+        draw_lag(&panels[1], samples, &axis)?;
+        draw_makers(&panels[2], samples, &axis)?;
+        draw_latency(&panels[3], samples, &axis, run.tab_making_time_s * 1000.0)?;
         root.present()?;
     }
     Ok(svg)
+}
+
+/// Patients: a log scale, so 1 and 10 show beside 1,000. Seconds with no patient are left out.
+fn draw_patients(area: &Area<'_>, samples: &[Sample], axis: &Axis<'_>) -> anyhow::Result<()> {
+    let max_patients = samples.iter().map(|s| s.patients).max().unwrap_or(1).max(1);
+    // Up to a power of ten: plotters' log grid is regular only between powers of ten.
+    let patients_top = 10f64.powf((f64::from(max_patients) * 1.2).log10().ceil());
+    let mut chart = panel(area, "patients ordering (log scale)")
+        .build_cartesian_2d(0f64..axis.duration, (0.8f64..patients_top).log_scale())?;
+    chart
+        .configure_mesh()
+        .y_desc("patients")
+        .x_desc("seconds")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    for run_of_patients in samples.split(|s| s.patients == 0).filter(|r| !r.is_empty()) {
+        chart.draw_series(LineSeries::new(
+            run_of_patients
+                .iter()
+                .map(|s| (s.t_s, f64::from(s.patients))),
+            BLUE.stroke_width(2),
+        ))?;
+    }
+    mark(
+        &mut chart,
+        axis.marks,
+        axis.drain_started_s,
+        (0.8, patients_top),
+        true,
+    )
+}
+
+fn draw_lag(area: &Area<'_>, samples: &[Sample], axis: &Axis<'_>) -> anyhow::Result<()> {
+    let max_lag = nice_ceiling(samples.iter().map(|s| s.lag).max().unwrap_or(0) as f64);
+    let mut chart = panel(
+        area,
+        "lag of the makers' group (orders waiting or being made)",
+    )
+    .build_cartesian_2d(0f64..axis.duration, 0f64..max_lag)?;
+    chart
+        .configure_mesh()
+        .y_desc("orders")
+        .x_desc("seconds")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        samples.iter().map(|s| (s.t_s, s.lag as f64)),
+        RGBColor(255, 127, 14).stroke_width(2),
+    ))?;
+    mark(
+        &mut chart,
+        axis.marks,
+        axis.drain_started_s,
+        (0.0, max_lag),
+        false,
+    )
+}
+
+fn draw_makers(area: &Area<'_>, samples: &[Sample], axis: &Axis<'_>) -> anyhow::Result<()> {
+    let max_makers = samples.iter().map(|s| s.makers).max().unwrap_or(0).max(1);
+    let top = f64::from(max_makers + 1);
+    let mut chart =
+        panel(area, "makers running").build_cartesian_2d(0f64..axis.duration, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .y_desc("makers")
+        .x_desc("seconds")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .y_labels(usize::try_from(max_makers + 2).unwrap_or(12).min(12))
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        samples.iter().map(|s| (s.t_s, f64::from(s.makers))),
+        RGBColor(44, 160, 44).stroke_width(2),
+    ))?;
+    mark(
+        &mut chart,
+        axis.marks,
+        axis.drain_started_s,
+        (0.0, top),
+        false,
+    )
+}
+
+/// Latency, capped: the outliers are drawn at the cap and counted in the caption.
+fn draw_latency(
+    area: &Area<'_>,
+    samples: &[Sample],
+    axis: &Axis<'_>,
+    making_ms: f64,
+) -> anyhow::Result<()> {
+    let cap = latency_cap(samples, making_ms);
+    let above: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.latency_p99_ms.is_some_and(|v| v > cap))
+        .collect();
+    let caption = match above.iter().copied().max_by(|a, b| {
+        a.latency_p99_ms
+            .unwrap_or(0.0)
+            .total_cmp(&b.latency_p99_ms.unwrap_or(0.0))
+    }) {
+        Some(worst) => format!(
+            "tab latency p50 and p99 (ms); {} s above {} ms drawn at the top (max {:.0} ms at {:.0} s)",
+            above.len(),
+            format_number(cap),
+            worst.latency_p99_ms.unwrap_or(0.0),
+            worst.t_s
+        ),
+        None => "tab latency p50 and p99 (ms)".to_owned(),
+    };
+    let mut chart = panel(area, &caption).build_cartesian_2d(0f64..axis.duration, 0f64..cap)?;
+    chart
+        .configure_mesh()
+        .y_desc("ms")
+        .x_desc("seconds")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    let p99_color = RGBColor(214, 39, 40);
+    let p50_color = RGBColor(148, 103, 189);
+    for (name, value, color) in [
+        (
+            "p99",
+            (|s: &Sample| s.latency_p99_ms) as fn(&Sample) -> Option<f64>,
+            p99_color,
+        ),
+        ("p50", |s: &Sample| s.latency_p50_ms, p50_color),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                samples
+                    .iter()
+                    .filter_map(|s| value(s).map(|v| (s.t_s, v.min(cap)))),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart.draw_series(
+        above
+            .iter()
+            .map(|s| TriangleMarker::new((s.t_s, cap), 5, p99_color.filled())),
+    )?;
+    mark(
+        &mut chart,
+        axis.marks,
+        axis.drain_started_s,
+        (0.0, cap),
+        false,
+    )?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 fn panel<'a, 'b>(

@@ -123,6 +123,10 @@ fn latencies(sample: &Sample, frame: &Frame<'_>) -> (String, String) {
     )
 }
 
+fn bold() -> Style {
+    Style::new().add_modifier(Modifier::BOLD)
+}
+
 /// The panel, drawn into `area` of a ratatui frame. Meant for 100 columns and 24 rows; wider shows more
 /// history in the sparklines.
 pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
@@ -136,12 +140,26 @@ pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
         Constraint::Min(3),
     ])
     .areas(area);
+    draw_header(out, header, frame, &sample);
+    draw_figures(out, figures, frame, &sample);
+    draw_sparklines(out, sparks, frame);
+    draw_endpoints(out, metrics, frame);
+    let mut event_lines = vec![Line::from(Span::styled("last log lines", bold()))];
+    event_lines.extend(frame.events.iter().map(|e| Line::from(e.clone())));
+    out.render_widget(Paragraph::new(event_lines), events);
+    out.render_widget(
+        Paragraph::new(GLOSSARY)
+            .wrap(Wrap { trim: true })
+            .style(Style::new().dim()),
+        glossary,
+    );
+}
 
-    let bold = Style::new().add_modifier(Modifier::BOLD);
+fn draw_header(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>, sample: &Sample) {
     out.render_widget(
         Paragraph::new(vec![
             Line::from(vec![
-                Span::styled("medicine-pubsub local", bold),
+                Span::styled("medicine-pubsub local", bold()),
                 Span::raw(format!(" · {} · {}", frame.broker, frame.guarantee)),
             ]),
             Line::from(format!(
@@ -152,13 +170,16 @@ pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
             )),
         ])
         .wrap(Wrap { trim: true }),
-        header,
+        area,
     );
+}
 
-    let (latency, overhead) = latencies(&sample, frame);
+/// The figures of the last second: patients and throughput, lag, makers, latency and overhead.
+fn draw_figures(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>, sample: &Sample) {
+    let (latency, overhead) = latencies(sample, frame);
     let row = |label: &str, value: String| {
         Line::from(vec![
-            Span::styled(format!("{label:<10}"), bold),
+            Span::styled(format!("{label:<10}"), bold()),
             Span::raw(value),
         ])
     };
@@ -176,7 +197,7 @@ pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
             ),
             row(
                 "lag",
-                format!("{} orders · {}", sample.lag, keda_metric(&sample, frame)),
+                format!("{} orders · {}", sample.lag, keda_metric(sample, frame)),
             ),
             row(
                 "makers",
@@ -188,10 +209,13 @@ pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
             row("latency", latency),
             row("overhead", overhead),
         ]),
-        figures,
+        area,
     );
+}
 
-    let spark_rows = Layout::vertical([Constraint::Length(1); 3]).split(sparks);
+/// Lag, makers and overhead over the seconds the width holds.
+fn draw_sparklines(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
+    let spark_rows = Layout::vertical([Constraint::Length(1); 3]).split(area);
     type Series = fn(&Sample) -> u64;
     let series: [(&str, Series, Color); 3] = [
         ("lag", |s| s.lag, Color::Yellow),
@@ -210,7 +234,7 @@ pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
         let data: Vec<u64> = recent.iter().map(value).collect();
         let max = data.iter().copied().max().unwrap_or(0);
         out.render_widget(
-            Paragraph::new(format!("{name} (max {max})")).style(bold),
+            Paragraph::new(format!("{name} (max {max})")).style(bold()),
             label,
         );
         out.render_widget(
@@ -221,7 +245,10 @@ pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
             spark,
         );
     }
+}
 
+/// Where the children serve their metrics.
+fn draw_endpoints(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
     let endpoints = if frame.metrics.is_empty() {
         "no child running".to_owned()
     } else {
@@ -234,22 +261,11 @@ pub fn draw(out: &mut ratatui::Frame<'_>, area: Rect, frame: &Frame<'_>) {
     };
     out.render_widget(
         Paragraph::new(Line::from(vec![
-            Span::styled("metrics   ", bold),
+            Span::styled("metrics   ", bold()),
             Span::raw(endpoints),
         ]))
         .wrap(Wrap { trim: true }),
-        metrics,
-    );
-
-    let mut event_lines = vec![Line::from(Span::styled("last log lines", bold))];
-    event_lines.extend(frame.events.iter().map(|e| Line::from(e.clone())));
-    out.render_widget(Paragraph::new(event_lines), events);
-
-    out.render_widget(
-        Paragraph::new(GLOSSARY)
-            .wrap(Wrap { trim: true })
-            .style(Style::new().dim()),
-        glossary,
+        area,
     );
 }
 
