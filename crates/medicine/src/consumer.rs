@@ -234,6 +234,34 @@ pub fn seek_to_committed(
     seek_to(consumer, topic, &committed, timeout)
 }
 
+/// Logged when a rewind finds the group's offsets held back past every transaction's timeout.
+pub const UNSTABLE_OFFSETS: &str = "the group's offsets stayed unstable past every transaction's timeout: an offset \
+     commit the broker will not complete holds them; rewinding to the offsets committed before it (its orders are \
+     made again)";
+
+/// Seeks every assigned partition back to the group's committed offset ([`seek_to_committed`]), reading it as the
+/// maker's consumer does (`read_committed`: stable offsets only, KIP-447) for up to `settled`. An offset commit
+/// still pending holds such a read back; past every transaction's timeout (`settled`), it is one the broker will
+/// not complete (its markers dropped, seen on a single node stopped mid-commit), which only this maker's next
+/// transaction ends if it is this maker's: the offsets committed before it are read instead
+/// ([`stable_committed_offsets`]), and its orders made again. Blocking.
+pub fn rewind_to_committed(
+    consumer: &StreamConsumer<MakerContext>,
+    (kafka, group, topic): (&tabs::kafka::KafkaArgs, &str, &str),
+    settled: Duration,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+    match seek_to_committed(consumer, topic, settled) {
+        Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => {
+            warn!(waited = ?settled, "{UNSTABLE_OFFSETS}");
+            let stable = stable_committed_offsets(kafka, group, consumer.assignment()?, timeout)
+                .context("reading the group's stable offsets")?;
+            Ok(seek_to(consumer, topic, &stable, timeout)?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// `group`'s committed offsets of `partitions`, leaving out any offset commit still pending in a transaction: what
 /// a `read_uncommitted` client of the group reads (librdkafka asks for stable offsets only for `read_committed`
 /// ones, KIP-447). Blocking.

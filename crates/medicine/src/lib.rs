@@ -42,7 +42,8 @@ mod transactions;
 mod worker;
 
 pub use config::Config;
-pub use live::{STUCK_IN, UNSTABLE_OFFSETS};
+pub use consumer::UNSTABLE_OFFSETS;
+pub use live::STUCK_IN;
 pub use program::{main, run};
 pub use stats::Summary;
 pub use worker::{ALREADY_DELIVERED, LOST_COMMIT, STUCK_COMMIT};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -19,8 +19,8 @@ use crate::at_least_once::Publisher;
 use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched, GroupFuture};
 use crate::config::Config;
 use crate::consumer::{
-    group_view, partition_list, restart_fetching, seek_to, seek_to_committed,
-    stable_committed_offsets, HandBackOnDrop, MakerContext, Rebalanced,
+    group_view, partition_list, restart_fetching, rewind_to_committed, HandBackOnDrop,
+    MakerContext, Rebalanced,
 };
 use crate::doubt::{self, OrderKey, Written};
 use crate::error::KafkaFailure;
@@ -28,10 +28,6 @@ use crate::transactions::{self, InitTask, Topics, TransactionalProducer, BROKER_
 
 /// The warning naming the call a replaced producer is still in (with `call` and `running_ms`).
 pub const STUCK_IN: &str = "the replaced producer is still in a transaction call";
-/// Logged when a rewind finds the group's offsets held back past every transaction's timeout.
-pub const UNSTABLE_OFFSETS: &str = "the group's offsets stayed unstable past every transaction's timeout: an offset \
-     commit the broker will not complete holds them; rewinding to the offsets committed before it (its orders are \
-     made again)";
 /// Bound on closing the consumer (leaving the group) at exit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on each broker call of a look at the group (the surplus rule); a look that fails is tried again later.
@@ -387,28 +383,13 @@ impl Broker for Live {
             } => (*timeout + doubt::BROKER_TIMEOUT_CHECK).min(BROKER_CALL_TIMEOUT),
             _ => BROKER_CALL_TIMEOUT,
         };
-        tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
-            match seek_to_committed(&consumer, &topic, settled) {
-                // The group's offsets read only as stable offsets (KIP-447): an offset commit still pending holds
-                // them back. Past every transaction's timeout, it is one the broker will not complete (its markers
-                // dropped, seen on a single node stopped mid-commit), and only this maker's next transaction ends
-                // it if it is this maker's: the offsets before it are read instead, and its orders made again.
-                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)) => {
-                    warn!(
-                        waited = ?settled,
-                        "{UNSTABLE_OFFSETS}"
-                    );
-                    let stable = stable_committed_offsets(
-                        &kafka,
-                        &group,
-                        consumer.assignment()?,
-                        BROKER_CALL_TIMEOUT,
-                    )
-                    .context("reading the group's stable offsets")?;
-                    Ok(seek_to(&consumer, &topic, &stable, BROKER_CALL_TIMEOUT)?)
-                }
-                other => Ok(other?),
-            }
+        tokio::task::spawn_blocking(move || {
+            rewind_to_committed(
+                &consumer,
+                (&kafka, &group, &topic),
+                settled,
+                BROKER_CALL_TIMEOUT,
+            )
         })
         .await
         .context("rewind task")?

@@ -18,10 +18,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let config: Config = tabs::config::parse_from_or_exit(args);
-    if let Err(message) = config.validate() {
-        tabs::config::usage_exit(message);
-    }
+    let config: Config = tabs::config::parse_checked_or_exit(args);
     let telemetry = config.telemetry.clone();
     tabs::shutdown::run_service("maker", &telemetry, |service| run(config, service))
 }

@@ -54,6 +54,27 @@ where
     }
 }
 
+/// Flags with checks beyond clap's (flags that only make sense together, topics that would loop, …).
+pub trait Checked {
+    /// What to fix, on one line, if anything.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// Parses `args` (program name first) and checks them ([`Checked`]): a bad flag exits 2 with one line saying what
+/// to fix (see [`parse_from_or_exit`]). How every program of the project starts.
+pub fn parse_checked_or_exit<P, I, T>(args: I) -> P
+where
+    P: Parser + Checked,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let parsed: P = parse_from_or_exit(args);
+    if let Err(message) = parsed.check() {
+        usage_exit(message);
+    }
+    parsed
+}
+
 /// Prints `error: <message>` on one line and exits with [`EXIT_USAGE`].
 pub fn usage_exit(message: impl fmt::Display) -> ! {
     let message = message.to_string();
