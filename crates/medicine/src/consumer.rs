@@ -234,6 +234,21 @@ pub fn seek_to_committed(
     seek_to(consumer, topic, &committed, timeout)
 }
 
+/// Whether a consumer's error ends its reading for good: the topic gone or forbidden, the group forbidden, a fatal
+/// client error. Any other (a broker away or killed, a leader moving) librdkafka gets over by itself, and the
+/// reader goes on.
+pub fn ends_reading(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                | rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed
+                | rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed
+                | rdkafka::types::RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
 /// Logged when a rewind finds the group's offsets held back past every transaction's timeout.
 pub const UNSTABLE_OFFSETS: &str = "the group's offsets stayed unstable past every transaction's timeout: an offset \
      commit the broker will not complete holds them; rewinding to the offsets committed before it (its orders are \
@@ -356,6 +371,7 @@ pub fn group_view(
 #[cfg(test)]
 mod tests {
     use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::types::RDKafkaErrorCode;
     use tabs::kafka::{
         consumer_config, producer_config, ConsumerOptions, GroupProtocol, KafkaArgs, ProducerKind,
     };
@@ -373,6 +389,30 @@ mod tests {
             }
         }
         list
+    }
+
+    #[test]
+    fn only_a_topic_or_group_refused_or_a_fatal_error_ends_a_read() {
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotLeaderForPartition,
+        ] {
+            assert!(
+                !ends_reading(&KafkaError::MessageConsumption(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::Fatal,
+        ] {
+            assert!(
+                ends_reading(&KafkaError::MessageConsumption(code)),
+                "{code:?}"
+            );
+        }
     }
 
     /// The committed offset of partition 0 as the maker's consumer reads it: `Ok(offset)`, or the refusal.

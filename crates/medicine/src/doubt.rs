@@ -239,6 +239,11 @@ pub fn delivered_orders(
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 open.remove(&partition);
             }
+            // A broker killed or restarting meanwhile: the reader goes on, as the maker's consumer does (a read-back
+            // given up on it once made 77 tabs twice on three nodes).
+            Some(Err(err)) if !crate::consumer::ends_reading(&err) => {
+                tracing::debug!(error = %err, "reading {topic} back: consumer error (retrying)");
+            }
             Some(Err(err)) => return Err(err).context(format!("reading {topic} back")),
         }
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -19,8 +18,8 @@ use crate::at_least_once::Publisher;
 use crate::broker::{Batch, Broker, CommitFuture, Event, Fetched, GroupFuture};
 use crate::config::Config;
 use crate::consumer::{
-    group_view, partition_list, restart_fetching, rewind_to_committed, HandBackOnDrop,
-    MakerContext, Rebalanced,
+    ends_reading, group_view, partition_list, restart_fetching, rewind_to_committed,
+    HandBackOnDrop, MakerContext, Rebalanced,
 };
 use crate::doubt::{self, OrderKey, Written};
 use crate::error::KafkaFailure;
@@ -229,15 +228,10 @@ impl Broker for Live {
                     }
                     return Event::Record(record);
                 }
-                Err(err) => match err.rdkafka_error_code() {
-                    Some(
-                        RDKafkaErrorCode::UnknownTopicOrPartition
-                        | RDKafkaErrorCode::TopicAuthorizationFailed
-                        | RDKafkaErrorCode::GroupAuthorizationFailed
-                        | RDKafkaErrorCode::Fatal,
-                    ) => return Event::Failed(anyhow::Error::new(err).context("consuming orders")),
-                    _ => warn!(error = %err, "consumer error (retrying)"),
-                },
+                Err(err) if ends_reading(&err) => {
+                    return Event::Failed(anyhow::Error::new(err).context("consuming orders"))
+                }
+                Err(err) => warn!(error = %err, "consumer error (retrying)"),
             }
         }
     }
