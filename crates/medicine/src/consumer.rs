@@ -507,4 +507,66 @@ mod tests {
             assert_eq!(stable(), Offset::Offset(5));
         });
     }
+
+    /// The rewind itself, on the test broker: an offset commit held open past `settled` is left out (the offset
+    /// committed before it is sought), and once it is decided the rewind reads it as the maker's consumer does.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rewind_held_by_a_pending_offset_commit_seeks_the_stable_offset() {
+        let bootstrap = testkit::require_broker!();
+        let topic = testkit::unique("rewind");
+        let group = testkit::unique("rewind-group");
+        testkit::create_topic(&bootstrap, &topic, 1).await;
+        let kafka = KafkaArgs::plaintext(bootstrap.clone());
+        tokio::task::block_in_place(|| {
+            let consumer: StreamConsumer<MakerContext> = tabs::kafka::create_consumer(
+                &kafka,
+                &ConsumerOptions {
+                    group: group.clone(),
+                    protocol: GroupProtocol::Classic,
+                    read_committed: true,
+                    prefetch_kbytes: 1024,
+                },
+                MakerContext::new(&topic),
+            )
+            .unwrap();
+            consumer.assign(&partition_zero(&topic, None)).unwrap();
+            let producer: BaseProducer = producer_config(
+                &kafka,
+                &ProducerKind::Transactional {
+                    id: testkit::unique("rewind-txn"),
+                    timeout: Duration::from_secs(60),
+                },
+            )
+            .create()
+            .unwrap();
+            let timeout = Duration::from_secs(30);
+            let metadata = consumer.group_metadata().expect("group metadata");
+            producer.init_transactions(timeout).unwrap();
+            for (offset, commit) in [(3, true), (5, false)] {
+                producer.begin_transaction().unwrap();
+                producer
+                    .send_offsets_to_transaction(
+                        &partition_zero(&topic, Some(offset)),
+                        &metadata,
+                        timeout,
+                    )
+                    .unwrap();
+                if commit {
+                    producer.commit_transaction(timeout).unwrap();
+                }
+            }
+            let rewind = || {
+                rewind_to_committed(
+                    &consumer,
+                    (&kafka, &group, &topic),
+                    Duration::from_secs(2),
+                    timeout,
+                )
+                .unwrap()
+            };
+            assert_eq!(rewind(), BTreeMap::from([(0, Some(3))]));
+            producer.commit_transaction(timeout).unwrap();
+            assert_eq!(rewind(), BTreeMap::from([(0, Some(5))]));
+        });
+    }
 }
