@@ -241,12 +241,6 @@ impl Config {
     }
 }
 
-impl tabs::config::Checked for Config {
-    fn check(&self) -> Result<(), String> {
-        self.validate()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

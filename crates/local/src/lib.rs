@@ -61,7 +61,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let config: Config = tabs::config::parse_checked_or_exit(args);
+    let config: Config = tabs::config::parse_checked_or_exit(args, Config::validate);
     // While the panel owns the terminal, the local mode's own log lines go to its log file (`logs`).
     let ansi = std::io::stderr().is_terminal() && !view::live_view(config.view);
     tabs::telemetry::init_with_writer(config.log_format, ansi, logs::LogWriter);

@@ -18,7 +18,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let config: Config = tabs::config::parse_checked_or_exit(args);
+    let config: Config = tabs::config::parse_checked_or_exit(args, Config::validate);
     let telemetry = config.telemetry.clone();
     tabs::shutdown::run_service("maker", &telemetry, |service| run(config, service))
 }

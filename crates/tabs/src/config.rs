@@ -54,22 +54,17 @@ where
     }
 }
 
-/// Flags with checks beyond clap's (flags that only make sense together, topics that would loop, …).
-pub trait Checked {
-    /// What to fix, on one line, if anything.
-    fn check(&self) -> Result<(), String>;
-}
-
-/// Parses `args` (program name first) and checks them ([`Checked`]): a bad flag exits 2 with one line saying what
-/// to fix (see [`parse_from_or_exit`]). How every program of the project starts.
-pub fn parse_checked_or_exit<P, I, T>(args: I) -> P
+/// Parses `args` (program name first) and checks them with `check` (what clap cannot: flags that only make sense
+/// together, topics that would loop, …): a bad flag exits 2 with one line saying what to fix (see
+/// [`parse_from_or_exit`]). How every program of the project starts.
+pub fn parse_checked_or_exit<P, I, T>(args: I, check: fn(&P) -> Result<(), String>) -> P
 where
-    P: Parser + Checked,
+    P: Parser,
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
     let parsed: P = parse_from_or_exit(args);
-    if let Err(message) = parsed.check() {
+    if let Err(message) = check(&parsed) {
         usage_exit(message);
     }
     parsed
