@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use support::{repo_root, Sandbox};
@@ -727,11 +728,103 @@ fn container_process(pod: &Value) -> Option<String> {
         })
 }
 
+/// The starved maker's memory limit and the orders written to its partitions: an order of 30 tabs in flight holds
+/// about 20 KiB (a maker given 3,000 at once peaked at 65 MiB, measured in a cgroup), so 1,000 need twice the limit.
+const STARVED_LIMIT: &str = "10Mi";
+const STARVED_LIMIT_BYTES: u64 = 10 << 20;
+const STARVED_BACKLOG: usize = 1000;
+
+/// The in-flight bound deploy/ ships (the overlay lowers it).
+fn shipped_in_flight_bound() -> String {
+    let manifest = std::fs::read_to_string(repo_root().join("deploy/app/medicine-scaledjob.yaml"))
+        .expect("the shipped ScaledJob");
+    let mut lines = manifest.lines();
+    lines
+        .find(|l| l.contains("name: MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS"))
+        .and_then(|_| lines.next())
+        .and_then(|l| l.split("value:").nth(1))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .expect("the shipped in-flight bound")
+}
+
+/// The partitions a maker's log says it was last given (its JSON lines' `partitions assigned`).
+fn assigned_partitions(log: &str) -> Vec<i32> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "partitions assigned")
+        .last()
+        .and_then(|line| {
+            line["partitions"].as_str().map(|list| {
+                list.trim_matches(['[', ']'])
+                    .split(',')
+                    .filter_map(|p| p.trim().parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The memory limit on the cgroup of process `pid` (cgroup v1), as the kernel enforces it.
+fn memory_limit_of(pid: &str) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroups.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })?;
+    std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `count` orders of `tabs` tabs each, spread over `partitions` of `tabs.orders`, by patients of their own.
+fn produce_orders_to(partitions: &[i32], count: usize, tabs: u32) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BOOTSTRAP)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "50")
+        .create()
+        .expect("orders producer");
+    let base = tabs::time::now_ns();
+    for i in 0..count {
+        let partition = partitions[i % partitions.len()];
+        // A patient's orders in one partition, as the key decides for patients.
+        let order = tabs::messages::Order {
+            patient_id: format!("backlog-of-the-starved-maker-{partition}-{}", i % 7),
+            order_timestamp_ns: base + i as u64,
+            tabs_count: tabs,
+        };
+        let payload = tabs::messages::to_json(&order);
+        let mut record = BaseRecord::to("tabs.orders")
+            .key(order.patient_id.as_bytes())
+            .payload(payload.as_slice())
+            .partition(partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("the backlog written");
+}
+
 /// The real kubelet and runtime run the ScaledJob's pod as declared: in its own network (a pod IP), as uid 65532
 /// with no capability, no new privileges, the runtime's default seccomp filter and a read-only root; its
 /// credentials from the Secret and its CA from the Secret volume, signed in over TLS as `medicine-maker`; its
 /// liveness probed on the pod's IP; it leaves by itself as a surplus maker (exit 0). A maker whose memory limit is
-/// below what it needs is OOMKilled, as the kubelet reports it. Both Jobs are deleted after.
+/// below what it needs at the shipped in-flight bound is OOMKilled once it has a backlog, as the kubelet reports
+/// it. Both Jobs are deleted after.
 fn makers_on_the_real_node() {
     // Named as KEDA names the ScaledJob's Jobs: the maker's transactional id is its pod's name, and its user may
     // use only ids of that prefix (deploy/infra/users.yaml; another name is refused, as found here first).
@@ -792,8 +885,40 @@ fn makers_on_the_real_node() {
     assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{pod}");
     assert_eq!(status["restartCount"], 0, "{pod}");
 
+    // A maker under a memory limit above what its start needs (runc's init and the idle maker need about 4 MiB
+    // each, as the kernel's OOM reports show) and below what it needs at the shipped in-flight bound (the overlay
+    // lowers it) with a backlog: the orders are written to the partitions it holds once it holds them.
     let starved = "medicine-maker-0-under-its-need";
-    apply_json(&maker_job_on_the_real_node(starved, Some("4Mi")));
+    let mut job = maker_job_on_the_real_node(starved, Some(STARVED_LIMIT));
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .expect("the maker's environment");
+    for var in env.iter_mut() {
+        if var["name"] == "MEDECINEPUBSUB_MAX_IN_FLIGHT_ORDERS" {
+            var["value"] = shipped_in_flight_bound().into();
+        }
+    }
+    apply_json(&job);
+    let mut held = Vec::new();
+    wait_until(
+        "the starved maker holds partitions",
+        Duration::from_secs(90),
+        || {
+            pod = job_pod(starved).unwrap_or(Value::Null);
+            held = pod["metadata"]["name"]
+                .as_str()
+                .map(|name| assigned_partitions(&kubectl(&["logs", name])))
+                .unwrap_or_default();
+            !held.is_empty()
+        },
+    );
+    let pid = container_process(&pod).expect("the starved container's process");
+    assert_eq!(
+        memory_limit_of(&pid),
+        Some(STARVED_LIMIT_BYTES),
+        "the kubelet put the pod's limit on the container's cgroup"
+    );
+    produce_orders_to(&held, STARVED_BACKLOG, 30);
     wait_until(
         "the kubelet reports the starved maker OOMKilled",
         Duration::from_secs(90),
@@ -805,6 +930,18 @@ fn makers_on_the_real_node() {
     let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(terminated["reason"], "OOMKilled", "{pod}");
     assert_eq!(terminated["exitCode"], 137, "{pod}");
+    // Its orders are made by the makers KEDA starts for them (the audit at the end finds each made once).
+    wait_until(
+        "KEDA starts makers for the starved maker's orders",
+        Duration::from_secs(60),
+        || running_jobs() >= 2,
+    );
+    let lag = Lag::new();
+    wait_until(
+        "the starved maker's orders are made",
+        Duration::from_secs(180),
+        || lag.total().is_some_and(|l| l < 100),
+    );
     for job in [extra, starved] {
         kubectl(&[
             "-n",
