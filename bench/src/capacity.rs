@@ -11,7 +11,7 @@ use anyhow::bail;
 
 use testkit::Proc;
 
-use crate::support::{broker_pid, now_ns, spawn, usage, Topics};
+use crate::support::{broker_pid, now_ns, spawn, strings, usage, Topics};
 
 /// Overhead p99 above this fails a level.
 pub const OVERHEAD_P99_LIMIT_MS: f64 = 100.0;
@@ -165,7 +165,7 @@ async fn measure_level(
     } = rig;
     let (warmup, hold) = (*warmup, *hold);
     let maker_pid = maker.pid();
-    let patient_args: Vec<String> = [
+    let patient_args = strings(&[
         "--bootstrap-servers",
         bootstrap,
         "--orders-topic",
@@ -176,10 +176,7 @@ async fn measure_level(
         "1s",
         "--patient-id",
         &testkit::unique("cap"),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    ]);
     let mut patient = spawn("patient", &patient_args, &[("RUST_LOG", "warn")]);
     tokio::time::sleep(warmup).await;
 
@@ -206,10 +203,8 @@ async fn measure_level(
         );
     };
 
-    let outcome = {
-        let config = audit_config(bootstrap, topics, from_ms, to_ms);
-        tokio::task::spawn_blocking(move || audit::audit(&config)).await??
-    };
+    let config = audit_config(bootstrap, topics, from_ms, to_ms);
+    let outcome = tokio::task::spawn_blocking(move || audit::audit(&config)).await??;
     let report = &outcome.report;
     let cpu = |before: Option<crate::support::Usage>, after: Option<crate::support::Usage>| match (
         before, after,
@@ -236,22 +231,28 @@ async fn measure_level(
             && report.missing_tabs == 0
             && report.duplicated_tabs == 0,
     };
-    println!(
-        "  {:>5} patients{}: {:>7.0} tabs/s, overhead p50 {:>6.1} ms p99 {:>7.1} ms, missing {}, duplicated {}, maker CPU {:>5.1} %, broker CPU {:>5.1} %, maker peak RSS {:.0} MiB, partition spread {:.0} % -> {}",
-        level.patients,
-        if attempt > 1 { " (again)" } else { "" },
-        level.tabs_per_s,
-        level.overhead_p50_ms,
-        level.overhead_p99_ms,
-        level.missing,
-        level.duplicated,
-        level.maker_cpu_percent,
-        level.broker_cpu_percent,
-        level.maker_peak_rss_mib,
-        level.partition_spread_percent,
-        if level.held { "held" } else { "NOT held" }
-    );
+    level.print();
     Ok(level)
+}
+
+impl Level {
+    fn print(&self) {
+        println!(
+            "  {:>5} patients{}: {:>7.0} tabs/s, overhead p50 {:>6.1} ms p99 {:>7.1} ms, missing {}, duplicated {}, maker CPU {:>5.1} %, broker CPU {:>5.1} %, maker peak RSS {:.0} MiB, partition spread {:.0} % -> {}",
+            self.patients,
+            if self.attempt > 1 { " (again)" } else { "" },
+            self.tabs_per_s,
+            self.overhead_p50_ms,
+            self.overhead_p99_ms,
+            self.missing,
+            self.duplicated,
+            self.maker_cpu_percent,
+            self.broker_cpu_percent,
+            self.maker_peak_rss_mib,
+            self.partition_spread_percent,
+            if self.held { "held" } else { "NOT held" }
+        );
+    }
 }
 
 /// Orders committed per partition between two samples: the largest distance from their mean, in % of it.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tabs::messages::{to_json, Order, Tab};
 
-use crate::support::{fill_orders, kafka_tool, spawn, Topics};
+use crate::support::{fill_orders, kafka_tool, spawn, strings, Topics};
 
 /// The figures of the ceiling benchmark.
 #[derive(Debug, Clone)]
@@ -128,39 +128,68 @@ async fn maker_rate(
 pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
     let record_bytes = sample_tab_bytes();
     println!("ceiling: {orders} orders, tab records of {record_bytes} bytes");
+    warm_up(bootstrap, record_bytes).await?;
+    let makers = makers(bootstrap, orders).await?;
+    let tools = tools(bootstrap, makers.tabs, record_bytes).await?;
+    println!(
+        "  ratio maker/ceiling: exactly-once {:.2} (of the transactional producer), at-least-once {:.2} (of the idempotent producer)",
+        makers.exactly_once / tools.producer_transactional,
+        makers.at_least_once / tools.producer_idempotent
+    );
+    Ok(Ceiling {
+        orders: makers.orders,
+        tabs: makers.tabs,
+        record_bytes,
+        producer_idempotent: tools.producer_idempotent,
+        producer_transactional: tools.producer_transactional,
+        consumer: tools.consumer,
+        maker_exactly_once: makers.exactly_once,
+        maker_at_least_once: makers.at_least_once,
+        exactly_once_clean: makers.exactly_once_clean,
+    })
+}
 
-    // The broker's JIT warms up over its first minute of load, and a fresh broker creates and loads its
-    // transaction log on the first transactional producer: give it both with the tool itself, transactional,
-    // so neither side of the comparison pays for them.
+/// The broker's JIT warms up over its first minute of load, and a fresh broker creates and loads its transaction
+/// log on the first transactional producer: both are given it here with the tool itself, transactional, so neither
+/// side of the comparison pays for them.
+async fn warm_up(bootstrap: &str, record_bytes: usize) -> anyhow::Result<()> {
     let warmup = Topics::create(bootstrap, 12).await;
-    kafka_tool(
-        &[
-            "org.apache.kafka.tools.ProducerPerformance",
-            "--topic",
-            &warmup.deliveries,
-            "--num-records",
-            "2000000",
-            "--record-size",
-            &record_bytes.to_string(),
-            "--throughput",
-            "-1",
-            "--bootstrap-server",
-            bootstrap,
-            "--transactional-id",
-            &testkit::unique("bench-warmup"),
-            "--transaction-duration-ms",
-            "50",
-            "--command-property",
-            "acks=all",
-            "batch.size=1000000",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect::<Vec<_>>(),
-    )
+    kafka_tool(&strings(&[
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        &warmup.deliveries,
+        "--num-records",
+        "2000000",
+        "--record-size",
+        &record_bytes.to_string(),
+        "--throughput",
+        "-1",
+        "--bootstrap-server",
+        bootstrap,
+        "--transactional-id",
+        &testkit::unique("bench-warmup"),
+        "--transaction-duration-ms",
+        "50",
+        "--command-property",
+        "acks=all",
+        "batch.size=1000000",
+    ]))
     .await?;
+    Ok(())
+}
 
-    // Orders from 2,000 patients, read by two makers in two groups, writing to their own tabs topics.
+/// The maker's side of the comparison.
+struct Makers {
+    orders: u64,
+    tabs: u64,
+    exactly_once: f64,
+    at_least_once: f64,
+    exactly_once_clean: bool,
+}
+
+/// Orders from 2,000 patients, read by two makers in two groups (exactly-once, then at-least-once), writing to
+/// their own tabs topics; the exactly-once run audited.
+async fn makers(bootstrap: &str, orders: u64) -> anyhow::Result<Makers> {
     let eos = Topics::create(bootstrap, 12).await;
     let patients = 2_000u32;
     fill_orders(
@@ -171,7 +200,7 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
     )
     .await?;
     let orders = orders.div_ceil(u64::from(patients)) * u64::from(patients);
-    let (tabs, maker_exactly_once) = maker_rate(
+    let (tabs, exactly_once) = maker_rate(
         bootstrap,
         &eos,
         &testkit::unique("bench-eos"),
@@ -179,7 +208,7 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
         orders,
     )
     .await?;
-    println!("  maker, exactly-once:  {maker_exactly_once:>10.0} tabs/s ({tabs} tabs)");
+    println!("  maker, exactly-once:  {exactly_once:>10.0} tabs/s ({tabs} tabs)");
 
     let audit = audit::audit(&audit::Config {
         wait: Duration::from_secs(10),
@@ -194,7 +223,7 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
         orders: eos.orders.clone(),
         ..Topics::create(bootstrap, 12).await
     };
-    let (_, maker_at_least_once) = maker_rate(
+    let (_, at_least_once) = maker_rate(
         bootstrap,
         &alo,
         &testkit::unique("bench-alo"),
@@ -202,14 +231,31 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
         orders,
     )
     .await?;
-    println!("  maker, at-least-once: {maker_at_least_once:>10.0} tabs/s");
+    println!("  maker, at-least-once: {at_least_once:>10.0} tabs/s");
+    Ok(Makers {
+        orders,
+        tabs,
+        exactly_once,
+        at_least_once,
+        exactly_once_clean: audit.report.is_clean(),
+    })
+}
 
+/// Kafka's own tools: the ceiling.
+struct Tools {
+    producer_idempotent: f64,
+    producer_transactional: f64,
+    consumer: f64,
+}
+
+/// Kafka's producer (idempotent, then transactional) and consumer over records of the tab's size, three times the
+/// makers' tabs and at least a million: the Java tools warm up (JIT) over their first records, and the ceiling is
+/// Kafka at its best, not a cold JVM.
+async fn tools(bootstrap: &str, tabs: u64, record_bytes: usize) -> anyhow::Result<Tools> {
     let tool_topic = Topics::create(bootstrap, 12).await;
-    // The Java tools warm up (JIT) over their first records: give them at least a million, so the ceiling is
-    // Kafka at its best, not a cold JVM.
     let tool_records = (tabs * 3).max(1_000_000);
     let producer = |extra: &[&str]| {
-        let mut args: Vec<String> = [
+        let mut args = strings(&[
             "org.apache.kafka.tools.ProducerPerformance",
             "--topic",
             &tool_topic.deliveries,
@@ -227,11 +273,8 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
             "linger.ms=5",
             // librdkafka's default batch size (the maker's), not the Java client's 16 KiB: the ceiling at its best.
             "batch.size=1000000",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        ]);
+        args.extend(strings(extra));
         args
     };
     let producer_idempotent = producer_rate(&kafka_tool(&producer(&[])).await?)?;
@@ -245,40 +288,24 @@ pub async fn run(bootstrap: &str, orders: u64) -> anyhow::Result<Ceiling> {
     let producer_transactional = producer_rate(&kafka_tool(&transactional).await?)?;
     println!("  Kafka producer, transactional: {producer_transactional:>10.0} records/s");
     let consumer = consumer_rate(
-        &kafka_tool(
-            &[
-                "org.apache.kafka.tools.ConsumerPerformance",
-                "--bootstrap-server",
-                bootstrap,
-                "--topic",
-                &tool_topic.deliveries,
-                "--messages",
-                &tool_records.to_string(),
-                "--group",
-                &testkit::unique("bench-read"),
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect::<Vec<_>>(),
-        )
+        &kafka_tool(&strings(&[
+            "org.apache.kafka.tools.ConsumerPerformance",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            &tool_topic.deliveries,
+            "--messages",
+            &tool_records.to_string(),
+            "--group",
+            &testkit::unique("bench-read"),
+        ]))
         .await?,
     )?;
     println!("  Kafka consumer:                {consumer:>10.0} records/s");
-    println!(
-        "  ratio maker/ceiling: exactly-once {:.2} (of the transactional producer), at-least-once {:.2} (of the idempotent producer)",
-        maker_exactly_once / producer_transactional,
-        maker_at_least_once / producer_idempotent
-    );
-    Ok(Ceiling {
-        orders,
-        tabs,
-        record_bytes,
+    Ok(Tools {
         producer_idempotent,
         producer_transactional,
         consumer,
-        maker_exactly_once,
-        maker_at_least_once,
-        exactly_once_clean: audit.report.is_clean(),
     })
 }
 

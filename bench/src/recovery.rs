@@ -6,12 +6,14 @@
 //! plus one making time, from the settings of the broker measured. On the test broker (the deployed cluster's
 //! group and transaction settings) and on a broker with Kafka's defaults, with both group protocols there.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _};
 use faults::{Crew, Harness, SecondBroker, Topics};
 use tabs::kafka::KafkaArgs;
 use testkit::nix::sys::signal::Signal;
+use testkit::Proc;
 
 use crate::support::{binary, repo_root};
 
@@ -140,38 +142,12 @@ async fn once(
         );
     }
 
-    // Each of its partitions: when its committed offset first moved past where it was at the kill.
-    let mut moved: Vec<Option<f64>> = vec![None; held.len()];
     let deadline =
         session_timeout.max(TRANSACTION_TIMEOUT + abort_interval) + Duration::from_secs(60);
-    while moved.iter().any(Option::is_none) {
-        if killed.elapsed() > deadline {
-            bail!(
-                "the killed maker's partitions {held:?} did not all move again within {deadline:?}: {}",
-                crew.proc(survivor).stderr_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = committed(&probe).await?;
-        for (slot, partition) in moved.iter_mut().zip(&held) {
-            if slot.is_none() && now.get(partition) > at_kill.get(partition) {
-                *slot = Some(killed.elapsed().as_secs_f64());
-            }
-        }
-    }
-    let reassigned_s = crew
-        .proc(survivor)
-        .log_events("partitions assigned")
-        .iter()
-        .filter_map(|e| {
-            let at = log_time(e.get("timestamp")?.as_str()?)?;
-            let partitions = testkit::logged_partitions(e.get("partitions")?.as_str()?);
-            (at > killed_at && held.iter().any(|p| partitions.contains(p)))
-                .then(|| at.duration_since(killed_at).ok())
-                .flatten()
-        })
-        .min()
-        .map_or(f64::NAN, |d| d.as_secs_f64());
+    let moved = moved_again(&probe, &held, &at_kill, killed, deadline)
+        .await
+        .with_context(|| crew.proc(survivor).stderr_text())?;
+    let reassigned_s = reassigned_after(crew.proc(survivor), killed_at, &held);
 
     patients.signal(Signal::SIGTERM);
     patients.exit_code(Duration::from_secs(30)).await;
@@ -191,24 +167,72 @@ async fn once(
         all_s: times.iter().copied().fold(0.0, f64::max),
         audit_passed: outcome.report.is_clean(),
     };
-    println!(
-        "  {} partitions: given to the other maker {:.1} s after the kill, an order committed again on the first \
-         {:.1} s and on all {:.1} s after it (reference: {:.0} s, ratio {:.2}); audit {}",
-        result.partitions,
-        result.reassigned_s,
-        result.first_s,
-        result.all_s,
-        result.reference().as_secs_f64(),
-        result.first_s / result.reference().as_secs_f64(),
-        if result.audit_passed { "passed" } else { "FAILED" }
-    );
+    result.print();
     Ok(result)
+}
+
+/// Seconds from the kill until the committed offset of each of `held` first moved past where it was at the kill.
+async fn moved_again(
+    probe: &std::sync::Arc<audit::liveness::LagProbe>,
+    held: &[i32],
+    at_kill: &BTreeMap<i32, i64>,
+    killed: Instant,
+    deadline: Duration,
+) -> anyhow::Result<Vec<Option<f64>>> {
+    let mut moved: Vec<Option<f64>> = vec![None; held.len()];
+    while moved.iter().any(Option::is_none) {
+        if killed.elapsed() > deadline {
+            bail!(
+                "the killed maker's partitions {held:?} did not all move again within {deadline:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = committed(probe).await?;
+        for (slot, partition) in moved.iter_mut().zip(held) {
+            if slot.is_none() && now.get(partition) > at_kill.get(partition) {
+                *slot = Some(killed.elapsed().as_secs_f64());
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Seconds from the kill until the survivor's log first says it was given one of `held`.
+fn reassigned_after(survivor: &Proc, killed_at: SystemTime, held: &[i32]) -> f64 {
+    survivor
+        .log_events("partitions assigned")
+        .iter()
+        .filter_map(|e| {
+            let at = log_time(e.get("timestamp")?.as_str()?)?;
+            let partitions = testkit::logged_partitions(e.get("partitions")?.as_str()?);
+            (at > killed_at && held.iter().any(|p| partitions.contains(p)))
+                .then(|| at.duration_since(killed_at).ok())
+                .flatten()
+        })
+        .min()
+        .map_or(f64::NAN, |d| d.as_secs_f64())
+}
+
+impl Recovery {
+    fn print(&self) {
+        println!(
+            "  {} partitions: given to the other maker {:.1} s after the kill, an order committed again on the \
+             first {:.1} s and on all {:.1} s after it (reference: {:.0} s, ratio {:.2}); audit {}",
+            self.partitions,
+            self.reassigned_s,
+            self.first_s,
+            self.all_s,
+            self.reference().as_secs_f64(),
+            self.first_s / self.reference().as_secs_f64(),
+            if self.audit_passed { "passed" } else { "FAILED" }
+        );
+    }
 }
 
 /// The group's committed offset of each partition of the probe's topic.
 async fn committed(
     probe: &std::sync::Arc<audit::liveness::LagProbe>,
-) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+) -> anyhow::Result<BTreeMap<i32, i64>> {
     let probe = std::sync::Arc::clone(probe);
     let lags = tokio::task::spawn_blocking(move || probe.sample()).await??;
     Ok(lags

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::support::spawn;
+use crate::support::{spawn, strings};
 
 /// The scale-reaction figures.
 #[derive(Debug, Clone)]
@@ -57,8 +57,54 @@ pub async fn run(bootstrap: &str, step: Duration) -> anyhow::Result<Scale> {
          {bound} (deploy/'s ratio {ratio}), polling {polling:?}, making {making:?}"
     );
     let dir = std::env::temp_dir().join(testkit::unique("bench-scale"));
+    let report = local_run(bootstrap, &dir, step, bound, polling, making).await?;
+    let samples = report["samples"].as_array().context("samples")?;
+    let step_at = step.as_secs_f64();
+    let after: Vec<&serde_json::Value> = samples
+        .iter()
+        .filter(|s| num(s, "t_s") >= step_at && s["patients"] == PATIENTS)
+        .collect();
+    let (keda_s, made_s) = reactions(&after, step_at, making)?;
+    let makers = makers_started_after(&dir.join("logs"), &report, step_at)?;
+    let mut joins: Vec<u64> = makers.iter().filter_map(|m| m.join_ms).collect();
+    joins.sort_unstable();
+    let result = Scale {
+        step_at_s: step_at,
+        keda_s,
+        made_s,
+        reference_s: (polling + making).as_secs_f64(),
+        lag_threshold: LAG_THRESHOLD,
+        max_in_flight_orders: bound,
+        makers_after: after
+            .iter()
+            .filter_map(|s| s["makers"].as_u64())
+            .max()
+            .unwrap_or(0),
+        peak_lag: after
+            .iter()
+            .filter_map(|s| s["lag"].as_u64())
+            .max()
+            .unwrap_or(0),
+        join_median_ms: joins.get(joins.len() / 2).copied().unwrap_or(0),
+        join_max_ms: joins.last().copied().unwrap_or(0),
+        dropped: dropped_by_makers(&dir.join("logs"))?,
+        audit_passed: report["audit_passed"] == true,
+    };
+    result.print();
+    Ok(result)
+}
+
+/// The local mode through the step, its report and logs in `dir`: the run's record.
+async fn local_run(
+    bootstrap: &str,
+    dir: &Path,
+    step: Duration,
+    bound: u32,
+    polling: Duration,
+    making: Duration,
+) -> anyhow::Result<serde_json::Value> {
     let name = testkit::unique("scale");
-    let args: Vec<String> = [
+    let args = strings(&[
         "--bootstrap-servers",
         bootstrap,
         "--orders-topic",
@@ -87,10 +133,7 @@ pub async fn run(bootstrap: &str, step: Duration) -> anyhow::Result<Scale> {
         "plain",
         "--report-dir",
         dir.to_str().context("UTF-8 temp dir")?,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    ]);
     let mut local = spawn("medicine-pubsub-local", &args, &[]);
     let code = local.exit_code(Duration::from_secs(600)).await;
     let report: serde_json::Value =
@@ -98,12 +141,16 @@ pub async fn run(bootstrap: &str, step: Duration) -> anyhow::Result<Scale> {
     if code != 0 {
         bail!("the local run failed ({code}): {}", local.stderr_text());
     }
-    let samples = report["samples"].as_array().context("samples")?;
-    let step_at = step.as_secs_f64();
-    let after: Vec<&serde_json::Value> = samples
-        .iter()
-        .filter(|s| num(s, "t_s") >= step_at && s["patients"] == PATIENTS)
-        .collect();
+    Ok(report)
+}
+
+/// Seconds from the step to the lag back under one threshold per maker, and to the step's backlog made, in the
+/// samples `after` the step.
+fn reactions(
+    after: &[&serde_json::Value],
+    step_at: f64,
+    making: Duration,
+) -> anyhow::Result<(f64, f64)> {
     // The first second after the step where `holds` (the step's first second has no new orders yet).
     let first = |what: &str, holds: &dyn Fn(&serde_json::Value) -> bool| {
         after
@@ -129,55 +176,31 @@ pub async fn run(bootstrap: &str, step: Duration) -> anyhow::Result<Scale> {
     let made_s = first("the step's backlog made", &|s| {
         num(s, "t_s") > grown && lag(s) <= steady
     })?;
-    let makers = makers_started_after(&dir.join("logs"), &report, step_at)?;
-    let mut joins: Vec<u64> = makers.iter().filter_map(|m| m.join_ms).collect();
-    joins.sort_unstable();
-    let result = Scale {
-        step_at_s: step_at,
-        keda_s,
-        made_s,
-        reference_s: (polling + making).as_secs_f64(),
-        lag_threshold: LAG_THRESHOLD,
-        max_in_flight_orders: bound,
-        makers_after: after
-            .iter()
-            .filter_map(|s| s["makers"].as_u64())
-            .max()
-            .unwrap_or(0),
-        peak_lag: after
-            .iter()
-            .filter_map(|s| s["lag"].as_u64())
-            .max()
-            .unwrap_or(0),
-        join_median_ms: joins.get(joins.len() / 2).copied().unwrap_or(0),
-        join_max_ms: joins.last().copied().unwrap_or(0),
-        dropped: dropped_by_makers(&dir.join("logs"))?,
-        audit_passed: report["audit_passed"] == true,
-    };
-    println!(
-        "  lag under one threshold per maker {:.1} s after the step (ratio {:.2}), the step's backlog made \
-         {:.1} s after it (ratio {:.2}); reference: polling + making = {:.0} s",
-        result.keda_s,
-        result.keda_s / result.reference_s,
-        result.made_s,
-        result.made_s / result.reference_s,
-        result.reference_s,
-    );
-    println!(
-        "  up to {} makers, peak lag {}; new makers joined in {} ms (median), {} ms (longest); {} orders begun \
-         and dropped; audit {}",
-        result.makers_after,
-        result.peak_lag,
-        result.join_median_ms,
-        result.join_max_ms,
-        result.dropped,
-        if result.audit_passed {
-            "passed"
-        } else {
-            "FAILED"
-        }
-    );
-    Ok(result)
+    Ok((keda_s, made_s))
+}
+
+impl Scale {
+    fn print(&self) {
+        println!(
+            "  lag under one threshold per maker {:.1} s after the step (ratio {:.2}), the step's backlog made \
+             {:.1} s after it (ratio {:.2}); reference: polling + making = {:.0} s",
+            self.keda_s,
+            self.keda_s / self.reference_s,
+            self.made_s,
+            self.made_s / self.reference_s,
+            self.reference_s,
+        );
+        println!(
+            "  up to {} makers, peak lag {}; new makers joined in {} ms (median), {} ms (longest); {} orders \
+             begun and dropped; audit {}",
+            self.makers_after,
+            self.peak_lag,
+            self.join_median_ms,
+            self.join_max_ms,
+            self.dropped,
+            if self.audit_passed { "passed" } else { "FAILED" }
+        );
+    }
 }
 
 fn num(sample: &serde_json::Value, key: &str) -> f64 {

@@ -3,7 +3,7 @@
 # file, the same targets and tags, the build context with .dockerignore applied (buildah reads it as Docker does).
 # The base images the Dockerfile names are made first by base-images.sh (no registry is reachable here), and the
 # build never pulls (`--pull=never`). Layers are cached in buildah's store, outside the work tree, so a second build
-# compiles only what changed. For the tests: crates/deploy-check/tests/images.rs runs what this builds.
+# compiles only what changed. For the tests: harness/deploy-check/tests/images.rs runs what this builds.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

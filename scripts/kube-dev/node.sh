@@ -11,7 +11,7 @@ REAL_NODE_TAINT=medicine-pubsub.dev/real-node
 NODE_IP=172.30.0.1
 POD_SUBNET=10.244.0.0/24
 # The image the node starts with: the pod sandbox's. The project's are loaded later, as `kind load` would, by the
-# end-to-end test (crates/kube-dev/tests/quickstart.rs, after make_deploy.sh is refused for their absence).
+# end-to-end test (harness/kube-dev/tests/quickstart.rs, after make_deploy.sh is refused for their absence).
 NODE_IMAGES=(registry.k8s.io/pause:3.10.1)
 
 node_dir="${KUBE_DEV_DIR}/node"

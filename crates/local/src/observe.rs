@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use audit::{Audit, Report, Start, TopicReader};
 use hdrhistogram::Histogram;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use tabs::kafka::KafkaArgs;
-use tabs::messages::{parse_order, Tab};
+use tabs::messages::{parse_order, Order, Tab};
 
 /// What was seen since the previous reading: counts over `seconds` of real time, and the latency percentiles
 /// (milliseconds) of the tabs delivered meanwhile, `None` when none was.
@@ -220,44 +220,26 @@ fn read(
     let making_us = u64::try_from(making_time.as_micros()).unwrap_or(u64::MAX);
     let mut new_orders = Vec::with_capacity(BATCH);
     let mut new_tabs = Vec::with_capacity(BATCH);
+    let tab_of = |message: &BorrowedMessage<'_>| {
+        message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Tab>(p).ok())
+    };
     while !stop.load(Ordering::Relaxed) {
         // Orders first: a tab is checked against its order when both are known, in any order.
         let mut dead_letters = 0;
-        for _ in 0..BATCH {
-            match orders.next(Duration::ZERO) {
-                Ok(Some(message)) => {
-                    new_orders.extend(parse_order(message.payload(), max_tabs_count).ok())
-                }
-                Ok(None) => break,
-                Err(err) => return fail(state, err),
-            }
-        }
-        for _ in 0..BATCH {
-            match deliveries.next(Duration::ZERO) {
-                Ok(Some(message)) => new_tabs.extend(
-                    message
-                        .payload()
-                        .and_then(|p| serde_json::from_slice::<Tab>(p).ok()),
-                ),
-                Ok(None) => break,
-                Err(err) => return fail(state, err),
-            }
-        }
-        for _ in 0..BATCH {
-            match dlq.next(Duration::ZERO) {
-                Ok(Some(_)) => dead_letters += 1,
-                Ok(None) => break,
-                Err(err) => return fail(state, err),
-            }
+        let read = take_batch(&mut orders, |message| {
+            new_orders.extend(parse_order(message.payload(), max_tabs_count).ok());
+        })
+        .and_then(|()| take_batch(&mut deliveries, |message| new_tabs.extend(tab_of(message))))
+        .and_then(|()| take_batch(&mut dlq, |_| dead_letters += 1));
+        if let Err(err) = read {
+            return fail(state, err);
         }
         if new_orders.is_empty() && new_tabs.is_empty() && dead_letters == 0 {
             // Nothing anywhere: wait a little on the busiest topic.
             match deliveries.next(Duration::from_millis(20)) {
-                Ok(Some(message)) => new_tabs.extend(
-                    message
-                        .payload()
-                        .and_then(|p| serde_json::from_slice::<Tab>(p).ok()),
-                ),
+                Ok(Some(message)) => new_tabs.extend(tab_of(&message)),
                 Ok(None) => continue,
                 Err(err) => return fail(state, err),
             }
@@ -265,37 +247,59 @@ fn read(
         let Ok(mut state) = state.lock() else { return };
         state.dead_letters += dead_letters;
         state.total_dead_letters += dead_letters;
-        let state = &mut *state;
         for order in new_orders.drain(..) {
-            state.orders += 1;
-            state.audit.add_order(&order);
-            if let Some(step) = state.step_of.step(&order.patient_id) {
-                let making_time = state.making_time;
-                state
-                    .steps
-                    .entry(step)
-                    .or_insert_with(|| Audit::new(making_time))
-                    .add_order(&order);
-            }
+            state.add_order(&order);
         }
         for tab in new_tabs.drain(..) {
-            state.tabs += 1;
-            let latency_us = tab
-                .delivery_timestamp_ns
-                .saturating_sub(tab.order_timestamp_ns)
-                / 1_000;
-            state.latency.saturating_record(latency_us.max(1));
-            state
-                .overhead
-                .saturating_record(latency_us.saturating_sub(making_us).max(1));
-            state.audit.add_tab(&tab);
-            if let Some(audit) = state
-                .step_of
-                .step(&tab.patient_id)
-                .and_then(|step| state.steps.get_mut(&step))
-            {
-                audit.add_tab(&tab);
-            }
+            state.add_tab(&tab, making_us);
+        }
+    }
+}
+
+/// Up to [`BATCH`] records of `reader`, as many as it has now, each given to `take`.
+fn take_batch(
+    reader: &mut TopicReader,
+    mut take: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), rdkafka::error::KafkaError> {
+    for _ in 0..BATCH {
+        match reader.next(Duration::ZERO)? {
+            Some(message) => take(&message),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+impl State {
+    fn add_order(&mut self, order: &Order) {
+        self.orders += 1;
+        self.audit.add_order(order);
+        if let Some(step) = self.step_of.step(&order.patient_id) {
+            let making_time = self.making_time;
+            self.steps
+                .entry(step)
+                .or_insert_with(|| Audit::new(making_time))
+                .add_order(order);
+        }
+    }
+
+    /// A tab read: counted, its latency and overhead over `making_us` recorded, audited (in its step too).
+    fn add_tab(&mut self, tab: &Tab, making_us: u64) {
+        self.tabs += 1;
+        let latency_us = tab
+            .delivery_timestamp_ns
+            .saturating_sub(tab.order_timestamp_ns)
+            / 1_000;
+        self.latency.saturating_record(latency_us.max(1));
+        self.overhead
+            .saturating_record(latency_us.saturating_sub(making_us).max(1));
+        self.audit.add_tab(tab);
+        if let Some(audit) = self
+            .step_of
+            .step(&tab.patient_id)
+            .and_then(|step| self.steps.get_mut(&step))
+        {
+            audit.add_tab(tab);
         }
     }
 }

@@ -278,7 +278,7 @@ async fn prometheus_answers_every_dashboard_query_and_fires_the_dead_letter_aler
     );
     // A healthy run: no commit lost, no partition frozen (pending or firing). The overhead alerts are not asked
     // here: whether a loaded 2-core machine keeps 99 % of orders within 100 ms is a benchmark's question, and
-    // their firing and silence are promtool's (crates/deploy-check/tests/monitoring.rs).
+    // their firing and silence are promtool's (harness/deploy-check/tests/monitoring.rs).
     let faults: Vec<Alert> = prometheus
         .alerts()
         .into_iter()

@@ -5,7 +5,6 @@
 //! decision is made against the [`Broker`] seam, on tokio's clock, so unit tests step the loop with a fake broker
 //! and paused time.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -53,16 +52,6 @@ pub struct Settings {
     pub surplus: Option<SurplusRule>,
 }
 
-/// A commit running beside the loop.
-struct InFlightCommit {
-    handle: tokio::task::JoinHandle<Committed>,
-    began: Instant,
-    /// Orders (and rejected records) it commits.
-    records: usize,
-    /// The offsets it commits, by partition.
-    offsets: BTreeMap<i32, i64>,
-}
-
 /// What woke the loop.
 enum Wake {
     Shutdown,
@@ -88,8 +77,7 @@ pub struct Worker<B: Broker> {
     ledger: Ledger<Outcome>,
     /// The orders being made, each on a task of its own (see [`workshop`]).
     workshop: Workshop,
-    committing: Option<InFlightCommit>,
-    /// What the maker remembers of its commits between them (see [`book`]).
+    /// The commit under way, and what the maker remembers of its commits between them (see [`book`]).
     book: CommitBook,
     /// The partitions assigned, and those revoked and not yet handed back (see [`assignment`]).
     holdings: Holdings,
@@ -99,11 +87,24 @@ pub struct Worker<B: Broker> {
     leaving: Leaving,
     /// How long each partition held has had orders waiting without moving (see `progress.rs`).
     progress: Progress,
+    /// Its metrics, readiness and start time.
+    telemetry: Telemetry,
+    /// The looks at the group, and how long this maker has been surplus (see [`scaling`]).
+    scaling: Scaling,
+}
+
+/// What the maker shows of itself: its metrics, its readiness, and when it started (for the log's
+/// `since_start_ms`).
+struct Telemetry {
     stats: Arc<Stats>,
     health: Arc<Health>,
     started: Instant,
-    /// The looks at the group, and how long this maker has been surplus (see [`scaling`]).
-    scaling: Scaling,
+}
+
+impl Telemetry {
+    fn since_start_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 impl<B: Broker> Worker<B> {
@@ -131,15 +132,16 @@ impl<B: Broker> Worker<B> {
             shutdown,
             ledger: Ledger::default(),
             workshop: Workshop::new(),
-            committing: None,
             book: CommitBook::new(now),
             holdings: Holdings::default(),
             sharing: Sharing::new(),
             leaving,
             progress: Progress::new(stats.waiting_since.clone()),
-            stats,
-            health,
-            started: now,
+            telemetry: Telemetry {
+                stats,
+                health,
+                started: now,
+            },
             scaling,
         }
     }
@@ -158,7 +160,7 @@ impl<B: Broker> Worker<B> {
             }
             self.hand_over_when_settled()?;
             self.update_pause()?;
-            self.stats.in_flight.set(self.in_flight() as i64);
+            self.telemetry.stats.in_flight.set(self.in_flight() as i64);
             match self.next_wake().await {
                 Wake::Shutdown => self.stop(StopReason::Signal),
                 Wake::Completion(completion) => self.complete(completion)?,
@@ -198,13 +200,13 @@ impl<B: Broker> Worker<B> {
     /// Orders fetched and not yet committed: those in the ledger and those of the commit in flight. This is what
     /// `--max-in-flight-orders` bounds.
     pub(crate) fn in_flight(&self) -> usize {
-        self.ledger.in_flight() + self.committing.as_ref().map_or(0, |c| c.records)
+        self.ledger.in_flight() + self.book.in_flight.as_ref().map_or(0, |c| c.records)
     }
 
     /// Waits for the next thing to do.
     async fn next_wake(&mut self) -> Wake {
         // One commit at a time: the next starts when the one in flight has ended.
-        let commit_due = self.ledger.has_ready() && self.committing.is_none();
+        let commit_due = self.ledger.has_ready() && self.book.in_flight.is_none();
         let commit_at = self.book.window_from() + self.settings.commit_interval;
         let drain_at = match self.phase {
             Phase::Draining { deadline, .. } => Some(deadline),
@@ -222,10 +224,11 @@ impl<B: Broker> Worker<B> {
             && self.sharing.is_empty();
         let accepts_work = self.phase.accepts_work();
         let stuck_at = self
-            .committing
+            .book
+            .in_flight
             .as_ref()
             .map(|c| c.began + self.settings.commit_stuck_after);
-        let committing = self.committing.as_mut().map(|c| &mut c.handle);
+        let committing = self.book.in_flight.as_mut().map(|c| &mut c.handle);
         let commit_done = async {
             match committing {
                 Some(handle) => handle.await,
@@ -297,7 +300,7 @@ impl<B: Broker> Worker<B> {
         if reason == StopReason::Signal {
             info!(in_flight = self.in_flight(), drain_timeout = ?self.settings.drain_timeout, "draining");
         }
-        self.health.set_ready(false);
+        self.telemetry.health.set_ready(false);
         self.phase = self
             .phase
             .stop(reason, Instant::now(), self.settings.drain_timeout);
@@ -309,7 +312,7 @@ impl<B: Broker> Worker<B> {
         };
         self.phase = Phase::DrainExpired { reason };
         let abandoned = self.ledger.abandon_unfinished();
-        self.stats.dropped.inc_by(abandoned as u64);
+        self.telemetry.stats.dropped.inc_by(abandoned as u64);
         if abandoned > 0 {
             warn!(
                 orders = abandoned,

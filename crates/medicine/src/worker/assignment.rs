@@ -131,7 +131,7 @@ impl<B: Broker> Worker<B> {
         }
         info!(
             ?partitions,
-            since_start_ms = self.started.elapsed().as_millis() as u64,
+            since_start_ms = self.telemetry.since_start_ms(),
             "partitions assigned"
         );
         Ok(())
@@ -153,7 +153,7 @@ impl<B: Broker> Worker<B> {
                 .ledger
                 .leave(partition, |started| started + making <= in_time);
         }
-        self.stats.dropped.inc_by(dropped as u64);
+        self.telemetry.stats.dropped.inc_by(dropped as u64);
         info!(?partitions, in_flight, dropped, "partitions revoked");
         self.holdings.revoke(
             &partitions,
@@ -172,7 +172,7 @@ impl<B: Broker> Worker<B> {
         let Some(handover) = self.holdings.expire(dropped) else {
             return;
         };
-        self.stats.dropped.inc_by(dropped as u64);
+        self.telemetry.stats.dropped.inc_by(dropped as u64);
         if dropped > 0 {
             info!(
                 partitions = ?handover.partitions,
@@ -186,7 +186,7 @@ impl<B: Broker> Worker<B> {
     /// Hands the revoked partitions back once none of their orders is in flight any more: each is committed
     /// (no commit still running carries one) or dropped.
     pub(super) fn hand_over_when_settled(&mut self) -> anyhow::Result<()> {
-        let (ledger, committing) = (&self.ledger, self.committing.as_ref());
+        let (ledger, committing) = (&self.ledger, self.book.in_flight.as_ref());
         let Some(handover) = self.holdings.take_settled(|p| {
             ledger.in_flight_of(p) == 0 && committing.is_none_or(|c| !c.offsets.contains_key(&p))
         }) else {
@@ -212,7 +212,7 @@ impl<B: Broker> Worker<B> {
     /// The group took `partitions` without a hand-over: their work is dropped, nothing of it committed here.
     pub(super) fn on_lost(&mut self, partitions: &[i32]) {
         let dropped: usize = partitions.iter().map(|&p| self.ledger.revoke(p)).sum();
-        self.stats.dropped.inc_by(dropped as u64);
+        self.telemetry.stats.dropped.inc_by(dropped as u64);
         self.holdings.lose(partitions);
         for partition in partitions {
             self.sharing.forget(*partition);

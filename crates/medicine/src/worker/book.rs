@@ -1,13 +1,14 @@
 //! What the maker remembers of its commits between them: the offsets its own transactions committed (to catch
 //! a broker that loses one), the commits in a row that did not happen (to give up on a broker that refuses every
 //! one), the dead letters that went down with a commit (written again without their payload), when the commit
-//! interval runs from, when it last committed, and the orders found committed after a commit in doubt.
+//! interval runs from, when it last committed, the orders found committed after a commit in doubt, and the commit
+//! under way.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tokio::time::Instant;
 
-use crate::broker::OrderKey;
+use crate::broker::{Committed, OrderKey};
 use crate::completion::Outcome;
 
 /// Consecutive commits that did not happen after which the maker gives up (exit 1) instead of redoing the same
@@ -29,6 +30,19 @@ pub(super) struct CommitBook {
     /// Orders found committed in the deliveries topic after the last rewind whose commits were in doubt: fetched
     /// again, they are not made again (see `doubt.rs`).
     delivered: HashSet<OrderKey>,
+    /// The commit under way, if one is.
+    pub in_flight: Option<InFlightCommit>,
+}
+
+/// A commit running beside the loop.
+#[derive(Debug)]
+pub(super) struct InFlightCommit {
+    pub handle: tokio::task::JoinHandle<Committed>,
+    pub began: Instant,
+    /// Orders (and rejected records) it commits.
+    pub records: usize,
+    /// The offsets it commits, by partition.
+    pub offsets: BTreeMap<i32, i64>,
 }
 
 /// A partition whose committed offset, read back by a rewind, is behind this maker's own last commit of it.
@@ -48,6 +62,7 @@ impl CommitBook {
             window_from: now,
             last_success: None,
             delivered: HashSet::new(),
+            in_flight: None,
         }
     }
 

@@ -8,8 +8,8 @@ use tabs::time::now_ns;
 use tokio::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
-use super::book::MAX_CONSECUTIVE_ABORTS;
-use super::{InFlightCommit, Worker};
+use super::book::{InFlightCommit, MAX_CONSECUTIVE_ABORTS};
+use super::{Telemetry, Worker};
 use crate::broker::Broker;
 use crate::broker::{Batch, Committed};
 use crate::completion::Outcome;
@@ -49,7 +49,7 @@ impl<B: Broker> Worker<B> {
             results: ready.results,
         };
         let future = self.broker.commit(batch)?;
-        self.committing = Some(InFlightCommit {
+        self.book.in_flight = Some(InFlightCommit {
             handle: tokio::spawn(future),
             began: Instant::now(),
             records,
@@ -63,7 +63,7 @@ impl<B: Broker> Worker<B> {
         &mut self,
         result: Result<Committed, tokio::task::JoinError>,
     ) -> anyhow::Result<()> {
-        let Some(commit) = self.committing.take() else {
+        let Some(commit) = self.book.in_flight.take() else {
             return Ok(());
         };
         self.book.ended(Instant::now());
@@ -75,10 +75,10 @@ impl<B: Broker> Worker<B> {
                     duration_ms = commit.began.elapsed().as_millis() as u64,
                     "committed"
                 );
-                self.stats.commits.inc();
+                self.telemetry.stats.commits.inc();
                 if self.book.committed(&commit.offsets, Instant::now()) {
                     info!(
-                        since_start_ms = self.started.elapsed().as_millis() as u64,
+                        since_start_ms = self.telemetry.since_start_ms(),
                         "first orders committed"
                     );
                 }
@@ -109,7 +109,7 @@ impl<B: Broker> Worker<B> {
     /// replaced: the new one's `init_transactions` fences the old and settles its transaction, and the rewind reads
     /// back what was committed of it (see `doubt.rs`). The old task is left to end on its own.
     pub(super) async fn on_commit_stuck(&mut self) -> anyhow::Result<()> {
-        let Some(commit) = self.committing.take() else {
+        let Some(commit) = self.book.in_flight.take() else {
             return Ok(());
         };
         self.book.ended(Instant::now());
@@ -118,7 +118,7 @@ impl<B: Broker> Worker<B> {
             orders = commit.records,
             "{STUCK_COMMIT}"
         );
-        self.stats.stuck_commits.inc();
+        self.telemetry.stats.stuck_commits.inc();
         self.count_lost_commit(&[], commit.records, "commit stuck", "commit given up")?;
         self.rewind(true).await
     }
@@ -134,8 +134,8 @@ impl<B: Broker> Worker<B> {
         reason: &str,
         what: &str,
     ) -> anyhow::Result<()> {
-        self.stats.aborts.inc();
-        self.stats.dropped.inc_by(orders as u64);
+        self.telemetry.stats.aborts.inc();
+        self.telemetry.stats.dropped.inc_by(orders as u64);
         let consecutive = self.book.lost(results, reason);
         warn!(error = %reason, orders, consecutive, "{what}");
         if consecutive >= MAX_CONSECUTIVE_ABORTS {
@@ -147,7 +147,7 @@ impl<B: Broker> Worker<B> {
     /// After a commit that did not happen: forget everything in flight and fetch again from the committed offsets.
     async fn rewind(&mut self, replace_producer: bool) -> anyhow::Result<()> {
         let dropped = self.ledger.reset();
-        self.stats.dropped.inc_by(dropped as u64);
+        self.telemetry.stats.dropped.inc_by(dropped as u64);
         self.sharing.forget_all();
         let resumed = self.read_committed_offsets(replace_producer).await?;
         self.progress
@@ -218,7 +218,7 @@ impl<B: Broker> Worker<B> {
     fn check_commits_kept(&mut self, resumed: &BTreeMap<i32, Option<i64>>) -> bool {
         let lost = self.book.check_kept(resumed);
         for commit in &lost {
-            self.stats.lost_commits.inc();
+            self.telemetry.stats.lost_commits.inc();
             warn!(
                 partition = commit.partition,
                 group_offset = commit.group_offset,
@@ -236,8 +236,11 @@ impl<B: Broker> Worker<B> {
         match outcome {
             Outcome::Made { order, tabs } => {
                 let latency = latency(order.order_timestamp_ns);
-                self.stats
-                    .order_done(order.tabs_count, latency, self.settings.tab_making_time);
+                self.telemetry.stats.order_done(
+                    order.tabs_count,
+                    latency,
+                    self.settings.tab_making_time,
+                );
                 debug!(
                     patient_id = %order.patient_id,
                     tabs = tabs.len(),
@@ -245,23 +248,24 @@ impl<B: Broker> Worker<B> {
                     "order done"
                 );
             }
-            Outcome::Rejected { letter, .. } => self.stats.dead_letter(&letter.reason),
+            Outcome::Rejected { letter, .. } => self.telemetry.stats.dead_letter(&letter.reason),
             Outcome::Delivered {
                 rejected: Some(reason),
                 ..
-            } => self.stats.dead_letter(reason),
+            } => self.telemetry.stats.dead_letter(reason),
             Outcome::Delivered {
                 order_timestamp_ns,
                 tabs,
                 rejected: None,
             } => {
                 let latency = latency(*order_timestamp_ns);
-                self.stats
+                self.telemetry
+                    .stats
                     .order_done(*tabs, latency, self.settings.tab_making_time);
                 debug!(tabs, latency_ms = latency.as_millis() as u64, "order done");
             }
             Outcome::AlreadyDelivered { order } => {
-                self.stats.already_delivered.inc();
+                self.telemetry.stats.already_delivered.inc();
                 debug!(patient_id = %order.patient_id, "order already delivered; its offset committed");
             }
             // Failed orders stop the maker before they reach the ledger.
@@ -272,7 +276,7 @@ impl<B: Broker> Worker<B> {
     /// Waits for the commit in flight, if any, and handles its end; with a `bound`, gives up after it (returns
     /// false, the commit left running).
     async fn settle_commit_within(&mut self, bound: Option<Duration>) -> anyhow::Result<bool> {
-        let Some(commit) = self.committing.as_mut() else {
+        let Some(commit) = self.book.in_flight.as_mut() else {
             return Ok(true);
         };
         let result = match bound {
@@ -294,7 +298,7 @@ impl<B: Broker> Worker<B> {
 
     /// Commits what is finished, waits for the order tasks, leaves the group, and logs the summary.
     pub(super) async fn finish(mut self, reason: StopReason) -> anyhow::Result<Summary> {
-        self.health.set_ready(false);
+        self.telemetry.health.set_ready(false);
         // The commit in flight, then whatever finished meanwhile. Past the drain deadline each gets a short bound:
         // a transaction still stuck then (a broker away, a rebalance) is left to Kafka, which aborts it; its orders
         // are made again by the next maker, and this one exits within its grace period.
@@ -310,8 +314,7 @@ impl<B: Broker> Worker<B> {
         }
         let Self {
             broker,
-            stats,
-            started,
+            telemetry: Telemetry { stats, started, .. },
             book,
             ..
         } = self;

@@ -13,7 +13,7 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
-        .expect("crates/kube-dev")
+        .expect("harness/kube-dev")
         .to_path_buf()
 }
 

@@ -3,9 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{ensure, Context as _};
-
 use crate::cluster::{coordinator_partition, SKIPPED_MARKERS};
+use crate::kafka_dev::KafkaDev;
 use crate::{
     acknowledged_orders_are_in_the_topic, findings, liveness_bound, stop_patients, wind_down, Crew,
     Ending, Findings, Harness, Topics,
@@ -38,11 +37,7 @@ impl Outage {
 /// stops and restarts its broker, and for the one on Kafka's default group settings. Stopped when dropped.
 pub struct SecondBroker {
     pub bootstrap: String,
-    script: PathBuf,
-    port: u16,
-    dir: PathBuf,
-    /// `KAFKA_DEV_GROUP_SETTINGS`: `project` or `kafka-defaults`.
-    group_settings: &'static str,
+    kafka_dev: KafkaDev,
 }
 
 impl SecondBroker {
@@ -74,12 +69,12 @@ impl SecondBroker {
 
     /// The TLS listener with SCRAM-SHA-512 (the port after the plain one).
     pub fn tls_bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port + 1)
+        format!("127.0.0.1:{}", self.kafka_dev.port + 1)
     }
 
     /// The CA that signed the broker's certificate.
     pub fn ca(&self) -> PathBuf {
-        self.dir.join("tls/ca.crt")
+        self.kafka_dev.dir.join("tls/ca.crt")
     }
 
     /// Lines of this broker's log saying its transaction coordinator skipped the markers of the scenario's
@@ -99,12 +94,19 @@ impl SecondBroker {
         group: &str,
         window: (SystemTime, SystemTime),
     ) -> Vec<String> {
-        skipped_markers_in(&self.dir, topic, coordinator_partition(group), window)
+        skipped_markers_in(
+            &self.kafka_dev.dir,
+            topic,
+            coordinator_partition(group),
+            window,
+        )
     }
 
     /// Creates SCRAM users and replaces their ACLs (`scripts/kafka-dev.sh access`).
     pub fn apply_access(&self, spec: &str) -> anyhow::Result<String> {
-        testkit::access::apply(&self.script, &self.dir, self.port, spec).map_err(anyhow::Error::msg)
+        let KafkaDev { port, dir, .. } = &self.kafka_dev;
+        testkit::access::apply(self.kafka_dev.script(), dir, *port, spec)
+            .map_err(anyhow::Error::msg)
     }
 
     async fn start_on(
@@ -115,26 +117,14 @@ impl SecondBroker {
     ) -> anyhow::Result<Self> {
         let broker = Self {
             bootstrap: format!("127.0.0.1:{port}"),
-            script: repo_root.join("scripts/kafka-dev.sh"),
-            port,
-            dir: repo_root.join(dir),
-            group_settings,
+            // `KAFKA_DEV_GROUP_SETTINGS`: `project` or `kafka-defaults`.
+            kafka_dev: KafkaDev::new(repo_root, port, dir)
+                .with("KAFKA_DEV_GROUP_SETTINGS", group_settings),
         };
         broker.run("start").await?;
         Ok(broker)
     }
 
-    fn command(&self, action: &str) -> std::process::Command {
-        let mut command = std::process::Command::new(&self.script);
-        command
-            .arg(action)
-            .env("KAFKA_DEV_PORT", self.port.to_string())
-            .env("KAFKA_DEV_DIR", &self.dir)
-            .env("KAFKA_DEV_GROUP_SETTINGS", self.group_settings);
-        command
-    }
-
-    /// Runs `scripts/kafka-dev.sh <action>` for this broker.
     /// Stops the broker cleanly, leaves it down for `down`, and starts it again on the same store.
     pub async fn bounce(&self, down: Duration) -> anyhow::Result<Outage> {
         let stopping = Instant::now();
@@ -148,22 +138,15 @@ impl SecondBroker {
         })
     }
 
+    /// Runs `scripts/kafka-dev.sh <action>` for this broker.
     pub async fn run(&self, action: &str) -> anyhow::Result<()> {
-        let status = tokio::process::Command::from(self.command(action))
-            .status()
-            .await
-            .with_context(|| format!("running kafka-dev.sh {action}"))?;
-        ensure!(
-            status.success(),
-            "kafka-dev.sh {action} failed for the second broker"
-        );
-        Ok(())
+        self.kafka_dev.run(&[action]).await
     }
 }
 
 impl Drop for SecondBroker {
     fn drop(&mut self) {
-        let _ = self.command("stop").status();
+        let _ = self.kafka_dev.command(&["stop"]).status();
     }
 }
 

@@ -25,62 +25,20 @@ impl Controller {
         let version = kafka.data["spec"]["kafka"]["version"]
             .as_str()
             .unwrap_or("4.3.1");
-        let api = self.api("Kafka");
-        let patch_status = |status: Value| {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                api.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "status": status })),
-                )
-                .await
-                .map(|_| ())
-            }
-        };
         let already = |reason: &str| {
             kafka.data["status"]["observedGeneration"] == json!(generation)
                 && kafka.data["status"]["conditions"][0]["reason"] == json!(reason)
         };
-        if !SUPPORTED_KAFKA_VERSIONS.contains(&version) {
-            if !already("UnsupportedKafkaVersion") {
-                patch_status(json!({
-                    "observedGeneration": generation,
-                    "conditions": ready(false, "UnsupportedKafkaVersion",
-                        &format!("Kafka {version} is not supported by Strimzi 1.2.0 (supported: {SUPPORTED_KAFKA_VERSIONS:?})")),
-                }))
-                .await?;
-            }
-            return Ok(());
-        }
-        if let Err(difference) = served_security(&kafka.data["spec"]["kafka"]) {
-            if !already("NotWhatTheBrokerServes") {
-                patch_status(json!({
-                    "observedGeneration": generation,
-                    "conditions": ready(false, "NotWhatTheBrokerServes", &difference),
-                }))
-                .await?;
-            }
-            return Ok(());
-        }
-        let own_pools: Vec<&DynamicObject> = pools
-            .iter()
-            .filter(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("strimzi.io/cluster"))
-                    == Some(&name)
-                    && p.metadata.deletion_timestamp.is_none()
-            })
-            .collect();
-        if own_pools.is_empty() {
-            if !already("NoNodePools") {
-                patch_status(json!({
-                    "observedGeneration": generation,
-                    "conditions": ready(false, "NoNodePools", "no KafkaNodePool is labelled for this cluster"),
-                }))
+        let own_pools = pools_of(&name, pools);
+        if let Some((reason, message)) = refusal(kafka, version, own_pools.is_empty()) {
+            if !already(reason) {
+                self.patch_kafka_status(
+                    &name,
+                    json!({
+                        "observedGeneration": generation,
+                        "conditions": ready(false, reason, &message),
+                    }),
+                )
                 .await?;
             }
             return Ok(());
@@ -91,53 +49,79 @@ impl Controller {
         let mut all_ready = true;
         let mut pool_names = Vec::new();
         for pool in own_pools {
-            let pool_name = pool.metadata.name.clone().unwrap_or_default();
-            let replicas = pool.data["spec"]["replicas"].as_u64().unwrap_or(0);
-            let node_ids: Vec<u64> = (0..replicas).collect();
-            for id in &node_ids {
-                all_ready &= self
-                    .ensure_broker_pod(&name, &pool_name, *id, &owner)
-                    .await?;
-            }
-            if pool.data["status"]["observedGeneration"]
-                != json!(pool.metadata.generation.unwrap_or(0))
-            {
-                self.api("KafkaNodePool")
-                    .patch_status(
-                        &pool_name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {
-                            "observedGeneration": pool.metadata.generation.unwrap_or(0),
-                            "nodeIds": node_ids,
-                            "replicas": replicas,
-                            "roles": pool.data["spec"]["roles"],
-                            "labelSelector": format!("strimzi.io/cluster={name},strimzi.io/name={name}-kafka,strimzi.io/kind=Kafka,strimzi.io/pool-name={pool_name}"),
-                            "clusterId": "kube-dev",
-                        }})),
-                    )
-                    .await?;
-            }
-            pool_names.push(json!({ "name": pool_name }));
+            all_ready &= self.reconcile_pool(&name, pool, &owner).await?;
+            pool_names.push(json!({ "name": pool.metadata.name.clone().unwrap_or_default() }));
         }
         if all_ready && !already("Ready") {
             info!(kafka = %name, "Kafka ready");
-            patch_status(json!({
-                "observedGeneration": generation,
-                "conditions": ready(true, "Ready", "the stand-in's broker pods are running"),
-                "kafkaVersion": version,
-                "clusterId": "kube-dev",
-                "kafkaNodePools": pool_names,
-                "listeners": [{
-                    "name": "plain",
-                    "bootstrapServers": format!("{name}-kafka-bootstrap.{}.svc:{PLAIN_PORT}", self.settings.namespace),
-                }, {
-                    "name": "tls",
-                    "bootstrapServers": format!("{name}-kafka-bootstrap.{}.svc:{TLS_PORT}", self.settings.namespace),
-                }],
-            }))
+            let namespace = &self.settings.namespace;
+            self.patch_kafka_status(
+                &name,
+                json!({
+                    "observedGeneration": generation,
+                    "conditions": ready(true, "Ready", "the stand-in's broker pods are running"),
+                    "kafkaVersion": version,
+                    "clusterId": "kube-dev",
+                    "kafkaNodePools": pool_names,
+                    "listeners": [{
+                        "name": "plain",
+                        "bootstrapServers": format!("{name}-kafka-bootstrap.{namespace}.svc:{PLAIN_PORT}"),
+                    }, {
+                        "name": "tls",
+                        "bootstrapServers": format!("{name}-kafka-bootstrap.{namespace}.svc:{TLS_PORT}"),
+                    }],
+                }),
+            )
             .await?;
         }
         Ok(())
+    }
+
+    async fn patch_kafka_status(&self, name: &str, status: Value) -> anyhow::Result<()> {
+        self.api("Kafka")
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The pool's broker pods, and its status once for each generation; whether every pod is ready.
+    async fn reconcile_pool(
+        &self,
+        cluster: &str,
+        pool: &DynamicObject,
+        owner: &Value,
+    ) -> anyhow::Result<bool> {
+        let pool_name = pool.metadata.name.clone().unwrap_or_default();
+        let replicas = pool.data["spec"]["replicas"].as_u64().unwrap_or(0);
+        let node_ids: Vec<u64> = (0..replicas).collect();
+        let mut all_ready = true;
+        for id in &node_ids {
+            all_ready &= self
+                .ensure_broker_pod(cluster, &pool_name, *id, owner)
+                .await?;
+        }
+        let generation = pool.metadata.generation.unwrap_or(0);
+        if pool.data["status"]["observedGeneration"] != json!(generation) {
+            self.api("KafkaNodePool")
+                .patch_status(
+                    &pool_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {
+                        "observedGeneration": generation,
+                        "nodeIds": node_ids,
+                        "replicas": replicas,
+                        "roles": pool.data["spec"]["roles"],
+                        "labelSelector": format!("strimzi.io/cluster={cluster},strimzi.io/name={cluster}-kafka,strimzi.io/kind=Kafka,strimzi.io/pool-name={pool_name}"),
+                        "clusterId": "kube-dev",
+                    }})),
+                )
+                .await?;
+        }
+        Ok(all_ready)
     }
 
     async fn ensure_service(&self, cluster: &str, owner: &Value) -> anyhow::Result<()> {
@@ -211,6 +195,40 @@ impl Controller {
         pods.create(&PostParams::default(), &pod).await?;
         Ok(false)
     }
+}
+
+/// The cluster's KafkaNodePools (labelled for it, not being deleted).
+fn pools_of<'a>(cluster: &str, pools: &'a [DynamicObject]) -> Vec<&'a DynamicObject> {
+    pools
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("strimzi.io/cluster"))
+                .is_some_and(|c| c == cluster)
+                && p.metadata.deletion_timestamp.is_none()
+        })
+        .collect()
+}
+
+/// Why the stand-in will not run the `Kafka` (its status' reason and message), if it will not.
+fn refusal(kafka: &DynamicObject, version: &str, no_pools: bool) -> Option<(&'static str, String)> {
+    if !SUPPORTED_KAFKA_VERSIONS.contains(&version) {
+        return Some((
+            "UnsupportedKafkaVersion",
+            format!("Kafka {version} is not supported by Strimzi 1.2.0 (supported: {SUPPORTED_KAFKA_VERSIONS:?})"),
+        ));
+    }
+    if let Err(difference) = served_security(&kafka.data["spec"]["kafka"]) {
+        return Some(("NotWhatTheBrokerServes", difference));
+    }
+    no_pools.then(|| {
+        (
+            "NoNodePools",
+            "no KafkaNodePool is labelled for this cluster".to_owned(),
+        )
+    })
 }
 
 /// Whether a `Kafka`'s `spec.kafka` asks for the security the broker serves; otherwise what differs. The

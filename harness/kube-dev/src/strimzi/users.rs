@@ -66,36 +66,45 @@ impl Controller {
         .map_err(|e| anyhow::anyhow!(e))?;
         info!(users = pending.len(), applied = %printed.trim(), "users and ACLs written to the broker");
         for (user, password) in pending {
-            let name = user.metadata.name.clone().unwrap_or_default();
-            let owner = owned_by("KafkaUser", user);
-            let cluster = user
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("strimzi.io/cluster"));
-            let jaas = format!(
-                "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{name}\" password=\"{password}\";"
-            );
-            let secret = Secret {
-                metadata: serde_json::from_value(json!({
-                    "name": name,
-                    "ownerReferences": owner,
-                    "labels": {"strimzi.io/cluster": cluster, "strimzi.io/kind": "KafkaUser"},
-                }))?,
-                data: Some(BTreeMap::from([
-                    ("password".to_owned(), ByteString(password.into_bytes())),
-                    ("sasl.jaas.config".to_owned(), ByteString(jaas.into_bytes())),
-                ])),
-                ..Secret::default()
-            };
-            secrets
-                .patch(
-                    &name,
-                    &PatchParams::apply("kube-dev-strimzi").force(),
-                    &Patch::Apply(&secret),
-                )
-                .await?;
-            api.patch_status(
+            self.publish_user(user, password).await?;
+        }
+        Ok(())
+    }
+
+    /// The user's Secret (its password and JAAS line, as Strimzi writes them) and its `Ready`.
+    async fn publish_user(&self, user: &DynamicObject, password: String) -> anyhow::Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let name = user.metadata.name.clone().unwrap_or_default();
+        let owner = owned_by("KafkaUser", user);
+        let cluster = user
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("strimzi.io/cluster"));
+        let jaas = format!(
+            "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{name}\" password=\"{password}\";"
+        );
+        let secret = Secret {
+            metadata: serde_json::from_value(json!({
+                "name": name,
+                "ownerReferences": owner,
+                "labels": {"strimzi.io/cluster": cluster, "strimzi.io/kind": "KafkaUser"},
+            }))?,
+            data: Some(BTreeMap::from([
+                ("password".to_owned(), ByteString(password.into_bytes())),
+                ("sasl.jaas.config".to_owned(), ByteString(jaas.into_bytes())),
+            ])),
+            ..Secret::default()
+        };
+        secrets
+            .patch(
+                &name,
+                &PatchParams::apply("kube-dev-strimzi").force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        self.api("KafkaUser")
+            .patch_status(
                 &name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"status": {
@@ -106,8 +115,7 @@ impl Controller {
                 }})),
             )
             .await?;
-            info!(user = %name, "user ready");
-        }
+        info!(user = %name, "user ready");
         Ok(())
     }
 }

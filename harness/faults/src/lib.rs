@@ -21,6 +21,7 @@ pub mod copier;
 mod crew;
 mod ending;
 mod hostile;
+mod kafka_dev;
 mod kill;
 mod reference;
 pub mod replicated;

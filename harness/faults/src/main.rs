@@ -167,22 +167,16 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
     if !cli.cluster_only {
         single_node(&cli, &exe, &harness, duration, &mut report).await?;
     }
+    three_nodes(&cli, &exe, &mut report).await?;
 
-    // Where exactly-once is promised: three replicated nodes, as deploy/ ships. Kafka's own client through the
-    // same faults, side by side: whatever it achieves there, the makers must.
-    // In network namespaces (root), so that a node can be cut off.
-    let cluster = Cluster::start(
-        &repo_root(),
-        29300,
-        "target/kafka-dev-cluster",
-        Network::Namespaces,
-    )
-    .await?;
-    cluster
-        .set_transaction_version(cli.transaction_version)
-        .await?;
-    let on_cluster = Harness::new(exe.clone(), cluster.bootstrap.clone());
-    let plans: Vec<Vec<ClusterFault>> = if !cli.plan.is_empty() {
+    let clean = all.iter().all(faults::Findings::passed);
+    println!("verdict: {}", if clean { "PASS" } else { "FAIL" });
+    Ok(clean)
+}
+
+/// The fault plans the three nodes go through: the ones asked for, or the campaign's.
+fn plans(cli: &Cli) -> Vec<Vec<ClusterFault>> {
+    if !cli.plan.is_empty() {
         vec![cli.plan.iter().map(|f| f.fault(cli.cut_for)).collect()]
     } else if cli.long {
         vec![
@@ -199,9 +193,30 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
             ClusterFault::KillTransactionCoordinator,
             ClusterFault::CutOffTransactionCoordinator(cli.cut_for),
         ]]
-    };
+    }
+}
+
+/// Where exactly-once is promised: three replicated nodes, as deploy/ ships. Kafka's own client through the same
+/// faults, side by side: whatever it achieves there, the makers must. In network namespaces (root), so that a node
+/// can be cut off.
+async fn three_nodes(
+    cli: &Cli,
+    exe: &std::path::Path,
+    report: &mut impl FnMut(faults::Findings),
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(
+        &repo_root(),
+        29300,
+        "target/kafka-dev-cluster",
+        Network::Namespaces,
+    )
+    .await?;
+    cluster
+        .set_transaction_version(cli.transaction_version)
+        .await?;
+    let on_cluster = Harness::new(exe.to_path_buf(), cluster.bootstrap.clone());
     let workers = workers(cli.workers);
-    for plan in &plans {
+    for plan in &plans(cli) {
         for _ in 0..cli.repeat {
             for &workers in workers {
                 report(
@@ -218,11 +233,7 @@ async fn campaign(cli: Cli) -> anyhow::Result<bool> {
             }
         }
     }
-    drop(cluster);
-
-    let clean = all.iter().all(faults::Findings::passed);
-    println!("verdict: {}", if clean { "PASS" } else { "FAIL" });
-    Ok(clean)
+    Ok(())
 }
 
 /// The scenarios on a single node.

@@ -500,7 +500,7 @@ fn overlay() -> PathBuf {
     let dir = repo_root().join("target/kube-dev/overlay");
     std::fs::create_dir_all(&dir).unwrap();
     let kustomization = format!(
-        r#"# Written by crates/kube-dev/tests/quickstart.rs: deploy/app with lagThreshold {LAG_THRESHOLD}.
+        r#"# Written by harness/kube-dev/tests/quickstart.rs: deploy/app with lagThreshold {LAG_THRESHOLD}.
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
@@ -905,10 +905,12 @@ fn makers_on_the_real_node() {
         Duration::from_secs(90),
         || {
             pod = job_pod(starved).unwrap_or(Value::Null);
-            held = pod["metadata"]["name"]
-                .as_str()
-                .map(|name| assigned_partitions(&kubectl(&["logs", name])))
-                .unwrap_or_default();
+            // Its logs once its container runs (before, kubectl refuses them).
+            let running = pod["status"]["containerStatuses"][0]["state"]["running"].is_object();
+            held = match pod["metadata"]["name"].as_str() {
+                Some(name) if running => assigned_partitions(&kubectl(&["logs", name])),
+                _ => Vec::new(),
+            };
             !held.is_empty()
         },
     );

@@ -1,6 +1,6 @@
 //! Least privilege in deploy/, read as data: who signs in as whom, where each secret comes from, which listener
 //! serves whom, and what the application pods may reach. What the ACLs themselves allow is proven on a real
-//! broker (crates/faults/tests/access.rs) and on the real control plane (crates/kube-dev/tests/quickstart.rs).
+//! broker (harness/faults/tests/access.rs) and on the real control plane (harness/kube-dev/tests/quickstart.rs).
 
 use deploy_check::{container, env_value, find, load_manifests, repo_root, Manifest};
 use serde_json::{json, Value};

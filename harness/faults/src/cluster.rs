@@ -10,6 +10,8 @@ use anyhow::{bail, ensure, Context as _};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tabs::kafka::{reader_config, KafkaArgs, ReaderOptions};
 
+use crate::kafka_dev::KafkaDev;
+
 /// Nodes in the cluster, as deploy/infra/kafka-nodepool.yaml has them.
 pub const NODES: usize = 3;
 /// `offsets.topic.num.partitions` and `transaction.state.log.num.partitions` of the test brokers.
@@ -39,9 +41,7 @@ pub enum Down {
 /// A cluster of the scenario's own. Stopped when dropped.
 pub struct Cluster {
     pub bootstrap: String,
-    script: PathBuf,
-    port: u16,
-    dir: PathBuf,
+    kafka_dev: KafkaDev,
     network: Network,
     repo_root: PathBuf,
     /// When a node was taken down or cut off (the liveness verdict allows each its wait once).
@@ -56,11 +56,20 @@ impl Cluster {
         dir: &str,
         network: Network,
     ) -> anyhow::Result<Self> {
+        let kafka_dev = KafkaDev::new(repo_root, port, dir)
+            .with("KAFKA_DEV_NODES", NODES.to_string())
+            .with(
+                "KAFKA_DEV_NETWORK",
+                match network {
+                    Network::Loopback => "loopback",
+                    Network::Namespaces => "namespaces",
+                },
+            )
+            // Three JVMs beside the clients on two cores: smaller heaps than the single node's.
+            .with("KAFKA_DEV_HEAP", "400m");
         let mut cluster = Self {
             bootstrap: String::new(),
-            script: repo_root.join("scripts/kafka-dev.sh"),
-            port,
-            dir: repo_root.join(dir),
+            kafka_dev,
             network,
             repo_root: repo_root.to_owned(),
             disruptions: std::sync::Mutex::default(),
@@ -68,44 +77,13 @@ impl Cluster {
         // Nodes an earlier run left behind (a test that did not get to stop them) are not this scenario's.
         cluster.run(&["stop"]).await?;
         cluster.run(&["start"]).await?;
-        let printed = tokio::process::Command::from(cluster.command(&["env"]))
-            .output()
-            .await?;
-        cluster.bootstrap = String::from_utf8(printed.stdout)?
-            .lines()
-            .find_map(|l| l.strip_prefix("export KAFKA_BOOTSTRAP_SERVERS="))
-            .context("kafka-dev.sh env printed no KAFKA_BOOTSTRAP_SERVERS")?
-            .to_owned();
+        cluster.bootstrap = cluster.kafka_dev.bootstrap().await?;
         cluster.wait_in_sync(Duration::from_secs(60)).await?;
         Ok(cluster)
     }
 
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut command = std::process::Command::new(&self.script);
-        command
-            .args(args)
-            .env("KAFKA_DEV_NODES", NODES.to_string())
-            .env("KAFKA_DEV_PORT", self.port.to_string())
-            .env("KAFKA_DEV_DIR", &self.dir)
-            .env(
-                "KAFKA_DEV_NETWORK",
-                match self.network {
-                    Network::Loopback => "loopback",
-                    Network::Namespaces => "namespaces",
-                },
-            )
-            // Three JVMs beside the clients on two cores: smaller heaps than the single node's.
-            .env("KAFKA_DEV_HEAP", "400m");
-        command
-    }
-
     async fn run(&self, args: &[&str]) -> anyhow::Result<()> {
-        let status = tokio::process::Command::from(self.command(args))
-            .status()
-            .await
-            .with_context(|| format!("running kafka-dev.sh {}", args.join(" ")))?;
-        ensure!(status.success(), "kafka-dev.sh {} failed", args.join(" "));
-        Ok(())
+        self.kafka_dev.run(args).await
     }
 
     /// Sets the cluster's `transaction.version` feature (Kafka's `kafka-features.sh`), which decides the
@@ -255,7 +233,7 @@ impl Cluster {
     pub fn skipped_markers(&self) -> Vec<String> {
         (0..NODES)
             .flat_map(|node| {
-                let dir = self.dir.join(format!("node-{node}"));
+                let dir = self.kafka_dev.dir.join(format!("node-{node}"));
                 ["server-earlier.log", "server.log"]
                     .into_iter()
                     .filter_map(move |log| std::fs::read_to_string(dir.join(log)).ok())
@@ -287,7 +265,7 @@ pub async fn kafka_classpath(repo_root: &Path) -> anyhow::Result<String> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.command(&["stop"]).status();
+        let _ = self.kafka_dev.command(&["stop"]).status();
     }
 }
 

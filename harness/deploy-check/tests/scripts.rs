@@ -1,5 +1,5 @@
 //! What can be said of the make_*.sh scripts without a cluster. Everything they do on one is proved by the
-//! Kubernetes end-to-end test against the real API server and KEDA operator (crates/kube-dev/tests).
+//! Kubernetes end-to-end test against the real API server and KEDA operator (harness/kube-dev/tests).
 
 use std::os::unix::fs::symlink;
 use std::process::Command;
@@ -160,7 +160,8 @@ fn the_test_brokers_run_with_the_deployed_clusters_settings() {
         .find(|m| m.kind() == "KafkaNodePool")
         .expect("the KafkaNodePool resource")
         .doc["spec"];
-    let faults = std::fs::read_to_string(repo_root().join("crates/faults/src/cluster.rs")).unwrap();
+    let faults =
+        std::fs::read_to_string(repo_root().join("harness/faults/src/cluster.rs")).unwrap();
     assert!(
         faults.contains(&format!("pub const NODES: usize = {};", pool["replicas"])),
         "the fault campaign's cluster does not have the node pool's {} nodes",
