@@ -10,6 +10,7 @@ mod auditing;
 mod capacity;
 mod ceiling;
 mod coldstart;
+mod memory;
 mod recovery;
 mod scale;
 mod support;
@@ -83,6 +84,8 @@ enum Command {
         #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
         step: Duration,
     },
+    /// One maker's memory per order in flight, against the same maker with none.
+    Memory,
     /// The auditor reading millions of records, against Kafka's consumer tool; its memory per order.
     Audit {
         /// Orders of the large run (about 15.5 tabs each); the small run has a tenth.
@@ -142,6 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Recovery => {
             recovery::run(bootstrap).await?;
         }
+        Command::Memory => {
+            memory::run(bootstrap, capacity::shipped_max_in_flight_orders()).await?;
+        }
         Command::Audit { orders } => {
             auditing::run(bootstrap, orders).await?;
         }
@@ -165,12 +171,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 hold,
             )
             .await?;
+            let memory = memory::run(bootstrap, capacity::shipped_max_in_flight_orders()).await?;
             let scale = scale::run(bootstrap, Duration::from_secs(20)).await?;
             let auditing = auditing::run(bootstrap, if quick { 50_000 } else { 200_000 }).await?;
             let recovery = recovery::run(bootstrap).await?;
             if let Some(path) = write {
                 let text = markdown(
-                    &command, &ceiling, &cold, &capacity, &scale, &auditing, &recovery,
+                    &command,
+                    &Results {
+                        ceiling,
+                        cold,
+                        capacity,
+                        memory,
+                        scale,
+                        auditing,
+                        recovery,
+                    },
                 );
                 std::fs::write(&path, text)?;
                 println!("wrote {}", path.display());
@@ -209,15 +225,27 @@ fn binary_size_mib(name: &str) -> f64 {
 /// The report's template: all its prose, with the figures filled in by [`markdown`].
 const TEMPLATE: &str = include_str!("../templates/BENCHMARKS.md.j2");
 
-fn markdown(
-    command: &str,
-    ceiling: &ceiling::Ceiling,
-    cold: &coldstart::ColdStart,
-    capacity: &capacity::Capacity,
-    scale: &scale::Scale,
-    auditing: &auditing::Auditing,
-    recovery: &[recovery::Recovery],
-) -> String {
+/// Every benchmark's figures, for the report.
+struct Results {
+    ceiling: ceiling::Ceiling,
+    cold: coldstart::ColdStart,
+    capacity: capacity::Capacity,
+    memory: memory::Memory,
+    scale: scale::Scale,
+    auditing: auditing::Auditing,
+    recovery: Vec<recovery::Recovery>,
+}
+
+fn markdown(command: &str, results: &Results) -> String {
+    let Results {
+        ceiling,
+        cold,
+        capacity,
+        memory,
+        scale,
+        auditing,
+        recovery,
+    } = results;
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
     let binaries: Vec<serde_json::Value> =
         ["patient", "medicine", "medicine-pubsub-local", "tabs-audit"]
@@ -238,6 +266,7 @@ fn markdown(
             "patient_ms": ms(cold.patient),
         },
         "scale": scale_context(scale),
+        "memory": memory_context(memory),
         "binaries": binaries,
         "auditing": auditing_context(auditing),
         "recovery": recovery.iter().map(recovery_context).collect::<Vec<_>>(),
@@ -275,6 +304,26 @@ fn ceiling_context(ceiling: &ceiling::Ceiling) -> serde_json::Value {
         "exactly_once_ratio": f2(ceiling.maker_exactly_once / ceiling.producer_transactional),
         "at_least_once_ratio": f2(ceiling.maker_at_least_once / ceiling.producer_idempotent),
         "exactly_once_clean": ceiling.exactly_once_clean,
+    })
+}
+
+fn memory_context(m: &memory::Memory) -> serde_json::Value {
+    // What the ScaledJob's memory request holds at this cost per order, over the reference.
+    let request_mib = f64::from(local::defaults::load().maker_memory_request_mib);
+    let per_order = m.bytes_per_order();
+    serde_json::json!({
+        "bound": m.bound,
+        "tabs": m.tabs,
+        "idle_mib": f1(m.idle_kib as f64 / 1024.0),
+        "levels": m.levels.iter().map(|l| serde_json::json!({
+            "orders": l.orders,
+            "peak_mib": f1(l.peak_kib as f64 / 1024.0),
+        })).collect::<Vec<_>>(),
+        "bytes_per_order": f0(per_order),
+        "order_bytes": m.order_bytes,
+        "ratio": f1(per_order / m.order_bytes as f64),
+        "request_mib": f0(request_mib),
+        "orders_in_request": f0((request_mib * 1024.0 * 1024.0 - m.idle_kib as f64 * 1024.0).max(0.0) / per_order.max(1.0)),
     })
 }
 
@@ -407,9 +456,8 @@ mod tests {
             peak_rss_mib: 20.0,
             passed: true,
         };
-        let text = markdown(
-            "all",
-            &ceiling::Ceiling {
+        let results = Results {
+            ceiling: ceiling::Ceiling {
                 orders: 1,
                 tabs: 2,
                 record_bytes: 300,
@@ -420,18 +468,28 @@ mod tests {
                 maker_at_least_once: 1.5,
                 exactly_once_clean: true,
             },
-            &coldstart::ColdStart {
+            cold: coldstart::ColdStart {
                 runs: 5,
                 maker_classic: Duration::from_millis(300),
                 maker_consumer: Duration::from_millis(200),
                 patient: Duration::from_millis(70),
             },
-            &capacity::Capacity {
+            capacity: capacity::Capacity {
                 max_in_flight_orders: 4096,
                 levels: vec![level],
                 hold: Duration::from_secs(20),
             },
-            &scale::Scale {
+            memory: memory::Memory {
+                bound: 4096,
+                tabs: 30,
+                idle_kib: 10 * 1024,
+                levels: vec![memory::Level {
+                    orders: 4096,
+                    peak_kib: 10 * 1024 + 4096 * 2,
+                }],
+                order_bytes: 9000,
+            },
+            scale: scale::Scale {
                 step_at_s: 30.0,
                 keda_s: 5.0,
                 made_s: 7.0,
@@ -445,12 +503,12 @@ mod tests {
                 dropped: 4,
                 audit_passed: true,
             },
-            &auditing::Auditing {
+            auditing: auditing::Auditing {
                 small: run,
                 large: run,
                 consumer_records_per_s: 2e5,
             },
-            &[recovery::Recovery {
+            recovery: vec![recovery::Recovery {
                 settings: "deployed settings",
                 protocol: "consumer",
                 session_timeout: Duration::from_secs(10),
@@ -461,7 +519,8 @@ mod tests {
                 all_s: 12.4,
                 audit_passed: true,
             }],
-        );
+        };
+        let text = markdown("all", &results);
         assert!(!text.contains("template failed"), "{text}");
         for expected in [
             "| **maker, exactly-once** | **1** | **0.50** |",
@@ -472,6 +531,7 @@ mod tests {
             "| the step's backlog made (the lag back under what arrives in one making time and 0.5 s) | 7.0 | 1.00 |",
             "| lag back under one threshold per running maker (KEDA's view: it starts no more makers) | 5.0 | 0.71 |",
             "| deployed settings | `consumer` | 10 s | 2 s | 3 | 10.2 | 12.1 | 12.4 | 14 | 0.86 | passed |",
+            "2048 bytes per order in flight",
         ] {
             assert!(text.contains(expected), "{expected} is not in:\n{text}");
         }

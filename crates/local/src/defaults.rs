@@ -26,6 +26,8 @@ pub struct DeployDefaults {
     pub maker_env: BTreeMap<String, String>,
     /// Partitions of each KafkaTopic, by topic name.
     pub partitions: BTreeMap<String, i32>,
+    /// The maker container's memory request, in MiB (`resources.requests.memory`, written `NMi`).
+    pub maker_memory_request_mib: u32,
 }
 
 impl DeployDefaults {
@@ -104,6 +106,10 @@ pub fn load() -> DeployDefaults {
         allow_idle_consumers: trigger["allowIdleConsumers"].as_str() == Some("true"),
         maker_env,
         partitions,
+        maker_memory_request_mib: container["resources"]["requests"]["memory"]
+            .as_str()
+            .and_then(|m| m.strip_suffix("Mi")?.parse().ok())
+            .expect("deploy/app/medicine-scaledjob.yaml: the maker's memory request, in Mi"),
     }
 }
 

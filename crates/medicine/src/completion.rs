@@ -1,15 +1,16 @@
 //! What becomes of one fetched record, as its task reports it back to the loop.
 
-use tabs::messages::{DeadLetter, Order, Tab};
+use tabs::messages::{DeadLetter, Order};
 
 use crate::error::KafkaFailure;
 use crate::ledger::Epoch;
+use crate::making::MadeTabs;
 
 /// The result of one fetched record.
 #[derive(Debug)]
 pub enum Outcome {
     /// Exactly-once: an order made; its tabs wait for the transaction.
-    Made { order: Order, tabs: Vec<Tab> },
+    Made { order: Order, tabs: MadeTabs },
     /// Exactly-once: an order whose tabs the deliveries topic already holds, committed by a transaction whose
     /// offsets were lost (see `doubt.rs`): only its offset goes with the transaction.
     AlreadyDelivered { order: Order },

@@ -10,7 +10,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
 use tabs::kafka::{self, KafkaArgs, ProducerKind};
-use tabs::messages::{to_json, Tab};
+use tabs::messages::to_json;
 use tabs::time::now_ns;
 use tracing::{error, warn};
 
@@ -78,11 +78,7 @@ pub fn transact(
         for outcome in results {
             match outcome {
                 Outcome::Made { order, tabs } => {
-                    for tab in tabs {
-                        let tab = Tab {
-                            delivery_timestamp_ns: now_ns(),
-                            ..tab.clone()
-                        };
+                    for tab in tabs.tabs(order, now_ns) {
                         send(
                             producer,
                             &topics.deliveries,

@@ -2,7 +2,7 @@
 //! their completions.
 
 use anyhow::bail;
-use tabs::messages::{parse_order, to_json, DeadLetter, Order, Rejection, Tab};
+use tabs::messages::{parse_order, to_json, DeadLetter, Order, Rejection};
 use tabs::time::now_ns;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -80,14 +80,8 @@ impl<B: Broker> Worker<B> {
                 Some(deliverer) => {
                     let key = order.patient_id.as_bytes().to_vec();
                     let records = tabs
-                        .into_iter()
-                        .map(|tab| {
-                            let tab = Tab {
-                                delivery_timestamp_ns: now_ns(),
-                                ..tab
-                            };
-                            (Some(key.clone()), to_json(&tab))
-                        })
+                        .tabs(&order, now_ns)
+                        .map(|tab| (Some(key.clone()), to_json(&tab)))
                         .collect();
                     let delivered = tokio::select! {
                         delivered = deliverer.deliver(&topic, records) => delivered,

@@ -45,6 +45,9 @@ pub struct ConsumerOptions {
     pub prefetch_kbytes: u32,
 }
 
+/// Records a transactional producer queues before its `send` waits for the broker to take some.
+pub const TRANSACTION_QUEUE_MESSAGES: u32 = 10_000;
+
 /// librdkafka keys of a producer of this project.
 pub fn producer_config(kafka: &KafkaArgs, kind: &ProducerKind) -> ClientConfig {
     let mut config = kafka.client_config();
@@ -65,6 +68,10 @@ pub fn producer_config(kafka: &KafkaArgs, kind: &ProducerKind) -> ClientConfig {
             // A transaction's records are all enqueued before it commits: waiting for more only delays the
             // commit, so send at once.
             .set("linger.ms", "0")
+            // The records of a transaction wait in librdkafka's queue until the broker has them, a copy each and
+            // its bookkeeping: at the default bound (100,000) a commit of thousands of orders held most of them
+            // there at once. A smaller window keeps the broker as busy and the memory to a tenth.
+            .set("queue.buffering.max.messages", TRANSACTION_QUEUE_MESSAGES.to_string())
             // Short: a killed maker's open transaction blocks readers and its partitions' offsets until it times
             // out, so this bounds how long a crash delays the next maker.
             .set("transaction.timeout.ms", timeout.as_millis().to_string());

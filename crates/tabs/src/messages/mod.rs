@@ -69,11 +69,21 @@ impl Tab {
 /// Lowercase hex SHA-256 of `patient_id + decimal(order_timestamp_ns) + decimal(seq_in_order)`, the original's
 /// definition of a tab's proof of work.
 pub fn tab_pow(patient_id: &str, order_timestamp_ns: u64, seq_in_order: u32) -> String {
+    tab_pow_hex(&tab_pow_bytes(patient_id, order_timestamp_ns, seq_in_order))
+}
+
+/// A proof of work's bytes as a tab carries them: lowercase hex.
+pub fn tab_pow_hex(proof: &[u8; 32]) -> String {
+    hex::encode(proof)
+}
+
+/// [`tab_pow`] before its hex encoding: the 32 bytes of the SHA-256.
+pub fn tab_pow_bytes(patient_id: &str, order_timestamp_ns: u64, seq_in_order: u32) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(patient_id.as_bytes());
     hasher.update(order_timestamp_ns.to_string().as_bytes());
     hasher.update(seq_in_order.to_string().as_bytes());
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
 /// Serializes a record value. Serializing these plain structs cannot fail (no maps with non-string keys, no
