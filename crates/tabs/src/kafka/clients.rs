@@ -71,7 +71,10 @@ pub fn producer_config(kafka: &KafkaArgs, kind: &ProducerKind) -> ClientConfig {
             // The records of a transaction wait in librdkafka's queue until the broker has them, a copy each and
             // its bookkeeping: at the default bound (100,000) a commit of thousands of orders held most of them
             // there at once. A smaller window keeps the broker as busy and the memory to a tenth.
-            .set("queue.buffering.max.messages", TRANSACTION_QUEUE_MESSAGES.to_string())
+            .set(
+                "queue.buffering.max.messages",
+                TRANSACTION_QUEUE_MESSAGES.to_string(),
+            )
             // Short: a killed maker's open transaction blocks readers and its partitions' offsets until it times
             // out, so this bounds how long a crash delays the next maker.
             .set("transaction.timeout.ms", timeout.as_millis().to_string());
