@@ -206,12 +206,7 @@ async fn measure_level(
     let config = audit_config(bootstrap, topics, from_ms, to_ms);
     let outcome = tokio::task::spawn_blocking(move || audit::audit(&config)).await??;
     let report = &outcome.report;
-    let cpu = |before: Option<crate::support::Usage>, after: Option<crate::support::Usage>| match (
-        before, after,
-    ) {
-        (Some(b), Some(a)) => percent(a.cpu.saturating_sub(b.cpu), wall),
-        _ => 0.0,
-    };
+    let cpu = |before, after| cpu_percent(before, after, wall);
     let level = Level {
         patients,
         attempt,
@@ -233,6 +228,18 @@ async fn measure_level(
     };
     level.print();
     Ok(level)
+}
+
+/// The share of one core a process used between two readings over `wall`.
+fn cpu_percent(
+    before: Option<crate::support::Usage>,
+    after: Option<crate::support::Usage>,
+    wall: Duration,
+) -> f64 {
+    match (before, after) {
+        (Some(b), Some(a)) => percent(a.cpu.saturating_sub(b.cpu), wall),
+        _ => 0.0,
+    }
 }
 
 impl Level {

@@ -102,18 +102,7 @@ async fn once(
     let mut crew = Crew::default();
     let doomed = crew.add(harness.maker(&topics, &making));
     let survivor = crew.add(harness.maker(&topics, &making));
-    for maker in [doomed, survivor] {
-        if !crew
-            .proc(maker)
-            .wait_for_log("first orders committed", Duration::from_secs(60))
-            .await
-        {
-            bail!(
-                "a maker never committed: {}",
-                crew.proc(maker).stderr_text()
-            );
-        }
-    }
+    committing(&crew, &[doomed, survivor]).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let kafka = KafkaArgs::plaintext(&harness.bootstrap);
@@ -169,6 +158,23 @@ async fn once(
     };
     result.print();
     Ok(result)
+}
+
+/// Waits until each of `makers` has committed its first orders.
+async fn committing(crew: &Crew, makers: &[usize]) -> anyhow::Result<()> {
+    for &maker in makers {
+        if !crew
+            .proc(maker)
+            .wait_for_log("first orders committed", Duration::from_secs(60))
+            .await
+        {
+            bail!(
+                "a maker never committed: {}",
+                crew.proc(maker).stderr_text()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Seconds from the kill until the committed offset of each of `held` first moved past where it was at the kill.
