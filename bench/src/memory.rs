@@ -98,22 +98,13 @@ pub async fn run(bootstrap: &str, bound: u32) -> anyhow::Result<Memory> {
 /// The maker's peak resident memory (KiB) through a backlog of `orders` orders, all taken at once.
 async fn peak(bootstrap: &str, orders: u32, bound: u32) -> anyhow::Result<u64> {
     let topics = Topics::create(bootstrap, 12).await;
-    let base = crate::support::now_ns();
-    let payloads: Vec<(Vec<u8>, Vec<u8>)> = (0..orders)
-        .map(|i| {
-            let order = Order {
-                patient_id: format!("{PATIENT}-{}", i % 500),
-                order_timestamp_ns: base + u64::from(i),
-                tabs_count: TABS,
-            };
-            (order.patient_id.clone().into_bytes(), to_json(&order))
-        })
-        .collect();
-    let records: Vec<testkit::RawRecord<'_>> = payloads
-        .iter()
-        .map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice())))
-        .collect();
-    testkit::produce_many(bootstrap, &topics.orders, &records).await;
+    testkit::produce_orders(
+        bootstrap,
+        &topics.orders,
+        PATIENT,
+        (orders as usize, 500, TABS),
+    )
+    .await;
 
     let mut args = topics.maker_args(bootstrap, &testkit::unique("bench-memory"));
     args.extend(strings(&[

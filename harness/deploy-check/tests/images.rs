@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use deploy_check::{container, env, find, load_manifests, memory_bytes, repo_root};
 use serde_json::{json, Value};
 use tabs::config::TopicArgs;
-use tabs::messages::{to_json, Order};
-use tabs::time::now_ns;
-use testkit::{create_topics, produce_many, require_broker, unique, Proc};
+use testkit::{create_topics, require_broker, unique, Proc};
 
 const PATIENT: &str = "medicine-pubsub/patient:dev";
 const MEDICINE: &str = "medicine-pubsub/medicine:dev";
@@ -440,23 +438,13 @@ impl Run {
 
     /// Orders from `patients` patients, `tabs` tabs each, straight onto the orders topic.
     async fn produce_orders(&self, count: usize, patients: usize, tabs: u32) {
-        let prefix = unique("patient");
-        let base = now_ns();
-        let payloads: Vec<(Vec<u8>, Vec<u8>)> = (0..count)
-            .map(|i| {
-                let order = Order {
-                    patient_id: format!("{prefix}-{}", i % patients),
-                    order_timestamp_ns: base + i as u64,
-                    tabs_count: tabs,
-                };
-                (order.patient_id.clone().into_bytes(), to_json(&order))
-            })
-            .collect();
-        let records: Vec<testkit::RawRecord<'_>> = payloads
-            .iter()
-            .map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice())))
-            .collect();
-        produce_many(&self.bootstrap, &self.orders, &records).await;
+        testkit::produce_orders(
+            &self.bootstrap,
+            &self.orders,
+            &unique("patient"),
+            (count, patients, tabs),
+        )
+        .await;
     }
 
     /// Every order of the run audited: the verdict must pass, with `orders` orders.

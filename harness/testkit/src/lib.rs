@@ -158,6 +158,35 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
     }
 }
 
+/// `count` valid orders of `tabs` tabs each onto `topic`, from `patients` patients named `<prefix>-<n>` (keyed by
+/// patient, as the patients key them), timestamps from now on; waits for every acknowledgement.
+pub async fn produce_orders(
+    bootstrap: &str,
+    topic: &str,
+    prefix: &str,
+    (count, patients, tabs): (usize, usize, u32),
+) {
+    let base = tabs::time::now_ns();
+    let payloads: Vec<(Vec<u8>, Vec<u8>)> = (0..count)
+        .map(|i| {
+            let order = tabs::messages::Order {
+                patient_id: format!("{prefix}-{}", i % patients),
+                order_timestamp_ns: base + i as u64,
+                tabs_count: tabs,
+            };
+            (
+                order.patient_id.clone().into_bytes(),
+                tabs::messages::to_json(&order),
+            )
+        })
+        .collect();
+    let records: Vec<RawRecord<'_>> = payloads
+        .iter()
+        .map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice())))
+        .collect();
+    produce_many(bootstrap, topic, &records).await;
+}
+
 /// Produces many raw records to `topic` as fast as the client goes, then waits for every acknowledgement.
 pub async fn produce_many(bootstrap: &str, topic: &str, records: &[RawRecord<'_>]) {
     let producer: FutureProducer = producer_config(&kafka(bootstrap), &ProducerKind::Idempotent)
