@@ -10,6 +10,7 @@ pub use args::{KafkaArgs, Property, SaslMechanism, SecurityProtocol, DEFAULT_BOO
 pub use clients::{
     admin_config, consumer_config, create_admin, create_consumer, create_producer, create_reader,
     producer_config, reader_config, ConsumerOptions, GroupProtocol, ProducerKind, ReaderOptions,
+    TRANSACTION_QUEUE_MESSAGES,
 };
 pub use errors::{denial, describe, ClientError, ErrorTracker, TabsContext};
 pub use wait::wait_for_topics;

@@ -151,6 +151,13 @@ fn transactional_producers_set_id_and_timeout() {
     assert_eq!(config.get("transactional.id"), Some("maker-1"));
     assert_eq!(config.get("transaction.timeout.ms"), Some("10000"));
     assert_eq!(config.get("enable.idempotence"), Some("true"));
+    // A large commit holds a window of its records in the client, not all of them.
+    assert_eq!(
+        config.get("queue.buffering.max.messages"),
+        Some(TRANSACTION_QUEUE_MESSAGES.to_string().as_str())
+    );
+    let idempotent = producer_config(&kafka, &ProducerKind::Idempotent);
+    assert_eq!(idempotent.get("queue.buffering.max.messages"), None);
 }
 
 /// A maker's consumer: KIP-848, read_committed, 1 MiB prefetch.
