@@ -384,7 +384,14 @@ static int rd_kafkap_Fetch_reply_tags_partition_parse(
                 if (rd_kafka_buf_read_CurrentLeader(
                         rkbuf, &PartitionTags->CurrentLeader) == -1)
                         goto err_parse;
-                TopicTags->partitions_with_leader_change_cnt++;
+                /* medicine-pubsub: only a known leader is a leader change.
+                 * The update built from these counts skips a partition
+                 * whose CurrentLeader is -1 (no leader, as while a KRaft
+                 * broker is fenced): counting it too left that many
+                 * partitions of the update uninitialised, read as garbage
+                 * partition ids, leaders and leader epochs. */
+                if (PartitionTags->CurrentLeader.LeaderId >= 0)
+                        TopicTags->partitions_with_leader_change_cnt++;
                 return 1;
         default:
                 return 0;

@@ -3645,7 +3645,14 @@ static int rd_kafkap_Produce_reply_tags_partition_parse(
                 if (rd_kafka_buf_read_CurrentLeader(
                         rkbuf, &PartitionTags->CurrentLeader) == -1)
                         goto err_parse;
-                ProduceTags->leader_change_cnt++;
+                /* medicine-pubsub: only a known leader is a leader change.
+                 * A CurrentLeader of -1 (no leader, as while a KRaft
+                 * broker is fenced) made a metadata update naming broker
+                 * -1, which the update then skipped ("new leader-1 not
+                 * found in cache"); the produce error itself already asks
+                 * for fresh metadata, as before leader discovery. */
+                if (PartitionTags->CurrentLeader.LeaderId >= 0)
+                        ProduceTags->leader_change_cnt++;
                 return 1;
         default:
                 return 0;
