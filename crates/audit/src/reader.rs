@@ -13,6 +13,11 @@ use tabs::kafka::{KafkaArgs, TabsContext};
 /// How long opening waits for the partitions of a topic created a moment ago to have leaders.
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 
+/// How long a topic may stay unknown to the broker while reading before the reader gives up: a broker that was
+/// fenced by its controller (a long pause) and comes back answers `UNKNOWN_TOPIC_OR_PARTITION` for a moment while
+/// it takes its partitions back, which is no reason to stop; a topic deleted under the reader is.
+const UNKNOWN_WAIT: Duration = Duration::from_secs(30);
+
 /// Where reading starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -30,6 +35,9 @@ pub struct TopicReader {
     topic: String,
     /// Partitions that reported their end since their last record.
     at_end: HashMap<i32, bool>,
+    /// Since when the broker has been saying it does not know the topic, and when it last said so (with no record
+    /// and no end of a partition read in between).
+    unknown: Option<(Instant, Instant)>,
 }
 
 impl TopicReader {
@@ -94,24 +102,44 @@ impl TopicReader {
             consumer,
             topic: topic.to_owned(),
             at_end: partitions.into_iter().map(|p| (p, false)).collect(),
+            unknown: None,
         })
     }
 
     /// The next record, waiting up to `timeout`; `None` when there is none yet. End-of-partition events are
-    /// absorbed (see [`caught_up`](Self::caught_up)); transient errors are retried by librdkafka.
+    /// absorbed (see [`caught_up`](Self::caught_up)); transient errors are retried by librdkafka, an unknown topic
+    /// for up to [`UNKNOWN_WAIT`].
     pub fn next(&mut self, timeout: Duration) -> Result<Option<BorrowedMessage<'_>>, KafkaError> {
         match self.consumer.poll(timeout) {
             None => Ok(None),
             Some(Ok(message)) => {
+                self.unknown = None;
                 self.at_end.insert(message.partition(), false);
                 Ok(Some(message))
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
+                self.unknown = None;
                 self.at_end.insert(partition, true);
                 Ok(None)
             }
-            Some(Err(err)) if is_fatal(&err) => Err(err),
-            Some(Err(_)) => Ok(None),
+            Some(Err(err)) => match classify(&err) {
+                Failure::Fatal => Err(err),
+                Failure::Transient => Ok(None),
+                Failure::Unknown => {
+                    let now = Instant::now();
+                    let since = match self.unknown {
+                        // Said again within a few seconds: the same spell.
+                        Some((since, last)) if now - last < UNKNOWN_WAIT / 6 => since,
+                        _ => now,
+                    };
+                    self.unknown = Some((since, now));
+                    if now - since < UNKNOWN_WAIT {
+                        Ok(None)
+                    } else {
+                        Err(err)
+                    }
+                }
+            },
         }
     }
 
@@ -148,18 +176,25 @@ fn until_led<T>(mut lookup: impl FnMut() -> Result<T, KafkaError>) -> Result<T, 
     }
 }
 
-fn is_fatal(err: &KafkaError) -> bool {
+/// What a reading error means for the reader.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// No use trying again: no access, no authentication, a fatal client error.
+    Fatal,
+    /// The broker does not know the topic or a partition: for a moment while it comes back from a fence, for good
+    /// once the topic is deleted.
+    Unknown,
+    /// Anything else: librdkafka retries it.
+    Transient,
+}
+
+fn classify(err: &KafkaError) -> Failure {
     use rdkafka::types::RDKafkaErrorCode::*;
-    matches!(
-        err.rdkafka_error_code(),
-        Some(
-            UnknownTopicOrPartition
-                | UnknownTopic
-                | TopicAuthorizationFailed
-                | Authentication
-                | Fatal
-        )
-    )
+    match err.rdkafka_error_code() {
+        Some(UnknownTopicOrPartition | UnknownTopic | UnknownPartition) => Failure::Unknown,
+        Some(TopicAuthorizationFailed | Authentication | Fatal) => Failure::Fatal,
+        _ => Failure::Transient,
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +227,26 @@ mod tests {
         });
         assert!(result.is_err());
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn an_unknown_topic_is_waited_for_and_refused_access_is_not() {
+        let error = |code| KafkaError::MessageConsumption(code);
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::UnknownTopicOrPartition)),
+            Failure::Unknown
+        );
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::UnknownPartition)),
+            Failure::Unknown
+        );
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::TopicAuthorizationFailed)),
+            Failure::Fatal
+        );
+        assert_eq!(
+            classify(&error(RDKafkaErrorCode::NotLeaderForPartition)),
+            Failure::Transient
+        );
     }
 }

@@ -389,7 +389,13 @@ async fn a_broker_standing_still_under_the_makers_fires_the_frozen_partition_ale
     )
     .unwrap();
     let audit = &report["audit"];
-    assert_eq!(code, 0, "{}\n{audit}", local.stdout_text());
+    assert_eq!(
+        code,
+        0,
+        "{}\n{audit}\nthe local mode's log:\n{}",
+        local.stdout_text(),
+        local.stderr_text()
+    );
     assert_eq!(report["run"]["guarantee"], "exactly-once");
     assert_eq!(audit["missing_tabs"], 0, "{audit}");
     assert_eq!(audit["duplicated_tabs"], 0, "{audit}");
