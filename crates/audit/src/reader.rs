@@ -13,9 +13,9 @@ use tabs::kafka::{KafkaArgs, TabsContext};
 /// How long opening waits for the partitions of a topic created a moment ago to have leaders.
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 
-/// How long a topic may stay unknown to the broker while reading before the reader gives up: a broker that was
-/// fenced by its controller (a long pause) and comes back answers `UNKNOWN_TOPIC_OR_PARTITION` for a moment while
-/// it takes its partitions back, which is no reason to stop; a topic deleted under the reader is.
+/// How long a topic may stay unknown while reading before the reader gives up: after a broker was fenced by its
+/// controller (a long pause) librdkafka reported an unknown partition for a moment (seen in the local mode's lag
+/// reading), which is no reason to stop; a topic deleted under the reader is.
 const UNKNOWN_WAIT: Duration = Duration::from_secs(30);
 
 /// Where reading starts.
@@ -35,9 +35,8 @@ pub struct TopicReader {
     topic: String,
     /// Partitions that reported their end since their last record.
     at_end: HashMap<i32, bool>,
-    /// Since when the broker has been saying it does not know the topic, and when it last said so (with no record
-    /// and no end of a partition read in between).
-    unknown: Option<(Instant, Instant)>,
+    /// How long the topic has been unknown, with nothing read in between.
+    unknown: UnknownSpell,
 }
 
 impl TopicReader {
@@ -102,7 +101,7 @@ impl TopicReader {
             consumer,
             topic: topic.to_owned(),
             at_end: partitions.into_iter().map(|p| (p, false)).collect(),
-            unknown: None,
+            unknown: UnknownSpell::default(),
         })
     }
 
@@ -113,32 +112,20 @@ impl TopicReader {
         match self.consumer.poll(timeout) {
             None => Ok(None),
             Some(Ok(message)) => {
-                self.unknown = None;
+                self.unknown = UnknownSpell::default();
                 self.at_end.insert(message.partition(), false);
                 Ok(Some(message))
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                self.unknown = None;
+                self.unknown = UnknownSpell::default();
                 self.at_end.insert(partition, true);
                 Ok(None)
             }
             Some(Err(err)) => match classify(&err) {
                 Failure::Fatal => Err(err),
                 Failure::Transient => Ok(None),
-                Failure::Unknown => {
-                    let now = Instant::now();
-                    let since = match self.unknown {
-                        // Said again within a few seconds: the same spell.
-                        Some((since, last)) if now - last < UNKNOWN_WAIT / 6 => since,
-                        _ => now,
-                    };
-                    self.unknown = Some((since, now));
-                    if now - since < UNKNOWN_WAIT {
-                        Ok(None)
-                    } else {
-                        Err(err)
-                    }
-                }
+                Failure::Unknown if self.unknown.still_waiting(Instant::now()) => Ok(None),
+                Failure::Unknown => Err(err),
             },
         }
     }
@@ -173,6 +160,23 @@ fn until_led<T>(mut lookup: impl FnMut() -> Result<T, KafkaError>) -> Result<T, 
             }
             other => return other,
         }
+    }
+}
+
+/// A spell of "unknown topic or partition" answers: begun at the first, continued by any other within a sixth of
+/// [`UNKNOWN_WAIT`] (a reader of a quiet topic reads nothing in between), over when something is read.
+#[derive(Debug, Default)]
+struct UnknownSpell(Option<(Instant, Instant)>);
+
+impl UnknownSpell {
+    /// Records an answer at `now`; whether the spell is still shorter than [`UNKNOWN_WAIT`].
+    fn still_waiting(&mut self, now: Instant) -> bool {
+        let since = match self.0 {
+            Some((since, last)) if now - last < UNKNOWN_WAIT / 6 => since,
+            _ => now,
+        };
+        self.0 = Some((since, now));
+        now - since < UNKNOWN_WAIT
     }
 }
 
@@ -231,22 +235,33 @@ mod tests {
 
     #[test]
     fn an_unknown_topic_is_waited_for_and_refused_access_is_not() {
-        let error = |code| KafkaError::MessageConsumption(code);
-        assert_eq!(
-            classify(&error(RDKafkaErrorCode::UnknownTopicOrPartition)),
-            Failure::Unknown
-        );
-        assert_eq!(
-            classify(&error(RDKafkaErrorCode::UnknownPartition)),
-            Failure::Unknown
-        );
-        assert_eq!(
-            classify(&error(RDKafkaErrorCode::TopicAuthorizationFailed)),
-            Failure::Fatal
-        );
-        assert_eq!(
-            classify(&error(RDKafkaErrorCode::NotLeaderForPartition)),
-            Failure::Transient
-        );
+        let cases = [
+            (RDKafkaErrorCode::UnknownTopicOrPartition, Failure::Unknown),
+            (RDKafkaErrorCode::UnknownPartition, Failure::Unknown),
+            (RDKafkaErrorCode::TopicAuthorizationFailed, Failure::Fatal),
+            (RDKafkaErrorCode::NotLeaderForPartition, Failure::Transient),
+        ];
+        for (code, failure) in cases {
+            assert_eq!(
+                classify(&KafkaError::MessageConsumption(code)),
+                failure,
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_topic_is_given_up_after_a_spell_of_thirty_seconds_not_after_scattered_answers() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut spell = UnknownSpell::default();
+        // Answers every 2 s: one spell, given up once it is 30 s long.
+        assert!((0..=28).step_by(2).all(|s| spell.still_waiting(at(s))));
+        assert!(!spell.still_waiting(at(30)));
+        // Answers 10 s apart (nothing read, a quiet topic): each begins a spell of its own.
+        let mut scattered = UnknownSpell::default();
+        assert!((0..=100)
+            .step_by(10)
+            .all(|s| scattered.still_waiting(at(s))));
     }
 }
