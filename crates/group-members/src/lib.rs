@@ -39,27 +39,11 @@ pub fn describe<C: ClientContext>(
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let rk = client.native_ptr();
     // SAFETY: `rk` is a live client for the duration of this call (borrowed from `client`). Each object created
-    // here (queue, options, event) is owned by a guard below that destroys it exactly once; the strings read
-    // from the result are copied before the event that owns them is destroyed.
+    // here (queue, options, event) is owned by a guard that destroys it exactly once; the strings read from the
+    // result are copied before the event that owns them is destroyed.
     unsafe {
         let queue = Owned(rd::rd_kafka_queue_new(rk), rd::rd_kafka_queue_destroy);
-        let options = Owned(
-            rd::rd_kafka_AdminOptions_new(
-                rk,
-                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
-            ),
-            rd::rd_kafka_AdminOptions_destroy,
-        );
-        let mut errstr = [0 as c_char; 256];
-        let set = rd::rd_kafka_AdminOptions_set_request_timeout(
-            options.0,
-            timeout_ms,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        );
-        if set != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return Err(text(errstr.as_ptr()));
-        }
+        let options = options(rk, timeout_ms)?;
         let mut groups = [name.as_ptr()];
         rd::rd_kafka_DescribeConsumerGroups(rk, groups.as_mut_ptr(), 1, options.0, queue.0);
         // The request timeout bounds the answer; the poll waits a little longer so the timeout arrives as an
@@ -73,43 +57,88 @@ pub fn describe<C: ClientContext>(
                 "no answer describing group {group} within {timeout:?}"
             ));
         }
-        if rd::rd_kafka_event_error(event.0) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        {
-            return Err(text(rd::rd_kafka_event_error_string(event.0)));
-        }
-        let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event.0);
-        if result.is_null() {
-            return Err("librdkafka answered DescribeConsumerGroups with another event".into());
-        }
-        let mut count = 0usize;
-        let described = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
-        if described.is_null() || count != 1 {
-            return Err(format!(
-                "DescribeConsumerGroups gave {count} groups for one asked"
-            ));
-        }
-        let description = *described;
-        let error = rd::rd_kafka_ConsumerGroupDescription_error(description);
-        if !error.is_null() {
-            return Err(text(rd::rd_kafka_error_string(error)));
-        }
-        let mut members: Vec<String> =
-            (0..rd::rd_kafka_ConsumerGroupDescription_member_count(description))
-                .map(|i| rd::rd_kafka_ConsumerGroupDescription_member(description, i))
-                .filter(|member| !member.is_null())
-                .map(|member| text(rd::rd_kafka_MemberDescription_consumer_id(member)))
-                .collect();
-        members.sort();
-        let own = rd::rd_kafka_memberid(rk);
-        let me = if own.is_null() {
-            None
-        } else {
-            let id = text(own);
-            rd::rd_kafka_mem_free(rk, own.cast());
-            Some(id).filter(|id| !id.is_empty())
-        };
-        Ok(Group { members, me })
+        let members = members(event.0)?;
+        Ok(Group {
+            members,
+            me: own_member_id(rk),
+        })
     }
+}
+
+/// Options of one DescribeConsumerGroups call, bounded by `timeout_ms`.
+///
+/// # Safety
+/// `rk` is a live client.
+unsafe fn options(
+    rk: *mut rd::rd_kafka_t,
+    timeout_ms: i32,
+) -> Result<Owned<rd::rd_kafka_AdminOptions_t>, String> {
+    let options = Owned(
+        rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+        ),
+        rd::rd_kafka_AdminOptions_destroy,
+    );
+    let mut errstr = [0 as c_char; 256];
+    let set = rd::rd_kafka_AdminOptions_set_request_timeout(
+        options.0,
+        timeout_ms,
+        errstr.as_mut_ptr(),
+        errstr.len(),
+    );
+    if set != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Err(text(errstr.as_ptr()));
+    }
+    Ok(options)
+}
+
+/// The sorted member ids of the one group a DescribeConsumerGroups answer describes, or its error.
+///
+/// # Safety
+/// `event` is a live event (not null), which outlives this call.
+unsafe fn members(event: *mut rd::rd_kafka_event_t) -> Result<Vec<String>, String> {
+    if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Err(text(rd::rd_kafka_event_error_string(event)));
+    }
+    let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event);
+    if result.is_null() {
+        return Err("librdkafka answered DescribeConsumerGroups with another event".into());
+    }
+    let mut count = 0usize;
+    let described = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
+    if described.is_null() || count != 1 {
+        return Err(format!(
+            "DescribeConsumerGroups gave {count} groups for one asked"
+        ));
+    }
+    let description = *described;
+    let error = rd::rd_kafka_ConsumerGroupDescription_error(description);
+    if !error.is_null() {
+        return Err(text(rd::rd_kafka_error_string(error)));
+    }
+    let mut members: Vec<String> =
+        (0..rd::rd_kafka_ConsumerGroupDescription_member_count(description))
+            .map(|i| rd::rd_kafka_ConsumerGroupDescription_member(description, i))
+            .filter(|member| !member.is_null())
+            .map(|member| text(rd::rd_kafka_MemberDescription_consumer_id(member)))
+            .collect();
+    members.sort();
+    Ok(members)
+}
+
+/// The client's own member id, if it has one yet.
+///
+/// # Safety
+/// `rk` is a live client.
+unsafe fn own_member_id(rk: *mut rd::rd_kafka_t) -> Option<String> {
+    let own = rd::rd_kafka_memberid(rk);
+    if own.is_null() {
+        return None;
+    }
+    let id = text(own);
+    rd::rd_kafka_mem_free(rk, own.cast());
+    Some(id).filter(|id| !id.is_empty())
 }
 
 /// A librdkafka object and its destructor, called once when the guard goes (nothing for a null pointer).
