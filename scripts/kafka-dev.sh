@@ -43,6 +43,9 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${KAFKA_DEV_SCRAM_USER:=medicine-test}"
 : "${KAFKA_DEV_SCRAM_PASSWORD:=medicine-test-secret}"
 : "${KAFKA_DEV_START_TIMEOUT:=120}"
+# DEBUG writes every request each broker answers, with the answer, to its server.log (Kafka's request log): how a
+# client's requests and what the broker said to them are told apart from what the client says of them.
+: "${KAFKA_DEV_REQUEST_LOG:=WARN}"
 # How many nodes (each broker and controller); 3 is the cluster deploy/ ships. `start` writes it, and the network
 # below, into the store, so later commands on the same KAFKA_DEV_DIR need not be told again.
 if [[ -z "${KAFKA_DEV_NODES:-}" && -f "${KAFKA_DEV_DIR}/nodes" ]]; then
@@ -283,6 +286,8 @@ logger.kafka.name = kafka
 logger.kafka.level = INFO
 logger.apache.name = org.apache.kafka
 logger.apache.level = INFO
+logger.req.name = kafka.request.logger
+logger.req.level = ${KAFKA_DEV_REQUEST_LOG}
 EOF2
 }
 

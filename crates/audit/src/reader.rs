@@ -2,9 +2,12 @@
 //! point, and a way to know when the end was reached. Blocking; run it on a blocking thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -31,13 +34,46 @@ pub enum Start {
 
 /// Reads every partition of one topic.
 pub struct TopicReader {
-    consumer: BaseConsumer<TabsContext>,
+    consumer: BaseConsumer<ReaderContext>,
     topic: String,
+    progress: Progress,
+}
+
+/// What the events of the queue say besides the records.
+struct Progress {
     /// Partitions that reported their end since their last record.
     at_end: HashMap<i32, bool>,
     /// How long the topic has been unknown, with nothing read in between.
     unknown: UnknownSpell,
 }
+
+/// A reader's client context: the project's, counting the log lines of librdkafka its polls serve. rust-rdkafka
+/// serves them from the queue the records are on, one per call, and answers a call without a timeout that served
+/// one with `None`, as it answers an empty queue: the count tells the two apart.
+#[derive(Default)]
+struct ReaderContext {
+    tabs: TabsContext,
+    log_lines: AtomicU64,
+}
+
+impl ReaderContext {
+    fn log_lines(&self) -> u64 {
+        self.log_lines.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log_lines.fetch_add(1, Ordering::Relaxed);
+        self.tabs.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.tabs.error(error, reason);
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 impl TopicReader {
     /// Assigns every partition of `topic` from `start`. `read_committed` hides aborted and open transactions.
@@ -48,13 +84,13 @@ impl TopicReader {
         read_committed: bool,
     ) -> anyhow::Result<Self> {
         // The end of each partition is reported, so the reader knows when it has caught up.
-        let consumer: BaseConsumer<TabsContext> = tabs::kafka::create_reader(
+        let consumer: BaseConsumer<ReaderContext> = tabs::kafka::create_reader(
             kafka,
             &tabs::kafka::ReaderOptions {
                 report_partition_end: true,
                 ..tabs::kafka::ReaderOptions::plain(read_committed)
             },
-            TabsContext::default(),
+            ReaderContext::default(),
         )?;
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = metadata
@@ -100,45 +136,85 @@ impl TopicReader {
         Ok(Self {
             consumer,
             topic: topic.to_owned(),
-            at_end: partitions.into_iter().map(|p| (p, false)).collect(),
-            unknown: UnknownSpell::default(),
+            progress: Progress {
+                at_end: partitions.into_iter().map(|p| (p, false)).collect(),
+                unknown: UnknownSpell::default(),
+            },
         })
     }
 
-    /// The next record, waiting up to `timeout`; `None` when there is none yet. End-of-partition events are
-    /// absorbed (see [`caught_up`](Self::caught_up)); transient errors are retried by librdkafka, an unknown topic
-    /// for up to [`UNKNOWN_WAIT`].
+    /// The next record, waiting up to `timeout`; `None` when there is none yet or the event served was not a
+    /// record: an end of partition (see [`caught_up`](Self::caught_up)), an error librdkafka retries, an unknown
+    /// topic for up to [`UNKNOWN_WAIT`].
     pub fn next(&mut self, timeout: Duration) -> Result<Option<BorrowedMessage<'_>>, KafkaError> {
         match self.consumer.poll(timeout) {
             None => Ok(None),
-            Some(Ok(message)) => {
+            Some(event) => self.progress.absorb(event),
+        }
+    }
+
+    /// Gives `take` up to `max` of the records queued now, without waiting; returns how many. Unlike a loop of
+    /// [`next`](Self::next) it does not stop at an end of partition, an error retried or a log line queued
+    /// between records: a reader that stopped there and waited before its next turn fell behind for good when a
+    /// broker's fence queued thousands of them (the local mode's observer, its frozen-broker test).
+    pub fn take_available(
+        &mut self,
+        max: usize,
+        mut take: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<usize, KafkaError> {
+        let mut taken = 0;
+        while taken < max {
+            let log_lines = self.consumer.context().log_lines();
+            match self.consumer.poll(Duration::ZERO) {
+                None if self.consumer.context().log_lines() == log_lines => break,
+                None => {}
+                Some(event) => {
+                    if let Some(message) = self.progress.absorb(event)? {
+                        take(&message);
+                        taken += 1;
+                    }
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Whether every partition reached its end (for read_committed: the last stable offset) since its last
+    /// record.
+    pub fn caught_up(&self) -> bool {
+        self.progress.at_end.values().all(|&end| end)
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl Progress {
+    /// A record, or `None` for an event that is not one (noted); an error only when reading cannot go on.
+    fn absorb<'m>(
+        &mut self,
+        event: Result<BorrowedMessage<'m>, KafkaError>,
+    ) -> Result<Option<BorrowedMessage<'m>>, KafkaError> {
+        match event {
+            Ok(message) => {
                 self.unknown = UnknownSpell::default();
                 self.at_end.insert(message.partition(), false);
                 Ok(Some(message))
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
+            Err(KafkaError::PartitionEOF(partition)) => {
                 self.unknown = UnknownSpell::default();
                 self.at_end.insert(partition, true);
                 Ok(None)
             }
-            Some(Err(err)) => match classify(&err) {
+            Err(err) => match classify(&err) {
                 Failure::Fatal => Err(err),
                 Failure::Transient => Ok(None),
                 Failure::Unknown if self.unknown.still_waiting(Instant::now()) => Ok(None),
                 Failure::Unknown => Err(err),
             },
         }
-    }
-
-    /// Whether every partition reached its end (for read_committed: the last stable offset) since its last
-    /// record.
-    pub fn caught_up(&self) -> bool {
-        self.at_end.values().all(|&end| end)
-    }
-
-    /// The topic read.
-    pub fn topic(&self) -> &str {
-        &self.topic
     }
 }
 

@@ -259,15 +259,9 @@ fn read(
 /// Up to [`BATCH`] records of `reader`, as many as it has now, each given to `take`.
 fn take_batch(
     reader: &mut TopicReader,
-    mut take: impl FnMut(&BorrowedMessage<'_>),
+    take: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<(), rdkafka::error::KafkaError> {
-    for _ in 0..BATCH {
-        match reader.next(Duration::ZERO)? {
-            Some(message) => take(&message),
-            None => break,
-        }
-    }
-    Ok(())
+    reader.take_available(BATCH, take).map(drop)
 }
 
 impl State {
