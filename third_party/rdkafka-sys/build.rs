@@ -183,7 +183,16 @@ fn build_librdkafka() {
 
     let out_dir = env::var("OUT_DIR").expect("OUT_DIR missing");
 
-    if !Path::new(&out_dir).join("LICENSE").exists() {
+    // medicine-pubsub: the clone below is made afresh each time this script runs, and it runs again whenever a
+    // file under librdkafka/ changes. Upstream clones only into an empty OUT_DIR, which suits a registry copy that
+    // never changes; this patched copy does, and a kept clone built the old sources.
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=librdkafka");
+    if Path::new(&out_dir).join("LICENSE").exists() {
+        std::fs::remove_dir_all(&out_dir).expect("removing the previous clone of librdkafka");
+        std::fs::create_dir_all(&out_dir).expect("creating OUT_DIR");
+    }
+    {
         // We're not allowed to build in-tree directly, as ~/.cargo/registry is
         // globally shared. mklove doesn't support out-of-tree builds [0], so we
         // work around the issue by creating a clone of librdkafka inside of

@@ -902,7 +902,14 @@ rd_kafka_parse_Metadata0(rd_kafka_broker_t *rkb,
                                        &md->brokers[i], NULL);
         }
 
-        rd_kafka_metadata_decommission_unavailable_brokers(rk, md, rkb);
+        /* medicine-pubsub: a response naming no broker at all says nothing
+         * about which brokers exist: a KRaft broker answers so (no brokers,
+         * ControllerId -1, its topics) for a moment while its controller has
+         * it fenced. Decommissioning every known broker on it left clients
+         * with no broker to connect to, for good (upstream issue 5301):
+         * keep them. */
+        if (md->broker_cnt > 0)
+                rd_kafka_metadata_decommission_unavailable_brokers(rk, md, rkb);
 
         for (i = 0; i < md->topic_cnt; i++) {
 
