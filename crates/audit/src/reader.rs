@@ -155,8 +155,8 @@ impl TopicReader {
 
     /// Gives `take` up to `max` of the records queued now, without waiting; returns how many. Unlike a loop of
     /// [`next`](Self::next) it does not stop at an end of partition, an error retried or a log line queued
-    /// between records: a reader that stopped there and waited before its next turn fell behind for good when a
-    /// broker's fence queued thousands of them (the local mode's observer, its frozen-broker test).
+    /// between records: a reader that stopped there and waited before its next turn fell behind for good when
+    /// librdkafka's debug log queued lines faster than that (the local mode's observer).
     pub fn take_available(
         &mut self,
         max: usize,
