@@ -4,14 +4,19 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodSpec, Secret, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use tracing::info;
 
 use super::{
-    owned_by, ready, Controller, KAFKA_IMAGE, PLAIN_PORT, SUPPORTED_KAFKA_VERSIONS, TLS_PORT,
+    label_map, owned_by, owned_meta, ready, Controller, KAFKA_IMAGE, PLAIN_PORT,
+    SUPPORTED_KAFKA_VERSIONS, TLS_PORT,
 };
 
 impl Controller {
@@ -93,7 +98,7 @@ impl Controller {
         &self,
         cluster: &str,
         pool: &DynamicObject,
-        owner: &Value,
+        owner: &[OwnerReference],
     ) -> anyhow::Result<bool> {
         let pool_name = pool.metadata.name.clone().unwrap_or_default();
         let replicas = pool.data["spec"]["replicas"].as_u64().unwrap_or(0);
@@ -124,24 +129,43 @@ impl Controller {
         Ok(all_ready)
     }
 
-    async fn ensure_service(&self, cluster: &str, owner: &Value) -> anyhow::Result<()> {
+    async fn ensure_service(&self, cluster: &str, owner: &[OwnerReference]) -> anyhow::Result<()> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let name = format!("{cluster}-kafka-bootstrap");
         if services.get_opt(&name).await?.is_some() {
             return Ok(());
         }
-        let service: Service = serde_json::from_value(json!({
-            "metadata": {"name": name, "ownerReferences": owner, "labels": {"strimzi.io/cluster": cluster}},
-            "spec": {"selector": {"strimzi.io/cluster": cluster, "strimzi.io/broker-role": "true"},
-                     "ports": [{"name": "tcp-clients", "port": PLAIN_PORT, "targetPort": PLAIN_PORT},
-                               {"name": "tcp-clientstls", "port": TLS_PORT, "targetPort": TLS_PORT}]},
-        }))?;
+        let port = |name: &str, port: u16| ServicePort {
+            name: Some(name.to_owned()),
+            port: i32::from(port),
+            target_port: Some(IntOrString::Int(i32::from(port))),
+            ..ServicePort::default()
+        };
+        let service = Service {
+            metadata: owned_meta(&name, &[("strimzi.io/cluster", cluster)], owner),
+            spec: Some(ServiceSpec {
+                selector: Some(label_map(&[
+                    ("strimzi.io/cluster", cluster),
+                    ("strimzi.io/broker-role", "true"),
+                ])),
+                ports: Some(vec![
+                    port("tcp-clients", PLAIN_PORT),
+                    port("tcp-clientstls", TLS_PORT),
+                ]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
         services.create(&PostParams::default(), &service).await?;
         Ok(())
     }
 
     /// The Secret Strimzi publishes the cluster CA's certificate in, for clients to trust the brokers.
-    async fn ensure_cluster_ca(&self, cluster: &str, owner: &Value) -> anyhow::Result<()> {
+    async fn ensure_cluster_ca(
+        &self,
+        cluster: &str,
+        owner: &[OwnerReference],
+    ) -> anyhow::Result<()> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let name = format!("{cluster}-cluster-ca-cert");
         if secrets.get_opt(&name).await?.is_some() {
@@ -151,11 +175,14 @@ impl Controller {
         let ca = std::fs::read(&ca_file)
             .with_context(|| format!("reading the broker's CA {}", ca_file.display()))?;
         let secret = Secret {
-            metadata: serde_json::from_value(json!({
-                "name": name,
-                "ownerReferences": owner,
-                "labels": {"strimzi.io/cluster": cluster, "strimzi.io/kind": "Kafka"},
-            }))?,
+            metadata: owned_meta(
+                &name,
+                &[
+                    ("strimzi.io/cluster", cluster),
+                    ("strimzi.io/kind", "Kafka"),
+                ],
+                owner,
+            ),
             data: Some(BTreeMap::from([("ca.crt".to_owned(), ByteString(ca))])),
             ..Secret::default()
         };
@@ -170,7 +197,7 @@ impl Controller {
         cluster: &str,
         pool: &str,
         id: u64,
-        owner: &Value,
+        owner: &[OwnerReference],
     ) -> anyhow::Result<bool> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let name = format!("{cluster}-{pool}-{id}");
@@ -180,18 +207,29 @@ impl Controller {
                 .and_then(|s| s.conditions)
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")));
         }
-        let labels: BTreeMap<&str, String> = BTreeMap::from([
-            ("strimzi.io/cluster", cluster.to_owned()),
-            ("strimzi.io/kind", "Kafka".to_owned()),
-            ("strimzi.io/name", format!("{cluster}-kafka")),
-            ("strimzi.io/pool-name", pool.to_owned()),
-            ("strimzi.io/broker-role", "true".to_owned()),
-            ("strimzi.io/controller-role", "true".to_owned()),
-        ]);
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels, "ownerReferences": owner},
-            "spec": {"containers": [{"name": "kafka", "image": KAFKA_IMAGE}]},
-        }))?;
+        let pod = Pod {
+            metadata: owned_meta(
+                &name,
+                &[
+                    ("strimzi.io/cluster", cluster),
+                    ("strimzi.io/kind", "Kafka"),
+                    ("strimzi.io/name", &format!("{cluster}-kafka")),
+                    ("strimzi.io/pool-name", pool),
+                    ("strimzi.io/broker-role", "true"),
+                    ("strimzi.io/controller-role", "true"),
+                ],
+                owner,
+            ),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "kafka".to_owned(),
+                    image: Some(KAFKA_IMAGE.to_owned()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
         pods.create(&PostParams::default(), &pod).await?;
         Ok(false)
     }

@@ -20,10 +20,12 @@
 //! The brokers are the three nodes deploy/'s node pool declares (`KAFKA_DEV_NODES=3 scripts/kafka-dev.sh`): topics
 //! are created exactly as their `KafkaTopic` declares them (replicas, `min.insync.replicas` and all).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::Client;
 use rdkafka::admin::AdminClient;
@@ -110,15 +112,32 @@ fn now() -> String {
 
 /// The `ownerReferences` that make `object` (of `kind`) own what the stand-in creates for it: the garbage
 /// collector deletes those with it, as it does what Strimzi creates.
-fn owned_by(kind: &str, object: &DynamicObject) -> Value {
-    json!([{
-        "apiVersion": "kafka.strimzi.io/v1",
-        "kind": kind,
-        "name": object.metadata.name,
-        "uid": object.metadata.uid,
-        "controller": true,
-        "blockOwnerDeletion": false,
-    }])
+fn owned_by(kind: &str, object: &DynamicObject) -> Vec<OwnerReference> {
+    vec![OwnerReference {
+        api_version: "kafka.strimzi.io/v1".to_owned(),
+        kind: kind.to_owned(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+        uid: object.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    }]
+}
+
+/// The metadata of an object the stand-in creates: its name, its labels, and the custom resource owning it.
+fn owned_meta(name: &str, labels: &[(&str, &str)], owner: &[OwnerReference]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: Some(label_map(labels)),
+        owner_references: Some(owner.to_vec()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn label_map(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
 }
 
 fn ready(status: bool, reason: &str, message: &str) -> Value {

@@ -10,7 +10,7 @@ use serde_json::json;
 use testkit::access::User;
 use tracing::info;
 
-use super::{owned_by, ready, Controller, PLAIN_PORT};
+use super::{owned_by, owned_meta, ready, Controller, PLAIN_PORT};
 
 impl Controller {
     /// Gives every user not yet reconciled at its generation (or whose Secret is gone) its credentials, ACLs,
@@ -81,15 +81,13 @@ impl Controller {
             .labels
             .as_ref()
             .and_then(|l| l.get("strimzi.io/cluster"));
+        let mut labels = vec![("strimzi.io/kind", "KafkaUser")];
+        labels.extend(cluster.map(|cluster| ("strimzi.io/cluster", cluster.as_str())));
         let jaas = format!(
             "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{name}\" password=\"{password}\";"
         );
         let secret = Secret {
-            metadata: serde_json::from_value(json!({
-                "name": name,
-                "ownerReferences": owner,
-                "labels": {"strimzi.io/cluster": cluster, "strimzi.io/kind": "KafkaUser"},
-            }))?,
+            metadata: owned_meta(&name, &labels, &owner),
             data: Some(BTreeMap::from([
                 ("password".to_owned(), ByteString(password.into_bytes())),
                 ("sasl.jaas.config".to_owned(), ByteString(jaas.into_bytes())),
