@@ -11,6 +11,10 @@ cd "${repo_root}"
 
 "${repo_root}/scripts/images/base-images.sh"
 
+# A build killed midway leaves its working container behind, holding its image: the prune below then failed on it
+# ("image is in use by a container") in every later build. This script is the store's only builder.
+buildah rm --all >/dev/null
+
 # The build stage is named too: it holds the compiled dependencies, the cache of the next build, which the prune
 # below would otherwise take as an image nobody uses.
 for target in builder patient medicine; do
