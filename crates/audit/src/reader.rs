@@ -21,6 +21,10 @@ const LEADER_WAIT: Duration = Duration::from_secs(15);
 /// reading), which is no reason to stop; a topic deleted under the reader is.
 const UNKNOWN_WAIT: Duration = Duration::from_secs(30);
 
+/// Events [`TopicReader::take_available`] serves per record it may take, at most: records, ends of partition, errors
+/// and log lines alike.
+const EVENTS_PER_RECORD: usize = 16;
+
 /// Where reading starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -156,14 +160,19 @@ impl TopicReader {
     /// Gives `take` up to `max` of the records queued now, without waiting; returns how many. Unlike a loop of
     /// [`next`](Self::next) it does not stop at an end of partition, an error retried or a log line queued
     /// between records: a reader that stopped there and waited before its next turn fell behind for good when
-    /// librdkafka's debug log queued lines faster than that (the local mode's observer).
+    /// librdkafka's debug log queued lines faster than that (the local mode's observer). It serves at most
+    /// [`EVENTS_PER_RECORD`] events per record `max` allows.
     pub fn take_available(
         &mut self,
         max: usize,
         mut take: impl FnMut(&BorrowedMessage<'_>),
     ) -> Result<usize, KafkaError> {
         let mut taken = 0;
-        while taken < max {
+        // Bounded in events too, so a flood of log lines cannot hold the caller in here.
+        for _ in 0..max.saturating_mul(EVENTS_PER_RECORD) {
+            if taken == max {
+                break;
+            }
             let log_lines = self.consumer.context().log_lines();
             match self.consumer.poll(Duration::ZERO) {
                 None if self.consumer.context().log_lines() == log_lines => break,
