@@ -12,7 +12,8 @@ cd "${repo_root}"
 "${repo_root}/scripts/images/base-images.sh"
 
 # A build killed midway leaves its working container behind, holding its image: the prune below then failed on it
-# ("image is in use by a container") in every later build. This script is the store's only builder.
+# ("image is in use by a container") in every later build. Only this script and base-images.sh (done by now) build
+# in this store, one after the other.
 buildah rm --all >/dev/null
 
 # The build stage is named too: it holds the compiled dependencies, the cache of the next build, which the prune
