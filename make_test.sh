@@ -106,7 +106,8 @@ kubernetes_e2e() {
 }
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy (all targets, warnings denied)" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo clippy (all targets and test features, warnings denied)" cargo clippy --workspace --all-targets --locked \
+  --features kube-dev/e2e,deploy-check/images -- -D warnings
 step "build release binaries" cargo build --workspace --release --locked
 step "start Kafka (KRaft, single node)" start_kafka
 step "cargo test --workspace" cargo test --workspace --locked

@@ -25,6 +25,9 @@ struct OrderState {
     /// maximum), the rest in `seen_more`.
     seen: u64,
     seen_more: Vec<u64>,
+    /// Where its first tab was read (offset -1: not known), to say where both copies are when a tab comes
+    /// again.
+    first: TabAt,
 }
 
 impl OrderState {
@@ -34,6 +37,7 @@ impl OrderState {
             delivered: 0,
             seen: 0,
             seen_more: Vec::new(),
+            first: TabAt::UNKNOWN,
         }
     }
 
@@ -53,6 +57,35 @@ impl OrderState {
         *word |= bit;
         fresh
     }
+}
+
+/// Orders listed with their duplicates in a report: enough to find the makers that made them twice.
+const DUPLICATES_LISTED: usize = 10;
+
+/// Where a tab was read: its partition and offset in the deliveries topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TabAt {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl TabAt {
+    const UNKNOWN: Self = Self {
+        partition: -1,
+        offset: -1,
+    };
+}
+
+/// An order with a tab delivered twice: where the order's first tab was read (not necessarily the same
+/// `seq_in_order`), and where the first tab read again was, with its delivery timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Duplicate {
+    pub patient_id: String,
+    pub order_timestamp_ns: u64,
+    pub seq_in_order: u32,
+    pub first: TabAt,
+    pub again: TabAt,
+    pub again_delivery_timestamp_ns: u64,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -94,6 +127,9 @@ pub struct Report {
     pub incomplete_orders: u64,
     /// Deliveries of a tab already delivered.
     pub duplicated_tabs: u64,
+    /// The first orders (at most 10) with a tab delivered twice, and where their copies are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<Duplicate>,
     /// Tabs whose `tab_pow` is not the proof of work of their identity.
     pub wrong_pow: u64,
     /// Tabs whose `order_tabs_count` or `seq_in_order` disagree with their order.
@@ -141,6 +177,7 @@ pub struct Audit {
     /// Distinct tabs delivered for known orders.
     delivered_known: u64,
     duplicated_tabs: u64,
+    duplicates: Vec<Duplicate>,
     wrong_pow: u64,
     wrong_fields: u64,
     latency: Histogram<u64>,
@@ -170,6 +207,7 @@ impl Audit {
             expected_tabs: 0,
             delivered_known: 0,
             duplicated_tabs: 0,
+            duplicates: Vec::new(),
             wrong_pow: 0,
             wrong_fields: 0,
             latency: histogram(3),
@@ -206,6 +244,16 @@ impl Audit {
 
     /// Adds a delivered tab.
     pub fn add_tab(&mut self, tab: &Tab) {
+        self.add_tab_read_at(tab, TabAt::UNKNOWN);
+    }
+
+    /// Adds a delivered tab read at `partition` and `offset` of the deliveries topic: a duplicate's report says
+    /// where both copies are.
+    pub fn add_tab_at(&mut self, tab: &Tab, partition: i32, offset: i64) {
+        self.add_tab_read_at(tab, TabAt { partition, offset });
+    }
+
+    fn add_tab_read_at(&mut self, tab: &Tab, at: TabAt) {
         if !tab.pow_is_valid() {
             self.wrong_pow += 1;
             return;
@@ -225,7 +273,26 @@ impl Audit {
         }
         if !state.mark(tab.seq_in_order) {
             self.duplicated_tabs += 1;
+            let listed = |d: &Duplicate| {
+                d.order_timestamp_ns == tab.order_timestamp_ns && d.patient_id == tab.patient_id
+            };
+            if at.offset >= 0
+                && self.duplicates.len() < DUPLICATES_LISTED
+                && !self.duplicates.iter().any(listed)
+            {
+                self.duplicates.push(Duplicate {
+                    patient_id: tab.patient_id.clone(),
+                    order_timestamp_ns: tab.order_timestamp_ns,
+                    seq_in_order: tab.seq_in_order,
+                    first: state.first,
+                    again: at,
+                    again_delivery_timestamp_ns: tab.delivery_timestamp_ns,
+                });
+            }
             return;
+        }
+        if state.first.offset < 0 {
+            state.first = at;
         }
         state.delivered += 1;
         if state.tabs_count != 0 {
@@ -292,6 +359,7 @@ impl Audit {
             missing_tabs: self.expected_tabs.saturating_sub(delivered_known),
             incomplete_orders,
             duplicated_tabs: self.duplicated_tabs,
+            duplicates: self.duplicates.clone(),
             wrong_pow: self.wrong_pow,
             wrong_fields: self.wrong_fields,
             unknown_order_tabs,
@@ -367,6 +435,50 @@ mod tests {
         assert_eq!(report.duplicated_tabs, 1);
         assert!(!report.is_clean());
         assert!(!report.is_at_least_once());
+    }
+
+    #[test]
+    fn a_duplicate_says_where_both_copies_were_read_once_per_order() {
+        let mut audit = Audit::new(Duration::ZERO);
+        let o = order("p", 1, 2);
+        audit.add_order(&o);
+        audit.add_tab_at(&tab(&o, 1, 5), 3, 100);
+        audit.add_tab_at(&tab(&o, 2, 5), 3, 101);
+        audit.add_tab_at(&tab(&o, 2, 9), 4, 7);
+        audit.add_tab_at(&tab(&o, 1, 9), 4, 8);
+        let report = audit.report();
+        assert_eq!(report.duplicated_tabs, 2);
+        assert_eq!(
+            report.duplicates,
+            [Duplicate {
+                patient_id: "p".into(),
+                order_timestamp_ns: 1,
+                seq_in_order: 2,
+                first: TabAt {
+                    partition: 3,
+                    offset: 100
+                },
+                again: TabAt {
+                    partition: 4,
+                    offset: 7
+                },
+                again_delivery_timestamp_ns: 1 + 9 * 1_000_000,
+            }]
+        );
+    }
+
+    #[test]
+    fn at_most_ten_duplicated_orders_are_listed() {
+        let mut audit = Audit::new(Duration::ZERO);
+        for ts in 1..=12 {
+            let o = order("p", ts, 1);
+            audit.add_order(&o);
+            audit.add_tab_at(&tab(&o, 1, 5), 0, ts as i64);
+            audit.add_tab_at(&tab(&o, 1, 5), 1, ts as i64);
+        }
+        let report = audit.report();
+        assert_eq!(report.duplicated_tabs, 12);
+        assert_eq!(report.duplicates.len(), 10);
     }
 
     #[test]

@@ -259,7 +259,9 @@ fn read_deliveries(
         };
         records += 1;
         match message.payload().map(serde_json::from_slice::<Tab>) {
-            Some(Ok(tab)) if window.holds_order(tab.order_timestamp_ns) => audit.add_tab(&tab),
+            Some(Ok(tab)) if window.holds_order(tab.order_timestamp_ns) => {
+                audit.add_tab_at(&tab, message.partition(), message.offset())
+            }
             Some(Ok(_)) => outside_window += 1,
             _ => audit.add_malformed_tab(),
         }
@@ -359,6 +361,23 @@ pub fn render(outcome: &Outcome) -> String {
         format!("{} (in {} orders)", r.missing_tabs, r.incomplete_orders),
     );
     text += &line("duplicated tabs", r.duplicated_tabs.to_string());
+    for d in &r.duplicates {
+        text += &line(
+            "",
+            format!(
+                "order {} {}: its first tab read at partition {} offset {}, tab {} again at partition {} \
+                 offset {} (delivered at {} ns)",
+                d.patient_id,
+                d.order_timestamp_ns,
+                d.first.partition,
+                d.first.offset,
+                d.seq_in_order,
+                d.again.partition,
+                d.again.offset,
+                d.again_delivery_timestamp_ns
+            ),
+        );
+    }
     text += &line("wrong tab_pow", r.wrong_pow.to_string());
     text += &line("wrong fields", r.wrong_fields.to_string());
     text += &line("tabs of unknown orders", r.unknown_order_tabs.to_string());

@@ -10,6 +10,7 @@ pub mod access;
 pub mod dashboard;
 mod proc;
 pub mod prometheus;
+pub mod store;
 
 use std::time::{Duration, Instant};
 
