@@ -77,6 +77,12 @@ pub trait Broker {
     /// The next event: group events first, then a record of a partition that is not paused.
     fn next(&mut self) -> impl Future<Output = Event>;
 
+    /// A group event the client has delivered that [`Self::next`] has not returned yet. The loop takes these
+    /// before it starts a commit: once the client has let a lost partition go it rejoins the group, and the group
+    /// coordinator takes offsets of any partition from a member at its current epoch, so a commit still carrying
+    /// the lost partition's offsets would be accepted while its next owner makes the same orders.
+    fn take_group_event(&mut self) -> Option<Event>;
+
     /// Stops fetching from `partitions`.
     fn pause(&mut self, partitions: &[i32]) -> anyhow::Result<()>;
 

@@ -236,6 +236,10 @@ impl Broker for Live {
         }
     }
 
+    fn take_group_event(&mut self) -> Option<Event> {
+        self.consumer.context().take().map(Self::event)
+    }
+
     fn pause(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
         if partitions.is_empty() {
             return Ok(());

@@ -38,6 +38,11 @@ impl<B: Broker> Worker<B> {
     /// Commits every partition's finished prefix; the commit runs beside the loop and its end arrives as
     /// [`Wake::CommitDone`].
     pub(super) fn commit(&mut self) -> anyhow::Result<()> {
+        // The group's events the client delivered first: a partition it lost must leave the ledger before the
+        // ready prefix is taken (the loop's wake-ups put the commit timer before the broker's events).
+        while let Some(event) = self.broker.take_group_event() {
+            self.on_event(event)?;
+        }
         let ready = self.ledger.take_ready();
         if ready.is_empty() {
             return Ok(());

@@ -42,6 +42,44 @@ async fn a_partition_lost_mid_order_drops_its_work_and_is_made_after_it_comes_ba
     assert!(harness.committed_once_each());
 }
 
+/// The client lost a partition and let it go (librdkafka then rejoins, and the coordinator takes this member's
+/// offsets of any partition at its new epoch), while the loop's commit of that partition's finished orders came
+/// due before it took the event: the commit must leave the partition out, or its next owner makes them again.
+#[tokio::test(start_paused = true)]
+async fn a_partition_the_client_lost_is_not_committed_even_before_the_loop_takes_the_event() {
+    let mut harness = Harness::new(
+        Settings {
+            idle_exit_after: Duration::from_secs(30),
+            ..settings()
+        },
+        &[0, 1],
+        3,
+    );
+    let run = harness.start();
+    // The orders finish at 2 s and are due to commit 20 ms later; the loss is delivered just before they finish
+    // and reaches the loop's next() only after the commit was due.
+    sleep(Duration::from_millis(1_990)).await;
+    harness
+        .script
+        .send(Script::LoseSeenLate(vec![0], Duration::from_millis(500)))
+        .unwrap();
+    sleep(Duration::from_secs(3)).await;
+    {
+        let state = harness.state.lock().unwrap();
+        assert_eq!(
+            state.zombie_commits, 0,
+            "a commit carried offsets of a partition the client had lost"
+        );
+    }
+    assert_eq!(harness.committed(0), 0);
+    assert_eq!(harness.committed(1), 3);
+    harness.script.send(Script::Assign(vec![0])).unwrap();
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(harness.committed(0), 3);
+    assert_eq!(summary.orders, 6);
+    assert!(harness.committed_once_each());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_revoked_partition_is_handed_over_once_its_orders_in_flight_are_committed() {
     let mut harness = Harness::new(

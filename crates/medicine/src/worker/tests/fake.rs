@@ -26,6 +26,10 @@ pub(super) enum Script {
     Revoke(Vec<i32>),
     /// The group took partitions without a hand-over.
     Lose(Vec<i32>),
+    /// The client lost partitions and let them go at once (librdkafka's callback), but the loop is slow to take
+    /// the event: it comes out of [`Broker::next`] only after the delay. Meanwhile, as on Kafka, the client has
+    /// rejoined and the coordinator takes this member's offsets for them.
+    LoseSeenLate(Vec<i32>, Duration),
     /// `n` more orders are written to a partition.
     Append(i32, usize),
 }
@@ -45,6 +49,11 @@ pub(super) struct State {
     /// Commits refused because they carried offsets of a partition not (or no longer) assigned, as the group
     /// coordinator refuses them.
     pub(super) refused_commits: usize,
+    /// Lost partitions whose offsets the coordinator still takes from this member (it rejoined at a new epoch,
+    /// and Kafka checks the epoch, not who owns the partition).
+    lost_but_accepted: BTreeSet<i32>,
+    /// Commits accepted with offsets of such a partition: its next owner makes the same orders.
+    pub(super) zombie_commits: usize,
     pub(super) paused: BTreeSet<i32>,
     /// Outcomes of the next commits (then: committed).
     pub(super) commit_outcomes: VecDeque<Result<(), KafkaFailure>>,
@@ -119,6 +128,8 @@ pub(super) struct Fake {
     state: Arc<Mutex<State>>,
     script: mpsc::UnboundedReceiver<Script>,
     events: VecDeque<Event>,
+    /// Events delivered by the client that `next` returns only from the given instant.
+    late: VecDeque<(tokio::time::Instant, Event)>,
 }
 
 impl Fake {
@@ -128,6 +139,7 @@ impl Fake {
             Script::Assign(partitions) => {
                 for &p in &partitions {
                     state.assigned.insert(p);
+                    state.lost_but_accepted.remove(&p);
                     let committed = state.committed.get(&p).copied().unwrap_or(0);
                     state.positions.insert(p, committed);
                 }
@@ -143,6 +155,14 @@ impl Fake {
                     state.assigned.remove(p);
                 }
                 self.events.push_back(Event::Lost(partitions));
+            }
+            Script::LoseSeenLate(partitions, delay) => {
+                for p in &partitions {
+                    state.assigned.remove(p);
+                    state.lost_but_accepted.insert(*p);
+                }
+                let at = tokio::time::Instant::now() + delay;
+                self.late.push_back((at, Event::Lost(partitions)));
             }
         }
     }
@@ -201,6 +221,10 @@ impl Broker for Fake {
             if let Some(event) = self.events.pop_front() {
                 return event;
             }
+            let late_at = self.late.front().map(|(at, _)| *at);
+            if late_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                return self.late.pop_front().expect("checked").1;
+            }
             let refetch_at = self.state.lock().unwrap().refetch_at.take();
             if let Some(at) = refetch_at {
                 tokio::time::sleep_until(at).await;
@@ -208,11 +232,21 @@ impl Broker for Fake {
             if let Some(record) = self.record() {
                 return Event::Record(record);
             }
-            match self.script.recv().await {
-                Some(script) => self.apply(script),
-                None => std::future::pending::<()>().await,
+            let never = tokio::time::Instant::now() + Duration::from_secs(86_400);
+            tokio::select! {
+                script = self.script.recv() => match script {
+                    Some(script) => self.apply(script),
+                    None => std::future::pending::<()>().await,
+                },
+                () = tokio::time::sleep_until(late_at.unwrap_or(never)), if late_at.is_some() => {}
             }
         }
+    }
+
+    fn take_group_event(&mut self) -> Option<Event> {
+        self.events
+            .pop_front()
+            .or_else(|| self.late.pop_front().map(|(_, event)| event))
     }
 
     fn pause(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
@@ -243,7 +277,13 @@ impl Broker for Fake {
 
     fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture> {
         let mut state = self.state.lock().unwrap();
-        if let Some(p) = batch.offsets.keys().find(|p| !state.assigned.contains(p)) {
+        if batch
+            .offsets
+            .keys()
+            .any(|p| state.lost_but_accepted.contains(p))
+        {
+            state.zombie_commits += 1;
+        } else if let Some(p) = batch.offsets.keys().find(|p| !state.assigned.contains(p)) {
             state.refused_commits += 1;
             let refused = Err(KafkaFailure::Aborted(format!(
                 "partition {p} is not assigned"
@@ -375,6 +415,7 @@ impl Harness {
             state: Arc::clone(&state),
             script: receiver,
             events: VecDeque::new(),
+            late: VecDeque::new(),
         };
         let stats = Arc::new(Stats::register(&mut Registry::default()));
         let shutdown = CancellationToken::new();
