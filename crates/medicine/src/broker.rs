@@ -31,8 +31,11 @@ pub enum Event {
     /// them is committed and the rest finished or dropped within the hand-over bound, so that their next owner
     /// starts after this maker's work instead of doing it again.
     Revoked(Vec<i32>),
-    /// Partitions lost without a hand-over (the group expired or fenced this member): their work must not be
-    /// committed by this maker any more.
+    /// Partitions lost without a hand-over (the group expired or fenced this member, or the client gave its
+    /// session up): their work must not be committed by this maker any more. They stay this maker's in the client
+    /// until [`Broker::release`], which the loop calls once no commit of theirs is in flight: a commit already on
+    /// its way may still be taken by the group coordinator (it was when only the client had given the session
+    /// up), and their next owner, this maker included, must read their committed offsets after it.
     Lost(Vec<i32>),
     /// Consuming cannot go on (a deleted topic, refused authorization, a fatal client error).
     Failed(anyhow::Error),
@@ -89,7 +92,7 @@ pub trait Broker {
     /// Fetches from `partitions` again, at once.
     fn resume(&mut self, partitions: &[i32]) -> anyhow::Result<()>;
 
-    /// Hands the partitions of the last [`Event::Revoked`] back to the group.
+    /// Hands the partitions of the last [`Event::Revoked`] or [`Event::Lost`] back to the group.
     fn release(&mut self) -> anyhow::Result<()>;
 
     /// Starts committing `batch`: exactly-once, one transaction with its tabs, dead letters and offsets;

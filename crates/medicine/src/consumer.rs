@@ -24,7 +24,10 @@ pub enum Rebalanced {
     Assigned(Vec<i32>),
     /// Held until [`release`](MakerContext::release): the loop commits what it can of them first.
     Revoked(Vec<i32>),
-    /// Already given up (the assignment was lost, or the consumer is closing).
+    /// The assignment was lost: held as a revocation is, until [`release`](MakerContext::release), so that
+    /// librdkafka rejoins (and fetches the partitions' committed offsets again, if they come back) only once no
+    /// commit of this maker carrying them is still on its way to the group coordinator. Already given up when
+    /// the consumer is closing or the rebalance failed.
     Lost(Vec<i32>),
 }
 
@@ -161,10 +164,14 @@ impl ConsumerContext for MakerContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
-                if !consumer.assignment_lost() && !self.closing.load(Ordering::SeqCst) =>
+                if !self.closing.load(Ordering::SeqCst) =>
             {
                 self.hold(list);
-                self.push(Rebalanced::Revoked(partitions));
+                if consumer.assignment_lost() {
+                    self.push(Rebalanced::Lost(partitions));
+                } else {
+                    self.push(Rebalanced::Revoked(partitions));
+                }
             }
             _ => {
                 if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {

@@ -29,12 +29,21 @@ pub(super) struct Handover {
     dropped: usize,
 }
 
-/// The partitions this maker holds: those the group assigned and has not taken back, and those it took back that
-/// are not handed over yet (one hand-over at a time: a revocation during another joins it).
+/// Lost partitions the client still holds, until no commit carrying them is in flight.
+#[derive(Debug)]
+pub(super) struct LostHold {
+    partitions: Vec<i32>,
+    since: Instant,
+}
+
+/// The partitions this maker holds: those the group assigned and has not taken back, those it took back that
+/// are not handed over yet (one hand-over at a time: a revocation during another joins it), and those lost that
+/// the client is not yet told to let go.
 #[derive(Debug, Default)]
 pub(super) struct Holdings {
     assigned: BTreeSet<i32>,
     handover: Option<Handover>,
+    lost: Option<LostHold>,
 }
 
 impl Holdings {
@@ -100,13 +109,31 @@ impl Holdings {
         }
     }
 
-    /// The group took `partitions` without a hand-over: they are neither held nor handed over.
-    pub(super) fn lose(&mut self, partitions: &[i32]) {
+    /// The group took `partitions` without a hand-over at `now`: they are neither assigned nor handed over, and
+    /// wait to be let go (see [`Self::take_lost_settled`]).
+    pub(super) fn lose(&mut self, partitions: &[i32], now: Instant) {
         for partition in partitions {
             self.assigned.remove(partition);
         }
         if let Some(handover) = self.handover.as_mut() {
             handover.partitions.retain(|p| !partitions.contains(p));
+        }
+        self.lost
+            .get_or_insert(LostHold {
+                partitions: Vec::new(),
+                since: now,
+            })
+            .partitions
+            .extend(partitions);
+    }
+
+    /// The lost partitions to let go, once `settled` holds for each (no commit in flight carries it).
+    pub(super) fn take_lost_settled(&mut self, settled: impl Fn(i32) -> bool) -> Option<LostHold> {
+        let lost = self.lost.as_ref()?;
+        if lost.partitions.iter().all(|&p| settled(p)) {
+            self.lost.take()
+        } else {
+            None
         }
     }
 }
@@ -184,8 +211,10 @@ impl<B: Broker> Worker<B> {
     }
 
     /// Hands the revoked partitions back once none of their orders is in flight any more: each is committed
-    /// (no commit still running carries one) or dropped.
+    /// (no commit still running carries one) or dropped; and lets the lost ones go once no commit still running
+    /// carries them.
     pub(super) fn hand_over_when_settled(&mut self) -> anyhow::Result<()> {
+        self.let_lost_go_when_settled()?;
         let (ledger, committing) = (&self.ledger, self.book.in_flight.as_ref());
         let Some(handover) = self.holdings.take_settled(|p| {
             ledger.in_flight_of(p) == 0 && committing.is_none_or(|c| !c.offsets.contains_key(&p))
@@ -209,11 +238,34 @@ impl<B: Broker> Worker<B> {
         Ok(())
     }
 
+    /// Lets the lost partitions go once no commit in flight carries them. A commit begun before the loss may
+    /// still be taken by the group coordinator: it was, when only the client had given its session up (a
+    /// heartbeat timed out under load) and the coordinator still counted this member in. Let go earlier, the
+    /// client rejoined and was given the partitions back at once, read their committed offsets before that
+    /// commit's offsets had reached the coordinator, and the maker made its orders twice (seen in the end-to-end
+    /// test; RELIABILITY.md). Their next owner, this maker or another, now reads after that commit.
+    fn let_lost_go_when_settled(&mut self) -> anyhow::Result<()> {
+        let committing = self.book.in_flight.as_ref();
+        let Some(lost) = self
+            .holdings
+            .take_lost_settled(|p| committing.is_none_or(|c| !c.offsets.contains_key(&p)))
+        else {
+            return Ok(());
+        };
+        self.broker.release()?;
+        info!(
+            partitions = ?lost.partitions,
+            took_ms = lost.since.elapsed().as_millis() as u64,
+            "lost partitions let go"
+        );
+        Ok(())
+    }
+
     /// The group took `partitions` without a hand-over: their work is dropped, nothing of it committed here.
     pub(super) fn on_lost(&mut self, partitions: &[i32]) {
         let dropped: usize = partitions.iter().map(|&p| self.ledger.revoke(p)).sum();
         self.telemetry.stats.dropped.inc_by(dropped as u64);
-        self.holdings.lose(partitions);
+        self.holdings.lose(partitions, Instant::now());
         for partition in partitions {
             self.sharing.forget(*partition);
             self.book.forget(*partition);
@@ -295,14 +347,19 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_partition_is_neither_held_nor_handed_over() {
+    fn a_lost_partition_is_neither_assigned_nor_handed_over_and_is_let_go_out_of_commits() {
         let mut holdings = Holdings::default();
         holdings.assign(&[0, 1, 2]);
         holdings.revoke(&[0, 1], at(0), at(10), 0, 0);
-        holdings.lose(&[1, 2]);
+        holdings.lose(&[1, 2], at(1));
         assert!(holdings.assigned().is_empty());
         // The hand-over no longer waits for the lost partition.
         let handover = holdings.take_settled(|p| p != 1).unwrap();
         assert_eq!(handover.partitions, [0]);
+        // The lost ones are let go once none is in a commit.
+        assert!(holdings.take_lost_settled(|p| p != 2).is_none());
+        let lost = holdings.take_lost_settled(|_| true).unwrap();
+        assert_eq!(lost.partitions, [1, 2]);
+        assert!(holdings.take_lost_settled(|_| true).is_none());
     }
 }

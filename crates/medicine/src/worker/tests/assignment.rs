@@ -68,6 +68,49 @@ async fn a_partition_the_client_lost_is_not_committed_even_before_the_loop_takes
     .await;
 }
 
+/// The end-to-end test's duplicate: a heartbeat timed out under load, the client gave its session up and lost a
+/// partition while a commit carrying it was on its way; the coordinator still counted the member in, took the
+/// commit, and gave the partition back to the rejoined client at once. Let go before that commit arrived, the
+/// partition was read again from the offset before it and its orders made twice. It is let go after it.
+#[tokio::test(start_paused = true)]
+async fn a_partition_lost_while_a_commit_carries_it_is_let_go_only_after_that_commit() {
+    let mut harness = Harness::new(
+        Settings {
+            idle_exit_after: Duration::from_secs(30),
+            ..settings()
+        },
+        &[0, 1],
+        3,
+    );
+    harness.state.lock().unwrap().commit_delay = Duration::from_millis(500);
+    let run = harness.start();
+    // The orders finish at 2 s; their commit begins 20 ms later and reaches the coordinator at 2.52 s.
+    sleep(Duration::from_millis(2_100)).await;
+    harness.script.send(Script::LoseAndRejoin(vec![0])).unwrap();
+    let summary = run.await.unwrap().unwrap();
+    let state = harness.state.lock().unwrap();
+    let [(let_go_at, partitions)] = state.lost_releases.as_slice() else {
+        panic!("let go once: {:?}", state.lost_releases);
+    };
+    assert_eq!(partitions, &[0]);
+    assert!(
+        state
+            .commits_applied
+            .first()
+            .is_some_and(|at| at <= let_go_at),
+        "let go at {let_go_at:?}, before the commit carrying it arrived ({:?})",
+        state.commits_applied
+    );
+    drop(state);
+    assert!(
+        harness.delivered_once_each(),
+        "an order of the lost partition was made twice"
+    );
+    assert!(harness.committed_once_each());
+    assert_eq!(harness.committed(0), 3);
+    assert_eq!(summary.orders, 6);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_revoked_partition_is_handed_over_once_its_orders_in_flight_are_committed() {
     let mut harness = Harness::new(

@@ -30,6 +30,11 @@ pub(super) enum Script {
     /// the event: it comes out of [`Broker::next`] only after the delay. Meanwhile, as on Kafka, the client has
     /// rejoined and the coordinator takes this member's offsets for them.
     LoseSeenLate(Vec<i32>, Duration),
+    /// The client gave its session up (a heartbeat timed out) and lost partitions while the coordinator still
+    /// counts it in: the client holds them until the loop releases them, their offsets are still taken from this
+    /// member meanwhile, and on release the client rejoins and is given them back at once, reading their
+    /// committed offsets then (as Kafka did in the end-to-end test).
+    LoseAndRejoin(Vec<i32>),
     /// `n` more orders are written to a partition.
     Append(i32, usize),
 }
@@ -54,6 +59,14 @@ pub(super) struct State {
     lost_but_accepted: BTreeSet<i32>,
     /// Commits accepted with offsets of such a partition: its next owner makes the same orders.
     pub(super) zombie_commits: usize,
+    /// Lost partitions the client holds until the loop releases them (see [`Script::LoseAndRejoin`]).
+    lost_held: BTreeSet<i32>,
+    /// When the loop let lost partitions go, and which.
+    pub(super) lost_releases: Vec<(tokio::time::Instant, Vec<i32>)>,
+    /// How long a commit takes to reach the coordinator: its offsets and tabs count from then.
+    pub(super) commit_delay: std::time::Duration,
+    /// When each commit's offsets reached the coordinator.
+    pub(super) commits_applied: Vec<tokio::time::Instant>,
     pub(super) paused: BTreeSet<i32>,
     /// Outcomes of the next commits (then: committed).
     pub(super) commit_outcomes: VecDeque<Result<(), KafkaFailure>>,
@@ -148,6 +161,13 @@ impl Fake {
             Script::Revoke(partitions) => {
                 state.held.extend(&partitions);
                 self.events.push_back(Event::Revoked(partitions));
+            }
+            Script::LoseAndRejoin(partitions) => {
+                for p in &partitions {
+                    state.assigned.remove(p);
+                    state.lost_held.insert(*p);
+                }
+                self.events.push_back(Event::Lost(partitions));
             }
             Script::Append(partition, n) => state.append(partition, n),
             Script::Lose(partitions) => {
@@ -267,6 +287,20 @@ impl Broker for Fake {
 
     fn release(&mut self) -> anyhow::Result<()> {
         let mut state = self.state.lock().unwrap();
+        let lost: Vec<i32> = std::mem::take(&mut state.lost_held).into_iter().collect();
+        if !lost.is_empty() {
+            // Rejoined, and given them back at once: their committed offsets are read now.
+            state
+                .lost_releases
+                .push((tokio::time::Instant::now(), lost.clone()));
+            for &p in &lost {
+                state.assigned.insert(p);
+                let committed = state.committed.get(&p).copied().unwrap_or(0);
+                state.positions.insert(p, committed);
+            }
+            self.events.push_back(Event::Assigned(lost));
+            return Ok(());
+        }
         let held: Vec<i32> = std::mem::take(&mut state.held).into_iter().collect();
         for p in &held {
             state.assigned.remove(p);
@@ -276,46 +310,23 @@ impl Broker for Fake {
     }
 
     fn commit(&mut self, batch: Batch) -> anyhow::Result<CommitFuture> {
-        let mut state = self.state.lock().unwrap();
-        if batch
-            .offsets
-            .keys()
-            .any(|p| state.lost_but_accepted.contains(p))
-        {
-            state.zombie_commits += 1;
-        } else if let Some(p) = batch.offsets.keys().find(|p| !state.assigned.contains(p)) {
-            state.refused_commits += 1;
-            let refused = Err(KafkaFailure::Aborted(format!(
-                "partition {p} is not assigned"
-            )));
-            return Ok(Box::pin(std::future::ready((refused, batch.results))));
+        let delay = self.state.lock().unwrap().commit_delay;
+        if delay.is_zero() {
+            let committed = commit_now(&mut self.state.lock().unwrap(), batch);
+            return Ok(match committed {
+                Some(committed) => Box::pin(std::future::ready(committed)),
+                None => Box::pin(std::future::pending()),
+            });
         }
-        if state.stuck > 0 {
-            state.stuck -= 1;
-            return Ok(Box::pin(std::future::pending()));
-        }
-        let outcome = state.commit_outcomes.pop_front().unwrap_or(Ok(()));
-        if outcome.is_ok() || state.torn > 0 {
-            state.deliver(&batch.results);
-        }
-        if outcome.is_err() && state.torn > 0 {
-            state.torn -= 1;
-        }
-        if outcome.is_ok() {
-            for result in &batch.results {
-                if let Outcome::Rejected { letter, .. } = result {
-                    state.letters.push((**letter).clone());
-                }
+        let state = Arc::clone(&self.state);
+        Ok(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            let committed = commit_now(&mut state.lock().unwrap(), batch);
+            match committed {
+                Some(committed) => committed,
+                None => std::future::pending().await,
             }
-            for (&partition, &next) in &batch.offsets {
-                let from = state.committed.get(&partition).copied().unwrap_or(0);
-                for offset in from..next {
-                    *state.commits_of.entry((partition, offset)).or_default() += 1;
-                }
-                state.committed.insert(partition, next);
-            }
-        }
-        Ok(Box::pin(std::future::ready((outcome, batch.results))))
+        }))
     }
 
     fn group_view(&mut self) -> GroupFuture {
@@ -363,6 +374,55 @@ impl Broker for Fake {
     }
 
     async fn close(self) {}
+}
+
+/// A commit reaching the coordinator: refused if it carries a partition this member does not hold, else its
+/// outcome (the next scripted one, or committed) applied. `None`: it never ends (a stuck client call).
+fn commit_now(state: &mut State, batch: Batch) -> Option<(Result<(), KafkaFailure>, Vec<Outcome>)> {
+    if batch
+        .offsets
+        .keys()
+        .any(|p| state.lost_but_accepted.contains(p))
+    {
+        state.zombie_commits += 1;
+    } else if let Some(p) = batch
+        .offsets
+        .keys()
+        .find(|p| !state.assigned.contains(p) && !state.lost_held.contains(p))
+    {
+        state.refused_commits += 1;
+        let refused = Err(KafkaFailure::Aborted(format!(
+            "partition {p} is not assigned"
+        )));
+        return Some((refused, batch.results));
+    }
+    if state.stuck > 0 {
+        state.stuck -= 1;
+        return None;
+    }
+    let outcome = state.commit_outcomes.pop_front().unwrap_or(Ok(()));
+    if outcome.is_ok() || state.torn > 0 {
+        state.deliver(&batch.results);
+    }
+    if outcome.is_err() && state.torn > 0 {
+        state.torn -= 1;
+    }
+    if outcome.is_ok() {
+        for result in &batch.results {
+            if let Outcome::Rejected { letter, .. } = result {
+                state.letters.push((**letter).clone());
+            }
+        }
+        for (&partition, &next) in &batch.offsets {
+            let from = state.committed.get(&partition).copied().unwrap_or(0);
+            for offset in from..next {
+                *state.commits_of.entry((partition, offset)).or_default() += 1;
+            }
+            state.committed.insert(partition, next);
+        }
+        state.commits_applied.push(tokio::time::Instant::now());
+    }
+    Some((outcome, batch.results))
 }
 
 pub(super) fn settings() -> Settings {
