@@ -517,6 +517,62 @@ async fn a_maker_killed_mid_run_loses_and_duplicates_nothing() {
     );
 }
 
+/// A maker stopped (SIGSTOP) past its session is fenced by the group coordinator; resumed, librdkafka reports its
+/// assignment lost. The maker holds the lost partitions until no commit carrying them is in flight, lets them go,
+/// rejoins, gets partitions again, and every order is made exactly once.
+#[tokio::test]
+async fn a_maker_fenced_while_stopped_lets_its_lost_partitions_go_rejoins_and_makes_every_order_once(
+) {
+    let bootstrap = require_broker!();
+    let setup = Setup::new(bootstrap, 2).await;
+    let orders = orders(200, 20);
+    setup.produce_orders(&orders).await;
+    let mut maker = setup.maker(&[
+        "--tab-making-time",
+        "200ms",
+        "--max-in-flight-orders",
+        "8",
+        "--idle-exit-after",
+        "3s",
+    ]);
+    assert!(
+        maker
+            .wait_for_log("first orders committed", Duration::from_secs(30))
+            .await,
+        "{}",
+        maker.stderr_text()
+    );
+    // Past the test broker's 10 s session: the coordinator fences the member and gives its partitions to nobody.
+    maker.signal(Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    maker.signal(Signal::SIGCONT);
+    assert_eq!(
+        maker.exit_code(Duration::from_secs(90)).await,
+        0,
+        "{}",
+        maker.stderr_text()
+    );
+    assert_exactly_once(&setup.committed_tabs(total_tabs(&orders)).await, &orders);
+    let lost = partitions_in(&maker, "partitions lost");
+    let let_go = partitions_in(&maker, "lost partitions let go");
+    assert!(
+        !lost.is_empty(),
+        "fenced, the maker lost its partitions: {}",
+        maker.stderr_text()
+    );
+    assert_eq!(
+        lost,
+        let_go,
+        "every lost assignment let go: {}",
+        maker.stderr_text()
+    );
+    assert!(
+        partitions_in(&maker, "partitions assigned").len() >= 2,
+        "assigned again after the loss: {}",
+        maker.stderr_text()
+    );
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_orders_and_exits_0() {
     let bootstrap = require_broker!();
