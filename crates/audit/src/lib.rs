@@ -342,6 +342,27 @@ fn find_dead_letters(
     }
 }
 
+/// The duplicated orders listed in a report, one line each, under the table's `duplicated tabs` row.
+fn duplicate_lines(duplicates: &[ledger::Duplicate]) -> String {
+    let mut text = String::new();
+    for d in duplicates {
+        text += &format!(
+            "{:<28}order {} {}: its first tab read at partition {} offset {}, tab {} again at partition {} \
+             offset {} (delivered at {} ns)\n",
+            "",
+            d.patient_id,
+            d.order_timestamp_ns,
+            d.first.partition,
+            d.first.offset,
+            d.seq_in_order,
+            d.again.partition,
+            d.again.offset,
+            d.again_delivery_timestamp_ns
+        );
+    }
+    text
+}
+
 /// The outcome as a table for people.
 pub fn render(outcome: &Outcome) -> String {
     let r = &outcome.report;
@@ -361,23 +382,7 @@ pub fn render(outcome: &Outcome) -> String {
         format!("{} (in {} orders)", r.missing_tabs, r.incomplete_orders),
     );
     text += &line("duplicated tabs", r.duplicated_tabs.to_string());
-    for d in &r.duplicates {
-        text += &line(
-            "",
-            format!(
-                "order {} {}: its first tab read at partition {} offset {}, tab {} again at partition {} \
-                 offset {} (delivered at {} ns)",
-                d.patient_id,
-                d.order_timestamp_ns,
-                d.first.partition,
-                d.first.offset,
-                d.seq_in_order,
-                d.again.partition,
-                d.again.offset,
-                d.again_delivery_timestamp_ns
-            ),
-        );
-    }
+    text += &duplicate_lines(&r.duplicates);
     text += &line("wrong tab_pow", r.wrong_pow.to_string());
     text += &line("wrong fields", r.wrong_fields.to_string());
     text += &line("tabs of unknown orders", r.unknown_order_tabs.to_string());
@@ -445,5 +450,29 @@ mod tests {
         assert!(parse_point_in_time("yesterday")
             .unwrap_err()
             .contains("duration ago"));
+    }
+
+    #[test]
+    fn a_duplicated_order_is_shown_with_where_both_copies_were_read() {
+        let duplicate = ledger::Duplicate {
+            patient_id: "p-1".into(),
+            order_timestamp_ns: 7,
+            seq_in_order: 2,
+            first: ledger::TabAt {
+                partition: 3,
+                offset: 100,
+            },
+            again: ledger::TabAt {
+                partition: 3,
+                offset: 160,
+            },
+            again_delivery_timestamp_ns: 9,
+        };
+        let text = duplicate_lines(&[duplicate]);
+        assert_eq!(text.lines().count(), 1);
+        assert!(
+            text.contains("order p-1 7: its first tab read at partition 3 offset 100, tab 2 again at partition 3 offset 160"),
+            "{text}"
+        );
     }
 }
