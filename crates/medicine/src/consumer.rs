@@ -1,5 +1,5 @@
 //! The consumer side: the rdkafka context that turns rebalance callbacks into events for the loop and holds a
-//! revocation until the loop hands the partitions back, the partition lists of pause, resume and rewind, and the
+//! revocation or a lost assignment until the loop hands the partitions back, the partition lists of pause, resume and rewind, and the
 //! look at the group that the surplus rule reads.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,7 +31,8 @@ pub enum Rebalanced {
     Lost(Vec<i32>),
 }
 
-/// Consumer context: errors to the tracker, rebalances queued for the loop, a revocation held for the loop.
+/// Consumer context: errors to the tracker, rebalances queued for the loop, a revocation or a lost assignment held
+/// for the loop.
 ///
 /// librdkafka lets the application acknowledge a revocation later than its callback (the group waits for it, up
 /// to the rebalance timeout; KIP-848 moves nothing else meanwhile and the partitions' new owner gets them once
@@ -43,7 +44,7 @@ pub struct MakerContext {
     pub errors: Arc<ErrorTracker>,
     pub topic: String,
     events: Mutex<VecDeque<Rebalanced>>,
-    /// The revoked partitions not yet handed back, as librdkafka gave them.
+    /// The revoked or lost partitions not yet handed back, as librdkafka gave them.
     held: Mutex<Option<TopicPartitionList>>,
     /// Closing: revocations are acknowledged at once (nobody is left to hand them over).
     closing: AtomicBool,
