@@ -2,6 +2,7 @@
 
 mod assignment;
 mod fake;
+mod harness;
 mod rewind;
 
 use tokio::time::{sleep, Duration, Instant};
