@@ -4,8 +4,9 @@
 # `scripts/kube-dev.sh build`; prints the directory of the binaries on stdout.
 #
 # With --node, builds instead a node's programs into a cache of their own (their versions are their key): kubelet
-# and kube-proxy (the same Kubernetes), containerd 2 with its runc shim and ctr, and the CNI plugins the node's
-# network uses (bridge, host-local, loopback, portmap); prints their directory.
+# and kube-proxy (the same Kubernetes), containerd 2 with its runc shim and ctr, the CNI plugins the node's
+# network uses (bridge, host-local, loopback, portmap), and CoreDNS (the cluster's DNS, at the version kubeadm of
+# this Kubernetes deploys); prints their directory.
 #
 # With --print (or --node --print), only prints the directory (fails when the binaries are not built yet).
 #
@@ -20,6 +21,8 @@ set -euo pipefail
 : "${KWOK_VERSION:=v0.8.0}"
 : "${CONTAINERD_VERSION:=v2.2.10}"
 : "${CNI_PLUGINS_VERSION:=v1.9.0}"
+# kubeadm's CoreDNS for Kubernetes 1.35 (cmd/kubeadm/app/constants: CoreDNSVersion).
+: "${COREDNS_VERSION:=v1.13.1}"
 : "${MEDICINE_PUBSUB_CACHE:=${XDG_CACHE_HOME:-${HOME}/.cache}/medicine-pubsub}"
 
 # The recipe's own version: bump it when the way the binaries are built changes.
@@ -43,10 +46,10 @@ node=false
 if [[ "${1:-}" == "--node" ]]; then
   node=true
   shift
-  key="node_k8s-${KUBERNETES_VERSION}_containerd-${CONTAINERD_VERSION}_cni-${CNI_PLUGINS_VERSION}_r${recipe}"
+  key="node_k8s-${KUBERNETES_VERSION}_containerd-${CONTAINERD_VERSION}_cni-${CNI_PLUGINS_VERSION}_coredns-${COREDNS_VERSION}_r${recipe}"
   bin_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/bin"
   work_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/work"
-  binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap)
+  binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap coredns)
 fi
 
 have() {
@@ -121,6 +124,46 @@ build_scratch() {
 
 mkdir -p "${bin_dir}"
 
+# build_coredns: CoreDNS with the plugins of the node's Corefile (scripts/kube-dev/coredns.yaml), in CoreDNS's
+# order, chosen at compile time as CoreDNS documents it (a main that sets dnsserver.Directives): its full plugin
+# set would compile every cloud provider's SDK for nothing.
+build_coredns() {
+  local dir="${work_dir}/coredns" module=github.com/coredns/coredns
+  mkdir -p "${dir}"
+  (
+    cd "${dir}"
+    rm -f go.mod go.sum
+    go mod init medicine-pubsub.dev/build/coredns >/dev/null 2>&1
+    go mod edit -require="${module}@${COREDNS_VERSION}"
+    cat >main.go <<GO
+// CoreDNS ${COREDNS_VERSION} with the plugins of the node's Corefile (written by scripts/kube-dev/build.sh).
+package main
+
+import (
+	"${module}/core/dnsserver"
+	"${module}/coremain"
+
+	_ "${module}/plugin/cache"
+	_ "${module}/plugin/errors"
+	_ "${module}/plugin/health"
+	_ "${module}/plugin/kubernetes"
+	_ "${module}/plugin/loadbalance"
+	_ "${module}/plugin/ready"
+)
+
+func init() {
+	dnsserver.Directives = []string{"ready", "health", "errors", "loadbalance", "cache", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+GO
+    say "building coredns (${module}@${COREDNS_VERSION})"
+    GOFLAGS=-mod=mod go build -trimpath -gcflags="${gcflags}" \
+      -ldflags="-s -w -X ${module}/coremain.GitCommit=${COREDNS_VERSION}" -o "${bin_dir}/coredns.tmp" .
+    mv "${bin_dir}/coredns.tmp" "${bin_dir}/coredns"
+  )
+}
+
 # k8s_ldflags: the version stamp of the Kubernetes binaries.
 k8s_ldflags() {
   local minor=${KUBERNETES_VERSION#v1.} version_pkg=k8s.io/component-base/version
@@ -146,6 +189,9 @@ if [[ "${node}" == true ]]; then
     build_scratch cni-plugins "${plugins}" "${CNI_PLUGINS_VERSION}" "${CNI_PLUGINS_VERSION}" "-s -w" \
       "${plugins}/plugins/main/bridge=bridge" "${plugins}/plugins/ipam/host-local=host-local" \
       "${plugins}/plugins/main/loopback=loopback" "${plugins}/plugins/meta/portmap=portmap"
+  fi
+  if ! have coredns; then
+    build_coredns
   fi
   echo "${bin_dir}"
   exit 0
