@@ -177,14 +177,17 @@ start_holder() {
 EOF
   rm -f "${holder_pid_file}"
   # The holder owns the namespaces; everything else joins them with nsenter. (Its script expands in the holder.)
+  # It puts the node's address (NODE_IP, scripts/kube-dev/node.sh) on the namespace's loopback (the machine's
+  # kernel has no dummy links): the API server advertises it, and the real node's pods reach the brokers there.
   # shellcheck disable=SC2016
   setsid unshare --mount --net -- bash -c '
     set -e
     mount --bind "$1" /etc/hosts
     ip link set lo up
+    ip addr add "$3/32" dev lo
     echo "$$" >"$2"
     exec sleep infinity
-  ' kube-dev-holder "${hosts}" "${holder_pid_file}" >"${logs}/holder.log" 2>&1 </dev/null &
+  ' kube-dev-holder "${hosts}" "${holder_pid_file}" "${NODE_IP}" >"${logs}/holder.log" 2>&1 </dev/null &
   local deadline=$((SECONDS + 10))
   until holder_pid >/dev/null; do
     ((SECONDS < deadline)) || { cat "${logs}/holder.log" >&2; die "could not create the namespaces (is this root, with unshare and iproute2?)"; }
@@ -382,10 +385,6 @@ stateDir: ${KUBE_DEV_DIR}/agent
 apiServer: ${api_server}
 clusterCa: ${pki}/ca.crt
 images:
-  medicine-pubsub/medicine:dev:
-    binary: ${repo_root}/target/release/medicine
-  medicine-pubsub/patient:dev:
-    binary: ${repo_root}/target/release/patient
   ghcr.io/kedacore/keda:2.20.2:
     binary: ${KUBE_DEV_DIR}/images/keda-operator
     # Out of a container the operator cannot read its namespace from the service-account mount, nor find its
@@ -395,7 +394,8 @@ images:
 EOF
 }
 
-agent_images=(medicine-pubsub/medicine:dev medicine-pubsub/patient:dev ghcr.io/kedacore/keda:2.20.2)
+# The node agent runs KEDA's operator only: the application's pods run on the real node (scripts/kube-dev/node.sh).
+agent_images=(ghcr.io/kedacore/keda:2.20.2)
 
 up() {
   if holder_pid >/dev/null && status >/dev/null 2>&1; then
@@ -409,7 +409,7 @@ up() {
   build
   # Everything fetched from the network is fetched before the namespaces, which have none.
   "${repo_root}/scripts/kafka-dev.sh" resolve
-  for binary in medicine patient kube-dev tabs-audit; do
+  for binary in kube-dev tabs-audit; do
     [[ -x "${repo_root}/target/release/${binary}" ]] ||
       die "target/release/${binary} is missing; build it first: cargo build --release --locked --workspace"
   done
@@ -431,7 +431,7 @@ up() {
     --initial-cluster kube-dev=http://127.0.0.1:2380 --unsafe-no-fsync --log-level warn
   start kube-apiserver "${bin_dir}/kube-apiserver" \
     --etcd-servers http://127.0.0.1:2379 \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${api_port}" \
+    --bind-address 0.0.0.0 --advertise-address "${NODE_IP}" --secure-port "${api_port}" \
     --tls-cert-file "${pki}/apiserver.crt" --tls-private-key-file "${pki}/apiserver.key" \
     --client-ca-file "${pki}/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -493,6 +493,7 @@ EOF
     KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap KAFKA_DEV_LISTEN_HOST=0.0.0.0 \
     "${repo_root}/scripts/kafka-dev.sh" start
   start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092 \
+    --broker-address "${NODE_IP}" \
     --kafka-dev-script "${repo_root}/scripts/kafka-dev.sh" --kafka-dev-dir "${KUBE_DEV_DIR}/kafka"
 
   wait_for kwok "${KUBE_DEV_START_TIMEOUT}" node_ready

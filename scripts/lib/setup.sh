@@ -25,21 +25,21 @@ apt_install() {
 # setup_tools: the linter of the scripts, Java and Maven (the test broker), the C build's tools (vendored librdkafka
 # and OpenSSL), the namespaces and certificates of the control plane, Prometheus and promtool (the dashboard's and
 # the alert rules' tests), the image builder and runtime (buildah, debootstrap for the base images' stand-ins, umoci
-# and runc to run the images), Go, kubeconform, rustfmt and clippy.
+# and runc to run the images), iptables (the real node's kube-proxy), Go, kubeconform, rustfmt and clippy.
 setup_tools() {
   if ! command -v cargo >/dev/null 2>&1; then
     echo "make_test.sh: Rust is missing; install it with rustup (https://rustup.rs), then run ./make_test.sh again" >&2
     return 1
   fi
   if command -v dpkg >/dev/null 2>&1; then
-    apt_install shellcheck perl make gcc iproute2 util-linux openssl prometheus \
+    apt_install shellcheck perl make gcc iproute2 iptables util-linux openssl prometheus \
       buildah debootstrap umoci runc || return 1
     # The JDK, not only the runtime: scripts/kafka-dev.sh access runs a single-file Java program (compiled at launch).
     { command -v java && command -v javac; } >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless || return 1
     command -v mvn >/dev/null 2>&1 || apt_install maven || return 1
   fi
   local tool
-  for tool in shellcheck java javac mvn perl make cc ip unshare nsenter openssl prometheus promtool \
+  for tool in shellcheck java javac mvn perl make cc ip iptables unshare nsenter openssl prometheus promtool \
     buildah debootstrap umoci runc; do
     if ! command -v "${tool}" >/dev/null 2>&1; then
       echo "make_test.sh: '${tool}' is missing and this is not Debian; install it (README, Prerequisites) and run again" >&2

@@ -43,6 +43,9 @@ enum Mode {
         /// That broker's directory (KAFKA_DEV_DIR), where its CA is.
         #[arg(long)]
         kafka_dev_dir: PathBuf,
+        /// The IPv4 address pods reach the brokers at (not loopback): the bootstrap Service's endpoint.
+        #[arg(long)]
+        broker_address: std::net::Ipv4Addr,
     },
 }
 
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             bootstrap_servers,
             kafka_dev_script,
             kafka_dev_dir,
+            broker_address,
         } => tabs::shutdown::run_service("Strimzi stand-in", &telemetry, |service| {
             kube_dev::strimzi::run(
                 kube_dev::strimzi::Settings {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
                     bootstrap_servers,
                     kafka_dev_script,
                     kafka_dev_dir,
+                    broker_address: broker_address.to_string(),
                 },
                 service.shutdown,
             )

@@ -101,31 +101,42 @@ fn secret(name: &str, key: &str) -> String {
     ])
 }
 
-/// Everything the test's processes wrote: every pod the agent ran, and the control plane's components.
+/// The `.log` files under `dir`, at any depth.
+fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if path.extension().is_some_and(|e| e == "log") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The logs of every pod: the real node's (the kubelet's `podLogsDir`, a directory per pod named
+/// `<namespace>_<name>_<uid>`) and the node agent's (KEDA's operator).
+fn pod_log_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = log_files(&dir.join("node/pod-logs"));
+    files.extend(log_files(&dir.join("agent/pods")));
+    files
+}
+
+/// Everything the test's processes wrote: every pod's output, and the control plane's components.
 fn all_logs() -> Vec<(PathBuf, String)> {
     let Some(dir) = std::env::var_os("KUBE_DEV_DIR").map(PathBuf::from) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    for pod in std::fs::read_dir(dir.join("agent/pods"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        files.extend(
-            std::fs::read_dir(pod.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "log")),
-        );
-    }
+    let mut files = log_files(&dir.join("logs"));
+    files.extend(pod_log_files(&dir));
     files
         .into_iter()
         .map(|path| {
@@ -431,30 +442,12 @@ fn duplicates_evidence(report: &Value) -> String {
     out
 }
 
-/// The lines of a maker's log (on the agent's Node or the real one) that say what it held and what went wrong.
+/// The lines of a maker's log that say what it held and what went wrong.
 fn maker_log_excerpt(dir: &std::path::Path, maker: &str) -> String {
-    let mut files = Vec::new();
-    for pods in [dir.join("agent/pods"), dir.join("node/pod-logs")] {
-        for pod in std::fs::read_dir(pods).into_iter().flatten().flatten() {
-            if !pod.file_name().to_string_lossy().contains(maker) {
-                continue;
-            }
-            let mut stack = vec![pod.path()];
-            while let Some(path) = stack.pop() {
-                if path.is_dir() {
-                    stack.extend(
-                        std::fs::read_dir(&path)
-                            .into_iter()
-                            .flatten()
-                            .flatten()
-                            .map(|e| e.path()),
-                    );
-                } else if path.extension().is_some_and(|e| e == "log") {
-                    files.push(path);
-                }
-            }
-        }
-    }
+    let files: Vec<PathBuf> = pod_log_files(dir)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(maker))
+        .collect();
     if files.is_empty() {
         return format!("no log of {maker} kept\n");
     }
@@ -482,32 +475,28 @@ fn maker_log_excerpt(dir: &std::path::Path, maker: &str) -> String {
     out
 }
 
-/// On failure: the output of every pod the agent ran, and the control plane's own logs' tails.
+/// On failure: the output of every pod, and the tails of the node's and the control plane's own logs.
 fn print_pod_logs() {
     let Some(dir) = std::env::var_os("KUBE_DEV_DIR").map(PathBuf::from) else {
         return;
     };
-    let Ok(pods) = std::fs::read_dir(dir.join("agent/pods")) else {
-        return;
-    };
-    for pod in pods.flatten() {
-        for log in std::fs::read_dir(pod.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if log.path().extension().is_some_and(|e| e == "log") {
-                let content = std::fs::read_to_string(log.path()).unwrap_or_default();
-                let lines: Vec<&str> = content.lines().collect();
-                eprintln!(
-                    "==== {} (last 30 lines)\n{}",
-                    log.path().display(),
-                    lines[lines.len().saturating_sub(30)..].join("\n")
-                );
-            }
-        }
+    for log in pod_log_files(&dir) {
+        let content = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = content.lines().collect();
+        eprintln!(
+            "==== {} (last 30 lines)\n{}",
+            log.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
     }
-    for component in ["agent", "strimzi", "kube-controller-manager", "kwok"] {
+    for component in [
+        "agent",
+        "strimzi",
+        "kube-controller-manager",
+        "kwok",
+        "kubelet",
+        "kube-proxy",
+    ] {
         let content =
             std::fs::read_to_string(dir.join(format!("logs/{component}.log"))).unwrap_or_default();
         let lines: Vec<&str> = content.lines().collect();
@@ -518,17 +507,11 @@ fn print_pod_logs() {
     }
 }
 
-/// An overlay of deploy/app with a low lag threshold (the makers' copy of it too, and the in-flight bound at
-/// twice it, as shipped), so that a dozen patients need several makers: written next to the test's other files,
-/// pointing at deploy/app.
 /// The patients' and makers' pods as Prometheus' annotation-based pod discovery finds them: each running pod
-/// annotated `prometheus.io/scrape: "true"`, at the port its `prometheus.io/port` names, with its pod and program
-/// as labels; written to `file` for Prometheus' file discovery. The one stand-in step: the node agent gives every
-/// pod 127.0.0.1 and moves each container port to a free one, which its `ports` file records.
+/// annotated `prometheus.io/scrape: "true"`, at its pod IP and the port its `prometheus.io/port` names, with its
+/// pod and program as labels; written to `file` for Prometheus' file discovery (the test's Prometheus has no
+/// credentials for Kubernetes' own discovery).
 fn write_pod_targets(file: &std::path::Path) {
-    let Some(state) = std::env::var_os("KUBE_DEV_DIR").map(PathBuf::from) else {
-        return;
-    };
     let output = run(
         "kubectl",
         &[
@@ -554,24 +537,15 @@ fn write_pod_targets(file: &std::path::Path) {
         if phase(pod) != "Running" || annotations["prometheus.io/scrape"] != "true" {
             continue;
         }
-        let (Some(name), Some(uid), Some(port)) = (
+        let (Some(name), Some(ip), Some(port)) = (
             meta["name"].as_str(),
-            meta["uid"].as_str(),
+            pod["status"]["podIP"].as_str(),
             annotations["prometheus.io/port"].as_str(),
         ) else {
             continue;
         };
-        let ports =
-            std::fs::read_to_string(state.join(format!("agent/pods/default_{name}_{uid}/ports")))
-                .unwrap_or_default();
-        let Some(host_port) = ports.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(1) == Some(&port)).then(|| fields.get(2).map(|p| (*p).to_owned()))?
-        }) else {
-            continue;
-        };
         targets.push(serde_json::json!({
-            "targets": [format!("127.0.0.1:{host_port}")],
+            "targets": [format!("{ip}:{port}")],
             "labels": {"pod": name, "program": meta["labels"]["app.kubernetes.io/name"]},
         }));
     }
@@ -581,6 +555,9 @@ fn write_pod_targets(file: &std::path::Path) {
     }
 }
 
+/// An overlay of deploy/app with a low lag threshold (the makers' copy of it too, and the in-flight bound at
+/// twice it, as shipped), so that a dozen patients need several makers: written next to the test's other files,
+/// pointing at deploy/app.
 fn overlay() -> PathBuf {
     let scaled_job: Value = serde_norway::from_str(
         &std::fs::read_to_string(repo_root().join("deploy/app/medicine-scaledjob.yaml")).unwrap(),
@@ -620,11 +597,9 @@ patches:
     dir
 }
 
-/// What `make_build.sh` leaves on a minikube node: the images, in the node's status (the stand-in for the image
-/// build, which needs a Docker engine; the node agent runs the release binaries under these names).
-/// The images on the nodes, as `kind load docker-image` puts them there: into the real node's containerd from
-/// buildah's store (where scripts/images/build.sh built them from docker/Dockerfile), and into the node agent's
-/// Node status (it runs the release binaries in their place).
+/// The images on the node, as `kind load docker-image` puts them there: into the real node's containerd from
+/// buildah's store (where scripts/images/build.sh built them from docker/Dockerfile); done once the kubelet
+/// reports them in its Node's status, where make_deploy.sh looks.
 fn load_images() {
     let socket = format!(
         "{}/run/containerd.sock",
@@ -673,32 +648,66 @@ fn load_images() {
         );
         let _ = std::fs::remove_file(archive);
     }
-    let patch = r#"{"status":{"images":[
-        {"names":["docker.io/medicine-pubsub/medicine:dev","medicine-pubsub/medicine:dev"],"sizeBytes":20000000},
-        {"names":["docker.io/medicine-pubsub/patient:dev","medicine-pubsub/patient:dev"],"sizeBytes":15000000}]}}"#;
+    wait_until(
+        "the kubelet reports the images",
+        Duration::from_secs(120),
+        || {
+            let node = kubectl_json(&["get", "node", REAL_NODE]);
+            let names: Vec<&str> = node["status"]["images"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|i| i["names"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            ["patient", "medicine"].iter().all(|image| {
+                names.contains(&format!("docker.io/medicine-pubsub/{image}:dev").as_str())
+            })
+        },
+    );
+}
+
+/// Every pod of the application (the patients, KEDA's makers) is the real node's: bound to it, with an address of
+/// its bridge. None is the stand-in Node's, where kwok would only pretend to run it.
+fn assert_the_application_runs_on_the_real_node() {
+    let pods = pods_labelled("app.kubernetes.io/part-of=medicine-pubsub");
+    assert!(
+        pods.iter().any(|p| phase(p) == "Running"),
+        "the application runs"
+    );
+    for pod in pods.iter().filter(|p| phase(p) == "Running") {
+        let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+        assert!(
+            pod["spec"]["nodeName"] == REAL_NODE && ip.starts_with(POD_SUBNET),
+            "{} is on node {} at {ip}, not on the real node",
+            pod["metadata"]["name"],
+            pod["spec"]["nodeName"]
+        );
+    }
+}
+
+/// The operators' pods are on the stand-in Node (make_infra.sh installed them while the real node was tainted):
+/// the application's go to the real node from here on, as on a cluster of one node.
+fn the_application_on_the_real_node() {
+    kubectl(&["cordon", "kube-dev-node"]);
     kubectl(&[
-        "patch",
+        "taint",
         "node",
-        "kube-dev-node",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        patch,
+        REAL_NODE,
+        &format!("{REAL_NODE_TAINT}:NoSchedule-"),
     ]);
 }
 
-fn maker_pods() -> Vec<Value> {
-    kubectl_json(&[
-        "-n",
-        "default",
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/name=medicine",
-    ])["items"]
+/// The pods of namespace `default` that `selector` selects.
+fn pods_labelled(selector: &str) -> Vec<Value> {
+    kubectl_json(&["-n", "default", "get", "pods", "-l", selector])["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+fn maker_pods() -> Vec<Value> {
+    pods_labelled("app.kubernetes.io/name=medicine")
 }
 
 fn phase(pod: &Value) -> &str {
@@ -751,25 +760,16 @@ fn read_verbatim(command: &str, enough: usize) -> Vec<String> {
 /// The real node (scripts/kube-dev/node.sh): kubelet, containerd and runc, pods in network namespaces of their own.
 const REAL_NODE: &str = "kube-dev-kubelet";
 const REAL_NODE_TAINT: &str = "medicine-pubsub.dev/real-node";
-const REAL_NODE_IP: &str = "172.30.0.1";
 const POD_SUBNET: &str = "10.244.0.";
 
-/// A Job of the ScaledJob's own pod template (as the API server keeps it) on the real node: its taint tolerated,
-/// and the bootstrap Service's name resolved to the node's address, where the brokers listen (they run in the
-/// control plane's namespaces, not in pods, and no cluster DNS serves the pods yet). `memory` replaces the
-/// container's memory request and limit.
+/// A Job of the ScaledJob's own pod template (as the API server keeps it), labelled for the test: the real node
+/// runs it, and it finds the brokers as KEDA's makers do, by the bootstrap Service's name (cluster DNS, then
+/// kube-proxy's rules to the Service's endpoint). `memory` replaces the container's memory request and limit.
 fn maker_job_on_the_real_node(name: &str, memory: Option<&str>) -> Value {
     let scaled_job = kubectl_json(&["-n", "default", "get", "scaledjob", "medicine-maker-0"]);
     let mut template = scaled_job["spec"]["jobTargetRef"]["template"].clone();
     template["metadata"]["labels"] = serde_json::json!({ "medicine-pubsub.dev/test": name });
     let spec = &mut template["spec"];
-    spec["nodeSelector"] = serde_json::json!({ "kubernetes.io/hostname": REAL_NODE });
-    spec["tolerations"] = serde_json::json!([
-        { "key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule" }
-    ]);
-    spec["hostAliases"] = serde_json::json!([
-        { "ip": REAL_NODE_IP, "hostnames": ["medicine-pubsub-kafka-bootstrap"] }
-    ]);
     if let Some(memory) = memory {
         let resources = &mut spec["containers"][0]["resources"];
         resources["requests"]["memory"] = memory.into();
@@ -795,15 +795,9 @@ fn apply_json(object: &Value) {
 
 /// The pod of Job `name`.
 fn job_pod(name: &str) -> Option<Value> {
-    let pods = kubectl_json(&[
-        "-n",
-        "default",
-        "get",
-        "pods",
-        "-l",
-        &format!("medicine-pubsub.dev/test={name}"),
-    ]);
-    pods["items"].as_array().and_then(|p| p.first()).cloned()
+    pods_labelled(&format!("medicine-pubsub.dev/test={name}"))
+        .into_iter()
+        .next()
 }
 
 /// A line of `/proc/PID/status`.
@@ -1107,6 +1101,7 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         secret("medicine-pubsub-cluster-ca-cert", "ca.crt").starts_with("-----BEGIN CERTIFICATE"),
         "the cluster CA is published"
     );
+    the_application_on_the_real_node();
 
     // Before the images are on the node, make_deploy.sh refuses, and says what to do: from the nodes' images,
     // or on minikube from minikube's own list (a stand-in minikube, on the real API server).
@@ -1259,8 +1254,8 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         "the one maker delivers tabs"
     );
 
-    // The maker's pod as the ScaledJob declares it, on the real node: a second maker there, and one whose memory
-    // limit is below what it needs.
+    // The maker's pod as the ScaledJob declares it, beside KEDA's: a second maker, and one whose memory limit is
+    // below what it needs.
     timeline.mark("makers on the real node");
     makers_on_the_real_node();
 
@@ -1277,6 +1272,7 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     wait_until("KEDA runs several makers", Duration::from_secs(90), || {
         running_jobs() >= 2
     });
+    assert_the_application_runs_on_the_real_node();
     // The dashboard's KEDA panel, asked of a real Prometheus scraping the real KEDA operator (its metrics on
     // :8080, inside the sandbox's network namespace) with the shipped alert rules loaded. The other panels:
     // crates/local/tests/monitoring.rs.
@@ -1561,7 +1557,15 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         .lines()
         .chain(in_default.lines())
         .filter(|l| {
-            !matches!(*l, "service/kubernetes" | "configmap/kube-root-ca.crt")
+            !matches!(
+                *l,
+                "service/kubernetes"
+                    | "configmap/kube-root-ca.crt"
+                    // The cluster's DNS (kube-system), as on any cluster.
+                    | "service/kube-dns"
+                    | "deployment.apps/coredns"
+            ) && !l.starts_with("replicaset.apps/coredns-")
+                && !l.starts_with("pod/coredns-")
                 && !l.ends_with(".kwok.x-k8s.io")
                 // The Prometheus operator's CRDs are the cluster's, installed above as an operator would.
                 && !l.ends_with(".monitoring.coreos.com")

@@ -1,4 +1,4 @@
-//! The node agent: a kubelet for the pods of this project's images (and the KEDA operator's), on one Node that
+//! The node agent: a kubelet for the pods of the configured images (the KEDA operator's), on one Node that
 //! kwok keeps alive. It watches the pods bound to that Node; a pod whose image it knows runs as a local process
 //! (see [`pod`]), every other pod is kwok's.
 

@@ -1,5 +1,5 @@
-//! The `Kafka` and its `KafkaNodePool`s: the broker pods, the bootstrap Service, the cluster CA's Secret, and
-//! whether the cluster asks for what the broker serves.
+//! The `Kafka` and its `KafkaNodePool`s: the broker pods, the bootstrap Service and where it leads, the cluster
+//! CA's Secret, and whether the cluster asks for what the broker serves.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{
     Container, Pod, PodSpec, Secret, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
@@ -15,8 +16,8 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::{
-    label_map, owned_by, owned_meta, ready, Controller, KAFKA_IMAGE, PLAIN_PORT,
-    SUPPORTED_KAFKA_VERSIONS, TLS_PORT,
+    owned_by, owned_meta, ready, Controller, KAFKA_IMAGE, PLAIN_PORT, SUPPORTED_KAFKA_VERSIONS,
+    TLS_PORT,
 };
 
 impl Controller {
@@ -49,7 +50,11 @@ impl Controller {
             return Ok(());
         }
         let owner = owned_by("Kafka", kafka);
-        self.ensure_service(&name, &owner).await?;
+        let brokers = own_pools
+            .iter()
+            .map(|p| p.data["spec"]["replicas"].as_u64().unwrap_or(0))
+            .sum();
+        self.ensure_service(&name, brokers, &owner).await?;
         self.ensure_cluster_ca(&name, &owner).await?;
         let mut all_ready = true;
         let mut pool_names = Vec::new();
@@ -129,34 +134,77 @@ impl Controller {
         Ok(all_ready)
     }
 
-    async fn ensure_service(&self, cluster: &str, owner: &[OwnerReference]) -> anyhow::Result<()> {
+    /// The bootstrap Service, with a port for each broker's listeners (every broker advertises the bootstrap
+    /// name, node `i` on the plain and TLS ports plus `3 i`: `scripts/kafka-dev.sh`), and its EndpointSlice: the
+    /// brokers are not in the pods kwok plays but on the node's address (`--broker-address`), so the Service has
+    /// no selector and the stand-in says where it leads, as a Service for something outside the cluster does.
+    async fn ensure_service(
+        &self,
+        cluster: &str,
+        brokers: u64,
+        owner: &[OwnerReference],
+    ) -> anyhow::Result<()> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let slices: Api<EndpointSlice> =
+            Api::namespaced(self.client.clone(), &self.settings.namespace);
         let name = format!("{cluster}-kafka-bootstrap");
-        if services.get_opt(&name).await?.is_some() {
-            return Ok(());
+        let ports = broker_ports(brokers);
+        if services.get_opt(&name).await?.is_none() {
+            let service = Service {
+                metadata: owned_meta(&name, &[("strimzi.io/cluster", cluster)], owner),
+                spec: Some(ServiceSpec {
+                    ports: Some(
+                        ports
+                            .iter()
+                            .map(|(port_name, port)| ServicePort {
+                                name: Some(port_name.clone()),
+                                port: i32::from(*port),
+                                target_port: Some(IntOrString::Int(i32::from(*port))),
+                                ..ServicePort::default()
+                            })
+                            .collect(),
+                    ),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            };
+            services.create(&PostParams::default(), &service).await?;
         }
-        let port = |name: &str, port: u16| ServicePort {
-            name: Some(name.to_owned()),
-            port: i32::from(port),
-            target_port: Some(IntOrString::Int(i32::from(port))),
-            ..ServicePort::default()
-        };
-        let service = Service {
-            metadata: owned_meta(&name, &[("strimzi.io/cluster", cluster)], owner),
-            spec: Some(ServiceSpec {
-                selector: Some(label_map(&[
-                    ("strimzi.io/cluster", cluster),
-                    ("strimzi.io/broker-role", "true"),
-                ])),
-                ports: Some(vec![
-                    port("tcp-clients", PLAIN_PORT),
-                    port("tcp-clientstls", TLS_PORT),
-                ]),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        };
-        services.create(&PostParams::default(), &service).await?;
+        let slice_name = format!("{name}-brokers");
+        if slices.get_opt(&slice_name).await?.is_none() {
+            let slice = EndpointSlice {
+                metadata: owned_meta(
+                    &slice_name,
+                    &[
+                        ("kubernetes.io/service-name", &name),
+                        ("endpointslice.kubernetes.io/managed-by", "kube-dev-strimzi"),
+                    ],
+                    owner,
+                ),
+                address_type: "IPv4".to_owned(),
+                endpoints: vec![Endpoint {
+                    addresses: vec![self.settings.broker_address.clone()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        ..EndpointConditions::default()
+                    }),
+                    ..Endpoint::default()
+                }],
+                ports: Some(
+                    ports
+                        .into_iter()
+                        .map(|(port_name, port)| EndpointPort {
+                            name: Some(port_name),
+                            port: Some(i32::from(port)),
+                            protocol: Some("TCP".to_owned()),
+                            ..EndpointPort::default()
+                        })
+                        .collect(),
+                ),
+            };
+            slices.create(&PostParams::default(), &slice).await?;
+            info!(service = %name, address = %self.settings.broker_address, "bootstrap Service leads to the brokers");
+        }
         Ok(())
     }
 
@@ -233,6 +281,21 @@ impl Controller {
         pods.create(&PostParams::default(), &pod).await?;
         Ok(false)
     }
+}
+
+/// The bootstrap Service's ports: Strimzi's names for the first broker's listeners, then each other broker's.
+fn broker_ports(brokers: u64) -> Vec<(String, u16)> {
+    (0..brokers.max(1))
+        .flat_map(|i| {
+            let step = 3 * u16::try_from(i).unwrap_or(u16::MAX / 4);
+            let (plain, tls) = if i == 0 {
+                ("tcp-clients".to_owned(), "tcp-clientstls".to_owned())
+            } else {
+                (format!("clients-{i}"), format!("clientstls-{i}"))
+            };
+            [(plain, PLAIN_PORT + step), (tls, TLS_PORT + step)]
+        })
+        .collect()
 }
 
 /// The cluster's KafkaNodePools (labelled for it, not being deleted).
@@ -323,6 +386,16 @@ mod tests {
         .unwrap();
         let kafka: Value = serde_norway::from_str(&text).unwrap();
         kafka["spec"]["kafka"].clone()
+    }
+
+    #[test]
+    fn the_bootstrap_service_has_each_brokers_listeners_under_names_a_port_may_have() {
+        let ports = broker_ports(3);
+        let numbers: Vec<u16> = ports.iter().map(|(_, port)| *port).collect();
+        assert_eq!(numbers, [9092, 9093, 9095, 9096, 9098, 9099]);
+        assert_eq!(ports[1].0, "tcp-clientstls");
+        // A port's name is a DNS label of at most 15 characters.
+        assert!(ports.iter().all(|(name, _)| name.len() <= 15), "{ports:?}");
     }
 
     #[test]

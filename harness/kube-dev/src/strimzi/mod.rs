@@ -3,7 +3,7 @@
 //! then does the part of the operator the project depends on, against the real brokers of the test:
 //!
 //! - a `Kafka` with a `KafkaNodePool` gets its broker pods (`<cluster>-<pool>-<id>`, run by kwok), its bootstrap
-//!   Service and `Ready`, and is refused (`Ready=False`) for a Kafka version Strimzi 1.2.0 does not run;
+//!   Service (leading to the brokers' address, `--broker-address`, by an EndpointSlice of its own) and `Ready`, and is refused (`Ready=False`) for a Kafka version Strimzi 1.2.0 does not run;
 //! - a `KafkaTopic` labelled for that cluster gets the topic operator's finalizer, the topic created on the broker
 //!   and `Ready`; deleting it deletes the topic and removes the finalizer, but only while its cluster exists: as
 //!   with Strimzi, a topic whose cluster was deleted first keeps its finalizer and its deletion hangs.
@@ -70,6 +70,8 @@ pub struct Settings {
     pub kafka_dev_script: PathBuf,
     /// The broker's directory (`KAFKA_DEV_DIR`): its CA is `tls/ca.crt` there.
     pub kafka_dev_dir: PathBuf,
+    /// The address the real node's pods reach the brokers at: the bootstrap Service leads there.
+    pub broker_address: String,
 }
 
 /// Reconciles every half second until `shutdown`.
