@@ -185,6 +185,7 @@ node_up() {
   require runc "install runc (Debian: apt-get install runc)"
   require buildah "install buildah (Debian: apt-get install buildah)"
   require iptables "install iptables (Debian: apt-get install iptables); kube-proxy writes the Services' rules with it"
+  require curl "install curl (Debian: apt-get install curl); it asks kube-proxy whether it is ready"
   # The pods' traffic is routed by the node; it leaves through no other link (the namespace has none).
   inside sysctl -q -w net.ipv4.ip_forward=1
   node_certificates

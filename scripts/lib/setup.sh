@@ -32,14 +32,14 @@ setup_tools() {
     return 1
   fi
   if command -v dpkg >/dev/null 2>&1; then
-    apt_install shellcheck perl make gcc iproute2 iptables util-linux openssl prometheus \
+    apt_install shellcheck perl make gcc curl iproute2 iptables util-linux openssl prometheus \
       buildah debootstrap umoci runc || return 1
     # The JDK, not only the runtime: scripts/kafka-dev.sh access runs a single-file Java program (compiled at launch).
     { command -v java && command -v javac; } >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless || return 1
     command -v mvn >/dev/null 2>&1 || apt_install maven || return 1
   fi
   local tool
-  for tool in shellcheck java javac mvn perl make cc ip iptables unshare nsenter openssl prometheus promtool \
+  for tool in shellcheck java javac mvn perl make cc curl ip iptables unshare nsenter openssl prometheus promtool \
     buildah debootstrap umoci runc; do
     if ! command -v "${tool}" >/dev/null 2>&1; then
       echo "make_test.sh: '${tool}' is missing and this is not Debian; install it (README, Prerequisites) and run again" >&2
