@@ -120,7 +120,7 @@ step "build the images from docker/Dockerfile (buildah; the base images made her
 step "the images run as deploy/ runs them (umoci and runc: user, read-only root, no capabilities, memory limit)" \
   cargo test --locked -p deploy-check --features images --test images
 step "start the Kubernetes control plane (apiserver, controllers, kwok, node agent)" start_control_plane
-step "start the real node (kubelet, containerd, runc, CNI bridge; the images imported)" scripts/kube-dev.sh node
+step "start the real node (kubelet, containerd, runc, CNI bridge, kube-proxy, CoreDNS)" scripts/kube-dev.sh node
 step "Kubernetes end to end: the quickstart on the real API server and KEDA operator" kubernetes_e2e
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
 step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh scripts/*/*.sh bench/*.sh
