@@ -35,6 +35,10 @@ holder_pid_file="${run_dir}/holder.pid"
 kubeconfig="${KUBE_DEV_DIR}/admin.kubeconfig"
 api_port=6443
 api_server="https://127.0.0.1:${api_port}"
+# The node's address, on the namespace's loopback from its start (the holder puts it there): the API server
+# advertises it, the bootstrap Service leads to the brokers there, and the real node (scripts/kube-dev/node.sh)
+# serves its kubelet there; its pods reach it through their bridge's gateway.
+NODE_IP=172.30.0.1
 
 die() {
   echo "kube-dev: $*" >&2
@@ -177,8 +181,7 @@ start_holder() {
 EOF
   rm -f "${holder_pid_file}"
   # The holder owns the namespaces; everything else joins them with nsenter. (Its script expands in the holder.)
-  # It puts the node's address (NODE_IP, scripts/kube-dev/node.sh) on the namespace's loopback (the machine's
-  # kernel has no dummy links): the API server advertises it, and the real node's pods reach the brokers there.
+  # It puts the node's address (NODE_IP) on the namespace's loopback (the machine's kernel has no dummy links).
   # shellcheck disable=SC2016
   setsid unshare --mount --net -- bash -c '
     set -e

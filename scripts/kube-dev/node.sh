@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2154 # run_dir, pki, repo_root, KUBE_DEV_DIR: set by scripts/kube-dev.sh, which sources this
+# shellcheck disable=SC2154 # run_dir, pki, repo_root, KUBE_DEV_DIR, NODE_IP: set by scripts/kube-dev.sh, which sources this
 # A real node for scripts/kube-dev.sh, sourced by it: kubelet (the control plane's Kubernetes), containerd 2 with
 # runc, the CNI bridge, kube-proxy and the cluster's DNS (CoreDNS), and the images built from docker/Dockerfile
 # imported into containerd. It runs inside the control plane's namespaces, as everything else, with an address of
@@ -9,8 +9,6 @@
 
 REAL_NODE=kube-dev-kubelet
 REAL_NODE_TAINT=medicine-pubsub.dev/real-node
-# On the namespace's loopback from its start (kube-dev.sh's holder), reached by the pods through their gateway.
-NODE_IP=172.30.0.1
 POD_SUBNET=10.244.0.0/24
 # The cluster DNS Service's address: the tenth of the Service range (kube-dev.sh: 10.96.0.0/16), as kubeadm's.
 DNS_IP=10.96.0.10
