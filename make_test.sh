@@ -98,6 +98,15 @@ start_control_plane() {
   scripts/kube-dev.sh up
 }
 
+# The one Go program of the repository, the Strimzi operator pod's stand-in: formatted and vetted as Go's own
+# tools have it.
+go_checks() {
+  local unformatted
+  unformatted=$(gofmt -l scripts/kube-dev/strimzi-operator)
+  [[ -z "${unformatted}" ]] || { echo "not gofmt-formatted: ${unformatted}" >&2; return 1; }
+  (cd scripts/kube-dev/strimzi-operator && go vet ./...)
+}
+
 # The quickstart end to end, inside the control plane's namespaces (built first: they have no network).
 kubernetes_e2e() {
   local test=(cargo test --locked -p kube-dev --features e2e --test contexts --test quickstart)
@@ -119,8 +128,9 @@ step "build the images from docker/Dockerfile (buildah; the base images made her
   scripts/images/build.sh
 step "the images run as deploy/ runs them (umoci and runc: user, read-only root, no capabilities, memory limit)" \
   cargo test --locked -p deploy-check --features images --test images
-step "start the Kubernetes control plane (apiserver, controllers, kwok, node agent)" start_control_plane
-step "start the real node (kubelet, containerd, runc, CNI bridge, kube-proxy, CoreDNS)" scripts/kube-dev.sh node
-step "Kubernetes end to end: the quickstart on the real API server and KEDA operator" kubernetes_e2e
+step "start the Kubernetes control plane (apiserver, controllers, kwok for the broker pods, the brokers)" start_control_plane
+step "start the real node (kubelet, containerd, runc, CNI bridge, kube-proxy, CoreDNS, the operators' images)" scripts/kube-dev.sh node
+step "Kubernetes end to end: the quickstart on the real API server, KEDA and node" kubernetes_e2e
 step "manifests against the pinned schemas (kubeconform, strict)" scripts/check-manifests.sh
+step "gofmt and go vet (scripts/kube-dev/strimzi-operator)" go_checks
 step "shellcheck" shellcheck -x make_*.sh .ci/run scripts/*.sh scripts/lib/*.sh scripts/*/*.sh bench/*.sh

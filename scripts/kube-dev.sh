@@ -4,10 +4,10 @@
 #   scripts/kube-dev.sh build    build (or find in the cache) etcd, kube-apiserver, kube-controller-manager,
 #                                kube-scheduler, kubectl, kwok and the KEDA operator, and the real node's kubelet,
 #                                containerd and CNI plugins; print the control plane's directory
-#   scripts/kube-dev.sh up       start the control plane, one Node, the node agent, the Strimzi stand-in and the
-#                                broker, all inside private mount and network namespaces; wait until ready
-#   scripts/kube-dev.sh node     add a real node to the running control plane (scripts/kube-dev/node.sh: kubelet,
-#                                containerd, runc, the CNI bridge; the images built by scripts/images/build.sh)
+#   scripts/kube-dev.sh up       start the control plane, the brokers' stand-in Node (kwok), the Strimzi stand-in
+#                                and the brokers, all inside private mount and network namespaces; wait until ready
+#   scripts/kube-dev.sh node     add the real node every scheduled pod runs on (scripts/kube-dev/node.sh: kubelet,
+#                                containerd, runc, the CNI bridge, kube-proxy, CoreDNS, the operators' images)
 #   scripts/kube-dev.sh exec -- COMMAND...   run COMMAND inside those namespaces, with KUBECONFIG set
 #   scripts/kube-dev.sh status   exit 0 when the control plane runs and answers
 #   scripts/kube-dev.sh env      print the variables a command run through `exec` gets
@@ -111,6 +111,9 @@ make_pki() {
   certificate controller-manager "/CN=system:kube-controller-manager"
   certificate scheduler "/CN=system:kube-scheduler"
   certificate apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  # The aggregator's client certificate, which extension API servers (KEDA's metrics server) trust for the user
+  # it names in its headers: signed by the same CA, but only this name is allowed to (--requestheader-allowed-names).
+  certificate front-proxy-client "/CN=front-proxy-client"
   certificate kubelet "/CN=system:node:${KUBE_DEV_NODE}" "IP:127.0.0.1,DNS:${KUBE_DEV_NODE}"
   if [[ ! -f "${pki}/sa.key" ]]; then
     openssl genrsa -out "${pki}/sa.key" 2048 2>/dev/null
@@ -218,11 +221,9 @@ EOF
 }
 
 write_kwok_config() {
-  local exclude
-  exclude=$(printf '        - %s\n' "${agent_images[@]}")
   cat >"${KUBE_DEV_DIR}/kwok.yaml" <<EOF
-# kwok plays the kubelet of every pod the node agent does not run: same Node, zero delays. It also serves the
-# kubelet API: logs of the agent's pods (Logs resources the agent writes) and exec into the broker pods.
+# kwok plays the kubelet of the brokers' stand-in Node (zero delays): the broker pods, which kube-dev strimzi
+# places there by name, and exec into them.
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: ClusterExec
 metadata:
@@ -276,7 +277,7 @@ spec:
       phase: Running
 EOF
   local stage
-  for stage in create ready complete delete; do
+  for stage in create ready delete; do
     cat >>"${KUBE_DEV_DIR}/kwok.yaml" <<EOF
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
@@ -287,11 +288,6 @@ spec:
   resourceRef: {apiGroup: v1, kind: Pod}
   selector:
     matchExpressions:
-      # The node agent's pods are not kwok's.
-      - key: '.spec.containers.[].image'
-        operator: NotIn
-        values:
-${exclude}
 $(pod_stage_${stage})
 EOF
   done
@@ -345,27 +341,6 @@ pod_stage_ready() {
 EOF
 }
 
-pod_stage_complete() {
-  cat <<'EOF'
-      - key: '.metadata.deletionTimestamp'
-        operator: DoesNotExist
-      - key: '.status.phase'
-        operator: In
-        values: [Running]
-      - key: '.metadata.ownerReferences.[].kind'
-        operator: In
-        values: [Job]
-  next:
-    statusTemplate: |
-      {{ $now := Now }}
-      containerStatuses:
-      {{ range .spec.containers }}
-      - {image: {{ .image | Quote }}, name: {{ .name | Quote }}, ready: true, restartCount: 0, started: false, state: {terminated: {exitCode: 0, reason: Completed, startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}}}
-      {{ end }}
-      phase: Succeeded
-EOF
-}
-
 pod_stage_delete() {
   cat <<'EOF'
       - key: '.metadata.deletionTimestamp'
@@ -376,29 +351,6 @@ pod_stage_delete() {
     delete: true
 EOF
 }
-
-write_agent_config() {
-  mkdir -p "${KUBE_DEV_DIR}/images"
-  # The KEDA operator runs as a non-root user: it needs a copy it can reach (the cache may be under a private
-  # home directory).
-  cp -f "${bin_dir}/keda-operator" "${KUBE_DEV_DIR}/images/keda-operator"
-  cat >"${KUBE_DEV_DIR}/agent.yaml" <<EOF
-node: ${KUBE_DEV_NODE}
-stateDir: ${KUBE_DEV_DIR}/agent
-apiServer: ${api_server}
-clusterCa: ${pki}/ca.crt
-images:
-  ghcr.io/kedacore/keda:2.20.2:
-    binary: ${KUBE_DEV_DIR}/images/keda-operator
-    # Out of a container the operator cannot read its namespace from the service-account mount, nor find its
-    # certificates at /certs: both are given where the agent put them.
-    extraArgs: ["--cert-dir={mount:/certs}"]
-    extraEnv: {KEDA_CLUSTER_OBJECT_NAMESPACE: "{namespace}"}
-EOF
-}
-
-# The node agent runs KEDA's operator only: the application's pods run on the real node (scripts/kube-dev/node.sh).
-agent_images=(ghcr.io/kedacore/keda:2.20.2)
 
 up() {
   if holder_pid >/dev/null && status >/dev/null 2>&1; then
@@ -419,7 +371,7 @@ up() {
   down_quietly
   # A start that fails half-way stops what it started.
   trap 'code=$?; if ((code != 0)); then say "start-up failed; stopping what was started"; down_quietly; fi' EXIT
-  rm -rf "${KUBE_DEV_DIR:?}/etcd" "${KUBE_DEV_DIR:?}/agent" "${logs}" "${run_dir}"
+  rm -rf "${KUBE_DEV_DIR:?}/etcd" "${logs}" "${run_dir}"
   mkdir -p "${logs}" "${run_dir}"
   make_pki
   write_kubeconfig "${kubeconfig}" admin
@@ -432,6 +384,9 @@ up() {
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster kube-dev=http://127.0.0.1:2380 --unsafe-no-fsync --log-level warn
+  # Aggregation (KEDA's metrics server) as kubeadm sets it up, and routed to the endpoints' addresses: the
+  # namespaces have no route to the Service range, whose addresses only kube-proxy's rules give meaning (the API
+  # server's calls to admission webhooks take the same way).
   start kube-apiserver "${bin_dir}/kube-apiserver" \
     --etcd-servers http://127.0.0.1:2379 \
     --bind-address 0.0.0.0 --advertise-address "${NODE_IP}" --secure-port "${api_port}" \
@@ -446,6 +401,11 @@ up() {
     --kubelet-client-key "${pki}/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority "${pki}/ca.crt" \
     --kubelet-preferred-address-types InternalIP \
+    --requestheader-client-ca-file "${pki}/ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "${pki}/front-proxy-client.crt" --proxy-client-key-file "${pki}/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --allow-privileged=true --profiling=false
   wait_for kube-apiserver "${KUBE_DEV_START_TIMEOUT}" kubectl_in get --raw /readyz
   say "API server ready after $((SECONDS - began))s"
@@ -463,7 +423,9 @@ up() {
     --authorization-kubeconfig "${KUBE_DEV_DIR}/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --leader-elect=false
 
-  # The Node the quickstart asks for; kwok keeps it Ready.
+  # The brokers' stand-in Node; kwok keeps it Ready. Cordoned: the scheduler places every pod on the real node
+  # (scripts/kube-dev/node.sh); the broker pods name this one. Its size is what `minikube start --cpus=6
+  # --memory=8g` gives the quickstart, which make_infra.sh checks.
   kubectl_in apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Node
@@ -473,6 +435,8 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
     kubernetes.io/hostname: ${KUBE_DEV_NODE}
+spec:
+  unschedulable: true
 status:
   capacity: {cpu: "${KUBE_DEV_NODE_CPUS}", memory: ${KUBE_DEV_NODE_MEMORY}, pods: "110"}
   allocatable: {cpu: "${KUBE_DEV_NODE_CPUS}", memory: ${KUBE_DEV_NODE_MEMORY}, pods: "110"}
@@ -484,8 +448,6 @@ EOF
     --manage-single-node "${KUBE_DEV_NODE}" --node-ip 127.0.0.1 --node-port 10250 --node-lease-duration-seconds 40 \
     --server-address 127.0.0.1:10250 \
     --tls-cert-file "${pki}/kubelet.crt" --tls-private-key-file "${pki}/kubelet.key"
-  write_agent_config
-  start agent "${repo_root}/target/release/kube-dev" --log-format text agent --config "${KUBE_DEV_DIR}/agent.yaml"
 
   # The cluster's three brokers (deploy/'s node pool, RF 3, min.insync.replicas 2), where the manifests expect
   # them: medicine-pubsub-kafka-bootstrap:9092 (plain) and :9093 (TLS with SCRAM-SHA-512, signed by the brokers'
@@ -496,12 +458,12 @@ EOF
     KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap KAFKA_DEV_LISTEN_HOST=0.0.0.0 \
     "${repo_root}/scripts/kafka-dev.sh" start
   start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092 \
-    --broker-address "${NODE_IP}" \
+    --broker-address "${NODE_IP}" --broker-node "${KUBE_DEV_NODE}" \
     --kafka-dev-script "${repo_root}/scripts/kafka-dev.sh" --kafka-dev-dir "${KUBE_DEV_DIR}/kafka"
 
   wait_for kwok "${KUBE_DEV_START_TIMEOUT}" node_ready
   wait_for kube-controller-manager "${KUBE_DEV_START_TIMEOUT}" kubectl_in get serviceaccount default
-  say "up after $((SECONDS - began))s: Node ${KUBE_DEV_NODE} Ready (${KUBE_DEV_NODE_CPUS} CPUs, ${KUBE_DEV_NODE_MEMORY}), broker on medicine-pubsub-kafka-bootstrap:9092 and :9093"
+  say "up after $((SECONDS - began))s: the brokers' Node ${KUBE_DEV_NODE} Ready (${KUBE_DEV_NODE_CPUS} CPUs, ${KUBE_DEV_NODE_MEMORY}), brokers on medicine-pubsub-kafka-bootstrap:9092 and :9093"
   say "run commands inside with: $0 exec -- kubectl get pods -A"
 }
 
@@ -549,7 +511,7 @@ down_quietly() {
 
 down() {
   if holder_pid >/dev/null; then
-    say "stopping the control plane, the agent's pods and the broker"
+    say "stopping the control plane, the node and the brokers"
   fi
   down_quietly
 }

@@ -5,8 +5,9 @@
 #
 # With --node, builds instead a node's programs into a cache of their own (their versions are their key): kubelet
 # and kube-proxy (the same Kubernetes), containerd 2 with its runc shim and ctr, the CNI plugins the node's
-# network uses (bridge, host-local, loopback, portmap), and CoreDNS (the cluster's DNS, at the version kubeadm of
-# this Kubernetes deploys); prints their directory.
+# network uses (bridge, host-local, loopback, portmap), CoreDNS (the cluster's DNS, at the version kubeadm of
+# this Kubernetes deploys) and crane (go-containerregistry's, whose registry serves the node the images that
+# registries it cannot reach would); prints their directory.
 #
 # With --print (or --node --print), only prints the directory (fails when the binaries are not built yet).
 #
@@ -23,6 +24,8 @@ set -euo pipefail
 : "${CNI_PLUGINS_VERSION:=v1.9.0}"
 # kubeadm's CoreDNS for Kubernetes 1.35 (cmd/kubeadm/app/constants: CoreDNSVersion).
 : "${COREDNS_VERSION:=v1.13.1}"
+# go-containerregistry's crane, whose `registry serve` is the node's image registry.
+: "${GGCR_VERSION:=v0.22.1}"
 : "${MEDICINE_PUBSUB_CACHE:=${XDG_CACHE_HOME:-${HOME}/.cache}/medicine-pubsub}"
 
 # The recipe's own version: bump it when the way the binaries are built changes.
@@ -40,16 +43,17 @@ die() {
   exit 1
 }
 
-binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd keda-operator kwok kwok-logs-crd.yaml)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd keda-operator keda-adapter keda-admission-webhooks
+  kwok kwok-logs-crd.yaml)
 
 node=false
 if [[ "${1:-}" == "--node" ]]; then
   node=true
   shift
-  key="node_k8s-${KUBERNETES_VERSION}_containerd-${CONTAINERD_VERSION}_cni-${CNI_PLUGINS_VERSION}_coredns-${COREDNS_VERSION}_r${recipe}"
+  key="node_k8s-${KUBERNETES_VERSION}_containerd-${CONTAINERD_VERSION}_cni-${CNI_PLUGINS_VERSION}_coredns-${COREDNS_VERSION}_ggcr-${GGCR_VERSION}_r${recipe}"
   bin_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/bin"
   work_dir="${MEDICINE_PUBSUB_CACHE}/kube/${key}/work"
-  binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap coredns)
+  binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr bridge host-local loopback portmap coredns crane)
 fi
 
 have() {
@@ -193,6 +197,11 @@ if [[ "${node}" == true ]]; then
   if ! have coredns; then
     build_coredns
   fi
+  if ! have crane; then
+    say "building crane (github.com/google/go-containerregistry@${GGCR_VERSION})"
+    GOBIN="${bin_dir}" go install -trimpath -gcflags="${gcflags}" -ldflags="-s -w" \
+      "github.com/google/go-containerregistry/cmd/crane@${GGCR_VERSION}"
+  fi
   echo "${bin_dir}"
   exit 0
 fi
@@ -210,10 +219,14 @@ if ! have etcd; then
     go.etcd.io/etcd/server/v3=etcd
 fi
 
-if ! have keda-operator; then
+# KEDA's three programs, as its Dockerfile builds them (cmd/operator is /keda, cmd/adapter /keda-adapter,
+# cmd/webhooks /keda-admission-webhooks): the node runs them as images of KEDA's names (scripts/kube-dev/node.sh).
+if ! have keda-operator keda-adapter keda-admission-webhooks; then
   build_scratch keda github.com/kedacore/keda/v2 "${KEDA_VERSION}" "${KEDA_VERSION}" \
     "-s -w -X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v}" \
-    github.com/kedacore/keda/v2/cmd/operator=keda-operator
+    github.com/kedacore/keda/v2/cmd/operator=keda-operator \
+    github.com/kedacore/keda/v2/cmd/adapter=keda-adapter \
+    github.com/kedacore/keda/v2/cmd/webhooks=keda-admission-webhooks
 fi
 
 if ! have kwok kwok-logs-crd.yaml; then

@@ -1,20 +1,25 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2154 # run_dir, pki, repo_root, KUBE_DEV_DIR, NODE_IP: set by scripts/kube-dev.sh, which sources this
+# shellcheck disable=SC2154 # run_dir, pki, repo_root, bin_dir, KUBE_DEV_DIR, NODE_IP: set by scripts/kube-dev.sh, which sources this
 # A real node for scripts/kube-dev.sh, sourced by it: kubelet (the control plane's Kubernetes), containerd 2 with
-# runc, the CNI bridge, kube-proxy and the cluster's DNS (CoreDNS), and the images built from docker/Dockerfile
-# imported into containerd. It runs inside the control plane's namespaces, as everything else, with an address of
-# its own there (NODE_IP, where the API server and the brokers are reached), and registers as Node ${REAL_NODE},
-# tainted so that the operators' pods, which make_infra.sh installs first, stay on the stand-in Node; the
-# quickstart then lifts the taint and cordons the stand-in Node, so that the application's pods run here.
+# runc, the CNI bridge, kube-proxy, the cluster's DNS (CoreDNS) and an image registry. It runs inside the control
+# plane's namespaces, as everything else, with an address of its own there (NODE_IP, where the API server and the
+# brokers are reached), and registers as Node ${REAL_NODE}: every pod the scheduler places runs here (the stand-in
+# Node of kube-dev.sh is cordoned and keeps only the broker pods, which name it).
+#
+# The operators' images: KEDA's Deployments pull theirs from ghcr.io on every start (imagePullPolicy Always) and
+# Strimzi's from quay.io, registries this machine cannot reach. containerd mirrors both to the node's own registry
+# (crane's, on ${REGISTRY}), which holds KEDA's three images built here from its source as its Dockerfiles build
+# them, and a stand-in of Strimzi's operator image (scripts/kube-dev/strimzi-operator). The application's images
+# are not there: they are loaded later, as `kind load` would, by the end-to-end test (after make_deploy.sh is
+# refused for their absence).
 
 REAL_NODE=kube-dev-kubelet
-REAL_NODE_TAINT=medicine-pubsub.dev/real-node
 POD_SUBNET=10.244.0.0/24
 # The cluster DNS Service's address: the tenth of the Service range (kube-dev.sh: 10.96.0.0/16), as kubeadm's.
 DNS_IP=10.96.0.10
-# The images the node starts with: the pod sandbox's, and CoreDNS's (added by node_up). The project's are loaded
-# later, as `kind load` would, by the end-to-end test (harness/kube-dev/tests/quickstart.rs, after make_deploy.sh
-# is refused for their absence).
+REGISTRY=127.0.0.1:5000
+MIRRORED_REGISTRIES=(ghcr.io quay.io)
+# The images containerd imports at start: the pod sandbox's, and CoreDNS's (added by node_up).
 NODE_IMAGES=(registry.k8s.io/pause:3.10.1)
 
 node_dir="${KUBE_DEV_DIR}/node"
@@ -41,6 +46,8 @@ state = "${run_dir}/containerd"
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "${node_dir}/certs.d"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "registry.k8s.io/pause:3.10.1"
 
@@ -78,6 +85,16 @@ EOF
   ]
 }
 EOF
+  local mirrored
+  for mirrored in "${MIRRORED_REGISTRIES[@]}"; do
+    mkdir -p "${node_dir}/certs.d/${mirrored}"
+    cat >"${node_dir}/certs.d/${mirrored}/hosts.toml" <<EOF
+# ${mirrored}'s images come from the node's registry (it holds only what scripts/kube-dev/node.sh pushed there).
+server = "https://${mirrored}"
+[host."http://${REGISTRY}"]
+  capabilities = ["pull", "resolve"]
+EOF
+  done
   : >"${node_dir}/resolv.conf"
   cat >"${node_dir}/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -102,8 +119,6 @@ clusterDomain: cluster.local
 clusterDNS: [${DNS_IP}]
 resolvConf: ${node_dir}/resolv.conf
 failSwapOn: false
-registerWithTaints:
-  - {key: ${REAL_NODE_TAINT}, effect: NoSchedule}
 # The machine's disk is shared with everything else: no eviction or image collection for its fill level.
 evictionHard: {memory.available: "100Mi"}
 imageGCHighThresholdPercent: 100
@@ -153,9 +168,55 @@ coredns_image() {
 
 # cluster_dns IMAGE: CoreDNS in kube-system on this node (scripts/kube-dev/coredns.yaml), ready.
 cluster_dns() {
-  sed -e "s|\${IMAGE}|$1|" -e "s|\${NODE}|${REAL_NODE}|" -e "s|\${TAINT}|${REAL_NODE_TAINT}|" \
-    -e "s|\${DNS_IP}|${DNS_IP}|" "${repo_root}/scripts/kube-dev/coredns.yaml" | kubectl_in apply -f - >/dev/null
+  sed -e "s|\${IMAGE}|$1|" -e "s|\${NODE}|${REAL_NODE}|" -e "s|\${DNS_IP}|${DNS_IP}|" \
+    "${repo_root}/scripts/kube-dev/coredns.yaml" | kubectl_in apply -f - >/dev/null
   kubectl_in -n kube-system rollout status deployment coredns --timeout "${KUBE_DEV_START_TIMEOUT}s" >/dev/null
+}
+
+# pinned NAME: a platform version pinned in scripts/lib/common.sh (the versions make_infra.sh installs).
+pinned() {
+  sed -n "s/^$1=//p" "${repo_root}/scripts/lib/common.sh"
+}
+
+# binary_image NAME FROM BINARY PATH USER [ENTRYPOINT_ARGS...]: the image NAME, FROM with BINARY at PATH, run as
+# USER with PATH as its entrypoint; rebuilt only when BINARY changed (its digest is the image's annotation).
+binary_image() {
+  local name=$1 from=$2 binary=$3 path=$4 user=$5 digest container entrypoint
+  shift 5
+  digest=$(sha256sum "${binary}" | cut -d' ' -f1)
+  [[ "$(buildah inspect --type image --format '{{index .ImageAnnotations "io.medicine-pubsub.binary"}}' "${name}" \
+    2>/dev/null)" == "${digest}" ]] && return 0
+  container=$(buildah from --pull=never "${from}")
+  buildah copy --quiet --chmod 0755 "${container}" "${binary}" "${path}" >/dev/null
+  entrypoint=$(printf '"%s",' "${path}" "$@")
+  buildah config --workingdir / --user "${user}" --entrypoint "[${entrypoint%,}]" \
+    --annotation "io.medicine-pubsub.binary=${digest}" "${container}"
+  buildah commit --quiet "${container}" "${name}" >/dev/null
+  buildah rm "${container}" >/dev/null
+}
+
+# operator_images: KEDA's three images (its Dockerfiles: distroless static, user 65532, the binary at
+# the root) and the Strimzi operator's stand-in image, built and pushed to the node's registry; prints their names.
+operator_images() {
+  local keda strimzi standin image
+  keda=$(pinned KEDA_VERSION)
+  strimzi=$(pinned STRIMZI_VERSION)
+  local distroless=gcr.io/distroless/static-debian12:nonroot
+  binary_image "ghcr.io/kedacore/keda:${keda}" "${distroless}" "${bin_dir}/keda-operator" /keda 65532:65532 \
+    --zap-log-level=info --zap-encoder=console
+  binary_image "ghcr.io/kedacore/keda-metrics-apiserver:${keda}" "${distroless}" "${bin_dir}/keda-adapter" \
+    /keda-adapter 65532:65532 --secure-port=6443 --zap-log-level=info --zap-encoder=console
+  binary_image "ghcr.io/kedacore/keda-admission-webhooks:${keda}" "${distroless}" \
+    "${bin_dir}/keda-admission-webhooks" /keda-admission-webhooks 65532:65532 --zap-log-level=info \
+    --zap-encoder=console
+  # Strimzi's images run as user 1001; the released Deployment passes the operator's start script as an argument.
+  standin="${node_dir}/strimzi-operator"
+  (cd "${repo_root}/scripts/kube-dev/strimzi-operator" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "${standin}" .)
+  binary_image "quay.io/strimzi/operator:${strimzi}" scratch "${standin}" /strimzi-operator-stand-in 1001:1001
+  for image in "ghcr.io/kedacore/keda:${keda}" "ghcr.io/kedacore/keda-metrics-apiserver:${keda}" \
+    "ghcr.io/kedacore/keda-admission-webhooks:${keda}" "quay.io/strimzi/operator:${strimzi}"; do
+    inside buildah push --quiet --tls-verify=false "${image}" "docker://${REGISTRY}/${image#*/}" >/dev/null
+  done
 }
 
 # import_images: NODE_IMAGES from buildah's store into containerd's `k8s.io` namespace.
@@ -194,6 +255,10 @@ node_up() {
   start containerd env PATH="${node_bin}:${PATH}" "${node_bin}/containerd" --config "${node_dir}/containerd.toml"
   wait_for containerd 60 inside "${node_bin}/ctr" --address "${run_dir}/containerd.sock" version
   import_images "${node_bin}"
+  mkdir -p "${node_dir}/registry"
+  start registry "${node_bin}/crane" registry serve --address "${REGISTRY}" --disk "${node_dir}/registry"
+  wait_for registry 30 inside curl -fsS "http://${REGISTRY}/v2/"
+  operator_images
   start kubelet "${node_bin}/kubelet" --config "${node_dir}/kubelet.yaml" \
     --kubeconfig "${node_dir}/kubelet.kubeconfig" --root-dir "${node_dir}/kubelet" \
     --hostname-override "${REAL_NODE}" --node-ip "${NODE_IP}" --v=1
@@ -201,7 +266,7 @@ node_up() {
   start kube-proxy "${node_bin}/kube-proxy" --config "${node_dir}/kube-proxy.yaml" --v=1
   wait_for kube-proxy "${KUBE_DEV_START_TIMEOUT}" inside curl -fsS http://127.0.0.1:10256/healthz
   cluster_dns "${NODE_IMAGES[-1]}"
-  say "real node ${REAL_NODE} Ready after $((SECONDS - began))s (kubelet, containerd, runc, kube-proxy, CoreDNS on ${DNS_IP}; pods on ${POD_SUBNET}; taint ${REAL_NODE_TAINT})"
+  say "real node ${REAL_NODE} Ready after $((SECONDS - began))s (kubelet, containerd, runc, kube-proxy, CoreDNS on ${DNS_IP}, the registry on ${REGISTRY}; pods on ${POD_SUBNET})"
 }
 
 # node_down: stops the pods' containers (they live in namespaces of their own, which stopping the control plane's

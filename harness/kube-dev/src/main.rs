@@ -1,4 +1,4 @@
-//! `kube-dev`: the node agent and the Strimzi stand-in of the Kubernetes end-to-end test (see the crate docs).
+//! `kube-dev`: the Strimzi stand-in of the Kubernetes end-to-end test (see the crate docs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use tabs::config::{LogFormat, TelemetryArgs};
 #[command(
     name = "kube-dev",
     version,
-    about = "Node agent and Strimzi stand-in of the Kubernetes end-to-end test."
+    about = "Strimzi stand-in of the Kubernetes end-to-end test."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,12 +23,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Run the pods of the configured images that are bound to the configured Node as local processes.
-    Agent {
-        /// The agent's YAML configuration (node, state directory, images), written by scripts/kube-dev.sh.
-        #[arg(long)]
-        config: PathBuf,
-    },
     /// Play the Strimzi operator's part against a real broker (see documentation/TESTING.md).
     Strimzi {
         /// Namespace of the Kafka resources.
@@ -46,6 +40,9 @@ enum Mode {
         /// The IPv4 address pods reach the brokers at (not loopback): the bootstrap Service's endpoint.
         #[arg(long)]
         broker_address: std::net::Ipv4Addr,
+        /// The Node the broker pods are placed on (one whose kubelet runs no container: kwok's).
+        #[arg(long)]
+        broker_node: String,
     },
 }
 
@@ -60,21 +57,13 @@ fn main() -> ExitCode {
         metrics_addr: None,
     };
     match cli.command {
-        Mode::Agent { config } => {
-            let config = match kube_dev::agent::AgentConfig::load(&config) {
-                Ok(config) => config,
-                Err(err) => tabs::config::usage_exit(format!("{err:#}")),
-            };
-            tabs::shutdown::run_service("node agent", &telemetry, |service| {
-                kube_dev::agent::run(config, service.shutdown)
-            })
-        }
         Mode::Strimzi {
             namespace,
             bootstrap_servers,
             kafka_dev_script,
             kafka_dev_dir,
             broker_address,
+            broker_node,
         } => tabs::shutdown::run_service("Strimzi stand-in", &telemetry, |service| {
             kube_dev::strimzi::run(
                 kube_dev::strimzi::Settings {
@@ -83,6 +72,7 @@ fn main() -> ExitCode {
                     kafka_dev_script,
                     kafka_dev_dir,
                     broker_address: broker_address.to_string(),
+                    broker_node,
                 },
                 service.shutdown,
             )

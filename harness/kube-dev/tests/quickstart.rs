@@ -123,11 +123,9 @@ fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 /// The logs of every pod: the real node's (the kubelet's `podLogsDir`, a directory per pod named
-/// `<namespace>_<name>_<uid>`) and the node agent's (KEDA's operator).
+/// `<namespace>_<name>_<uid>`).
 fn pod_log_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut files = log_files(&dir.join("node/pod-logs"));
-    files.extend(log_files(&dir.join("agent/pods")));
-    files
+    log_files(&dir.join("node/pod-logs"))
 }
 
 /// Everything the test's processes wrote: every pod's output, and the control plane's components.
@@ -490,7 +488,6 @@ fn print_pod_logs() {
         );
     }
     for component in [
-        "agent",
         "strimzi",
         "kube-controller-manager",
         "kwok",
@@ -686,16 +683,98 @@ fn assert_the_application_runs_on_the_real_node() {
     }
 }
 
-/// The operators' pods are on the stand-in Node (make_infra.sh installed them while the real node was tainted):
-/// the application's go to the real node from here on, as on a cluster of one node.
-fn the_application_on_the_real_node() {
-    kubectl(&["cordon", "kube-dev-node"]);
-    kubectl(&[
-        "taint",
-        "node",
-        REAL_NODE,
-        &format!("{REAL_NODE_TAINT}:NoSchedule-"),
-    ]);
+/// The operators' pods are the real node's, as on a cluster of one node: KEDA's three, from the images built from
+/// its source and pulled through the node's registry (their Deployments pull on every start), and the Strimzi
+/// operator's stand-in. Only the broker pods are the stand-in Node's, which kwok plays.
+fn assert_the_operators_run_on_the_real_node() {
+    for (namespace, selector) in [
+        ("keda", "app=keda-operator"),
+        ("keda", "app=keda-metrics-apiserver"),
+        ("keda", "app=keda-admission-webhooks"),
+        ("default", "strimzi.io/kind=cluster-operator"),
+    ] {
+        let pods = kubectl_json(&["-n", namespace, "get", "pods", "-l", selector])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ready = |pod: &Value| {
+            pod["status"]["containerStatuses"][0]["ready"] == true
+                && pod["spec"]["nodeName"] == REAL_NODE
+                && pod["status"]["podIP"]
+                    .as_str()
+                    .is_some_and(|ip| ip.starts_with(POD_SUBNET))
+        };
+        assert!(
+            !pods.is_empty() && pods.iter().all(ready),
+            "{selector}: every pod ready on the real node: {pods:#?}"
+        );
+    }
+    for broker in pods_labelled("strimzi.io/kind=Kafka") {
+        assert_eq!(broker["spec"]["nodeName"], "kube-dev-node", "{broker}");
+    }
+}
+
+/// KEDA's metrics server serves the external metrics API through the API server's aggregator: the APIService is
+/// Available (the aggregator reached the pod, proved itself with its front-proxy certificate and read the group's
+/// discovery) and the group lists through it.
+fn assert_the_external_metrics_api_is_served() {
+    wait_until(
+        "the APIService v1beta1.external.metrics.k8s.io is Available",
+        Duration::from_secs(120),
+        || {
+            let service = kubectl_json(&["get", "apiservice", "v1beta1.external.metrics.k8s.io"]);
+            service["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Available" && c["status"] == "True")
+        },
+    );
+    let discovery = kubectl(&["get", "--raw", "/apis/external.metrics.k8s.io/v1beta1"]);
+    assert!(discovery.contains("\"APIResourceList\""), "{discovery}");
+}
+
+/// KEDA's admission webhook validates the ScaledJob: the shipped one with its trigger repeated under one name is
+/// refused, server side in a dry run. The CRD's schema lets it through; only KEDA's validation refuses it, so a
+/// webhook that does not answer (its failure policy is Ignore) lets it through and this fails.
+fn assert_keda_validates_scaled_jobs() {
+    let mut job = kubectl_json(&["-n", "default", "get", "scaledjob", "medicine-maker-0"]);
+    job["metadata"] = serde_json::json!({ "name": "medicine-maker-0", "namespace": "default" });
+    job.as_object_mut().unwrap().remove("status");
+    let mut trigger = job["spec"]["triggers"][0].clone();
+    trigger["name"] = "lag".into();
+    job["spec"]["triggers"] = serde_json::json!([trigger.clone(), trigger]);
+    let file = std::env::temp_dir().join("medicine-maker-0-twice.json");
+    std::fs::write(&file, job.to_string()).unwrap();
+    let output = run(
+        "kubectl",
+        &[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            &file.display().to_string(),
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    let _ = std::fs::remove_file(file);
+    assert!(
+        !output.status.success()
+            && text(&output).contains("admission webhook \"vscaledjob.kb.io\" denied the request")
+            && text(&output).contains("defined multiple times"),
+        "KEDA's webhook refuses a ScaledJob with a repeated trigger name: {}",
+        text(&output)
+    );
+}
+
+/// The address of KEDA's operator pod, where it serves its metrics (port 8080).
+fn keda_operator_address() -> String {
+    let pods = kubectl_json(&["-n", "keda", "get", "pods", "-l", "app=keda-operator"]);
+    let ip = pods["items"][0]["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!ip.is_empty(), "KEDA's operator has an address: {pods}");
+    format!("{ip}:8080")
 }
 
 /// The pods of namespace `default` that `selector` selects.
@@ -759,7 +838,6 @@ fn read_verbatim(command: &str, enough: usize) -> Vec<String> {
 
 /// The real node (scripts/kube-dev/node.sh): kubelet, containerd and runc, pods in network namespaces of their own.
 const REAL_NODE: &str = "kube-dev-kubelet";
-const REAL_NODE_TAINT: &str = "medicine-pubsub.dev/real-node";
 const POD_SUBNET: &str = "10.244.0.";
 
 /// A Job of the ScaledJob's own pod template (as the API server keeps it), labelled for the test: the real node
@@ -1101,7 +1179,8 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         secret("medicine-pubsub-cluster-ca-cert", "ca.crt").starts_with("-----BEGIN CERTIFICATE"),
         "the cluster CA is published"
     );
-    the_application_on_the_real_node();
+    assert_the_operators_run_on_the_real_node();
+    assert_the_external_metrics_api_is_served();
 
     // Before the images are on the node, make_deploy.sh refuses, and says what to do: from the nodes' images,
     // or on minikube from minikube's own list (a stand-in minikube, on the real API server).
@@ -1160,6 +1239,7 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     let deploy = [("APP_KUSTOMIZATION", app.display().to_string())];
     timeline.mark("make_deploy.sh");
     script_ok("make_deploy.sh", &deploy);
+    assert_keda_validates_scaled_jobs();
     let rule = kubectl_json(&["-n", "default", "get", "prometheusrule", "medicine-pubsub"]);
     let alerts = rule["spec"]["groups"][0]["rules"]
         .as_array()
@@ -1274,7 +1354,7 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
     });
     assert_the_application_runs_on_the_real_node();
     // The dashboard's KEDA panel, asked of a real Prometheus scraping the real KEDA operator (its metrics on
-    // :8080, inside the sandbox's network namespace) with the shipped alert rules loaded. The other panels:
+    // its pod's :8080) with the shipped alert rules loaded. The other panels:
     // crates/local/tests/monitoring.rs.
     let server = testkit::require_prometheus!();
     // The pods' targets, kept up to date beside the test as pods come and go.
@@ -1295,7 +1375,7 @@ fn the_quickstart_runs_end_to_end_on_a_real_control_plane() {
         serde_json::json!([
             {
                 "job_name": "keda-operator",
-                "static_configs": [{"targets": ["127.0.0.1:8080"]}],
+                "static_configs": [{"targets": [keda_operator_address()]}],
             },
             {
                 "job_name": "medicine-pubsub-pods",

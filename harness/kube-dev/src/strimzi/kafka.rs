@@ -274,6 +274,7 @@ impl Controller {
                     image: Some(KAFKA_IMAGE.to_owned()),
                     ..Container::default()
                 }],
+                node_name: Some(self.settings.broker_node.clone()),
                 ..PodSpec::default()
             }),
             ..Pod::default()

@@ -35,8 +35,6 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::agent::process::rfc3339_nanos;
-
 mod kafka;
 mod topics;
 mod users;
@@ -72,6 +70,9 @@ pub struct Settings {
     pub kafka_dev_dir: PathBuf,
     /// The address the real node's pods reach the brokers at: the bootstrap Service leads there.
     pub broker_address: String,
+    /// The Node the broker pods are placed on by name: the brokers are not the pods' containers, so no real
+    /// kubelet may run them (kwok plays that Node's kubelet).
+    pub broker_node: String,
 }
 
 /// Reconciles every half second until `shutdown`.
@@ -106,10 +107,11 @@ struct Controller {
     settings: Settings,
 }
 
+/// The time of a condition, as Strimzi writes it: RFC 3339 in UTC, to the second.
 fn now() -> String {
-    let full = rfc3339_nanos(std::time::SystemTime::now());
-    // Strimzi's conditions carry seconds.
-    format!("{}Z", &full[..19])
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The `ownerReferences` that make `object` (of `kind`) own what the stand-in creates for it: the garbage
@@ -214,5 +216,20 @@ impl Controller {
             })
             .collect();
         self.reconcile_users(&users).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_carry_utc_seconds_as_strimzi_writes_them() {
+        let time = now();
+        let parsed: k8s_openapi::jiff::Timestamp = time.parse().unwrap();
+        assert_eq!(time.len(), "2026-11-28T08:03:59Z".len(), "{time}");
+        assert_eq!(parsed.subsec_nanosecond(), 0, "{time}");
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(parsed);
+        assert!(age.as_secs() < 5, "{time} is now");
     }
 }
