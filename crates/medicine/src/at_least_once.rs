@@ -23,13 +23,13 @@ use crate::error::KafkaFailure;
 /// The records of one order (or dead letter) awaiting their acknowledgements.
 pub struct Pending {
     remaining: AtomicU32,
-    failure: Mutex<Option<String>>,
-    done: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+    failure: Mutex<Option<KafkaFailure>>,
+    done: Mutex<Option<oneshot::Sender<Result<(), KafkaFailure>>>>,
 }
 
 impl Pending {
     /// Expects `records` acknowledgements; the receiver gets the outcome after the last one.
-    pub fn new(records: u32) -> (Arc<Self>, oneshot::Receiver<Result<(), String>>) {
+    pub fn new(records: u32) -> (Arc<Self>, oneshot::Receiver<Result<(), KafkaFailure>>) {
         let (sender, receiver) = oneshot::channel();
         let pending = Arc::new(Self {
             remaining: AtomicU32::new(records),
@@ -41,7 +41,7 @@ impl Pending {
 
     /// Ends the order now with `reason` (its records could not all be handed over); later acknowledgements are
     /// ignored.
-    fn fail(&self, reason: String) {
+    fn fail(&self, reason: KafkaFailure) {
         if let Some(done) = self.done.lock().ok().and_then(|mut d| d.take()) {
             let _ = done.send(Err(reason));
         }
@@ -49,7 +49,7 @@ impl Pending {
 
     /// Counts one acknowledgement (or refusal). Runs in librdkafka's delivery callback, on whatever thread
     /// serves it: it must never block.
-    pub fn acknowledged(&self, result: Result<(), String>) {
+    pub fn acknowledged(&self, result: Result<(), KafkaFailure>) {
         if let Err(reason) = result {
             if let Ok(mut failure) = self.failure.lock() {
                 failure.get_or_insert(reason);
@@ -89,7 +89,7 @@ impl ProducerContext for AckContext {
             result
                 .as_ref()
                 .map(|_| ())
-                .map_err(|(err, _)| err.to_string()),
+                .map_err(|(err, _)| KafkaFailure::Refused(err.to_string())),
         );
     }
 }
@@ -136,15 +136,17 @@ impl Deliver for Publisher {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err((err, _)) => {
-                        pending.fail(err.to_string());
+                        pending.fail(KafkaFailure::Refused(err.to_string()));
                         break;
                     }
                 }
             }
         }
-        done.await
-            .unwrap_or_else(|_| Err("the producer dropped the order's acknowledgements".into()))
-            .map_err(KafkaFailure::Refused)
+        done.await.unwrap_or_else(|_| {
+            Err(KafkaFailure::Refused(
+                "the producer dropped the order's acknowledgements".to_owned(),
+            ))
+        })
     }
 }
 
@@ -166,9 +168,10 @@ mod tests {
     async fn a_refused_record_fails_its_order_with_the_reason() {
         let (pending, done) = Pending::new(3);
         pending.acknowledged(Ok(()));
-        pending.acknowledged(Err("Message size too large".into()));
+        let too_large = KafkaFailure::Refused("Message size too large".into());
+        pending.acknowledged(Err(too_large.clone()));
         pending.acknowledged(Ok(()));
-        assert_eq!(done.await.unwrap(), Err("Message size too large".into()));
+        assert_eq!(done.await.unwrap(), Err(too_large));
     }
 
     #[tokio::test]
@@ -176,6 +179,6 @@ mod tests {
         let (pending, done) = Pending::new(1);
         drop(done);
         pending.acknowledged(Ok(()));
-        pending.fail("late".into());
+        pending.fail(KafkaFailure::Refused("late".into()));
     }
 }
