@@ -302,7 +302,8 @@ run_tool() {
 }
 
 # A CA of this store's own and the brokers' certificate, valid for every name clients may use for them: loopback,
-# and the advertised host as a Kubernetes Service is named (the end-to-end test's bootstrap Service).
+# and the advertised host's Service (its first label; the end-to-end test's bootstrap Service) by each of the
+# names a pod may use for it.
 make_tls() {
   require openssl "install OpenSSL (Debian: apt-get install openssl) to make the broker's TLS certificate"
   rm -rf "${tls_dir}"
@@ -314,7 +315,9 @@ make_tls() {
     done
   fi
   if [[ "${host}" != 127.0.0.1 ]]; then
-    names+=",DNS:${host},DNS:${host}.default.svc,DNS:${host}.default.svc.cluster.local"
+    local service=${host%%.*}
+    names+=",DNS:${service},DNS:${service}.default,DNS:${service}.default.svc"
+    names+=",DNS:${service}.default.svc.cluster.local"
   fi
   (
     cd "${tls_dir}"

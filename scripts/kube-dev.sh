@@ -452,10 +452,12 @@ EOF
   # The cluster's three brokers (deploy/'s node pool, RF 3, min.insync.replicas 2), where the manifests expect
   # them: medicine-pubsub-kafka-bootstrap:9092 (plain) and :9093 (TLS with SCRAM-SHA-512, signed by the brokers'
   # own CA, which the stand-in publishes as the cluster CA); the other nodes on the ports after (9095/9096,
-  # 9098/9099), advertised under the same name. They listen on every address of the namespaces: the real node's
-  # pods reach them at the node's address (scripts/kube-dev/node.sh).
+  # 9098/9099). Each advertises the Service's name in its namespace (`….default.svc`), which a pod of any
+  # namespace resolves, as Strimzi's brokers advertise theirs (KEDA's operator, in namespace keda, reads the lag
+  # through them). They listen on every address of the namespaces: the real node's pods reach them at the node's
+  # address (scripts/kube-dev/node.sh).
   inside env KAFKA_DEV_DIR="${KUBE_DEV_DIR}/kafka" KAFKA_DEV_PORT=9092 KAFKA_DEV_NODES=3 KAFKA_DEV_HEAP=400m \
-    KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap KAFKA_DEV_LISTEN_HOST=0.0.0.0 \
+    KAFKA_DEV_ADVERTISED_HOST=medicine-pubsub-kafka-bootstrap.default.svc KAFKA_DEV_LISTEN_HOST=0.0.0.0 \
     "${repo_root}/scripts/kafka-dev.sh" start
   start strimzi "${repo_root}/target/release/kube-dev" --log-format text strimzi --bootstrap-servers 127.0.0.1:9092 \
     --broker-address "${NODE_IP}" --broker-node "${KUBE_DEV_NODE}" \
