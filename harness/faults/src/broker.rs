@@ -138,6 +138,30 @@ impl SecondBroker {
         })
     }
 
+    /// Writes `text` (a program's log) to `target/fault-logs/<name>-<broker's port>.log` and prints where, with
+    /// its last lines.
+    pub fn keep_log(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let dir = self
+            .kafka_dev
+            .dir
+            .parent()
+            .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+            .join("fault-logs");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}-{}.log", self.kafka_dev.port));
+        std::fs::write(&path, text)?;
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(20)..];
+        eprintln!(
+            "{name} log: {} ({} lines; the last {}):\n{}",
+            path.display(),
+            lines.len(),
+            tail.len(),
+            tail.join("\n")
+        );
+        Ok(path)
+    }
+
     /// Runs `scripts/kafka-dev.sh <action>` for this broker.
     pub async fn run(&self, action: &str) -> anyhow::Result<()> {
         self.kafka_dev.run(&[action]).await
@@ -215,8 +239,9 @@ pub async fn restart_broker(
         result.broker_fault = skips;
     }
     if !result.passed() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
-        // What the maker saw is the first thing to read when this fails.
-        eprintln!("maker log:\n{}", maker.stderr_text());
+        // What the maker saw is the first thing to read when this fails: kept in a file, its end printed, so the
+        // findings printed after it stay in sight.
+        broker.keep_log("restart-maker", &maker.stderr_text())?;
     }
     result.faults_injected = 1;
     result.notes.push(format!(
