@@ -79,9 +79,8 @@ set_up() {
 step "set up what this machine lacks (Debian packages, kubeconform; the build cache)" set_up
 
 # The control plane takes long to compile the first time (it is cached by version after): it builds beside the
-# Rust builds, and is waited for before the tests: the fault campaign's liveness bounds are seconds, and a cold
-# run once failed one (a partition standing longer than its bound after a broker restart) with this build
-# beside it, a scenario that passes with the machine to itself.
+# Rust builds, and is waited for before the tests: no build shares the machine with them (the fault campaign's
+# liveness bounds are seconds).
 kube_build_log=target/kube-dev-build.log
 scripts/kube-dev.sh build >"${kube_build_log}" 2>&1 &
 kube_build_pid=$!
