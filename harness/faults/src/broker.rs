@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cluster::{coordinator_partition, SKIPPED_MARKERS};
 use crate::kafka_dev::KafkaDev;
 use crate::{
-    acknowledged_orders_are_in_the_topic, findings, liveness_bound, stop_patients, wind_down, Crew,
-    Ending, Findings, Harness, Topics,
+    acknowledged_orders_are_in_the_topic, findings, keep_log, liveness_bound, stop_patients,
+    wind_down, Crew, Ending, Findings, Harness, Topics,
 };
 
 /// The makers' transaction timeout (their default).
@@ -37,6 +37,7 @@ impl Outage {
 /// stops and restarts its broker, and for the one on Kafka's default group settings. Stopped when dropped.
 pub struct SecondBroker {
     pub bootstrap: String,
+    repo_root: PathBuf,
     kafka_dev: KafkaDev,
 }
 
@@ -117,6 +118,7 @@ impl SecondBroker {
     ) -> anyhow::Result<Self> {
         let broker = Self {
             bootstrap: format!("127.0.0.1:{port}"),
+            repo_root: repo_root.to_path_buf(),
             // `KAFKA_DEV_GROUP_SETTINGS`: `project` or `kafka-defaults`.
             kafka_dev: KafkaDev::new(repo_root, port, dir)
                 .with("KAFKA_DEV_GROUP_SETTINGS", group_settings),
@@ -136,30 +138,6 @@ impl SecondBroker {
             stopped_at,
             lasted: stopping.elapsed(),
         })
-    }
-
-    /// Writes `text` (a program's log) to `target/fault-logs/<name>-<broker's port>.log` and prints where, with
-    /// its last lines.
-    pub fn keep_log(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
-        let dir = self
-            .kafka_dev
-            .dir
-            .parent()
-            .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
-            .join("fault-logs");
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{name}-{}.log", self.kafka_dev.port));
-        std::fs::write(&path, text)?;
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(20)..];
-        eprintln!(
-            "{name} log: {} ({} lines; the last {}):\n{}",
-            path.display(),
-            lines.len(),
-            tail.len(),
-            tail.join("\n")
-        );
-        Ok(path)
     }
 
     /// Runs `scripts/kafka-dev.sh <action>` for this broker.
@@ -241,7 +219,11 @@ pub async fn restart_broker(
     if !result.passed() || std::env::var_os("FAULTS_MAKER_LOG").is_some() {
         // What the maker saw is the first thing to read when this fails: kept in a file, its end printed, so the
         // findings printed after it stay in sight.
-        broker.keep_log("restart-maker", &maker.stderr_text())?;
+        keep_log(
+            &broker.repo_root,
+            &format!("restart-maker-{}", maker.pid()),
+            &maker.stderr_text(),
+        )?;
     }
     result.faults_injected = 1;
     result.notes.push(format!(

@@ -2,6 +2,7 @@
 //! topics audited to their ends; the liveness verdict; the patients' acknowledged orders checked against the topic.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
@@ -187,4 +188,23 @@ pub(crate) async fn acknowledged_orders_are_in_the_topic(
         topics.orders
     );
     Ok(())
+}
+
+/// Writes a program's log to `target/fault-logs/<name>.log` of `repo_root` and prints where, with its last 20
+/// lines: the whole log is too long for a CI excerpt, and the findings printed after it must stay in sight.
+pub(crate) fn keep_log(repo_root: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let dir = repo_root.join("target/fault-logs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.log"));
+    std::fs::write(&path, text)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(20)..];
+    eprintln!(
+        "{name} log: {} ({} lines; the last {}):\n{}",
+        path.display(),
+        lines.len(),
+        tail.len(),
+        tail.join("\n")
+    );
+    Ok(path)
 }

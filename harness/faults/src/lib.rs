@@ -36,8 +36,8 @@ use testkit::Proc;
 pub use broker::{restart_broker, SecondBroker};
 pub use crew::Crew;
 use ending::{
-    acknowledged_orders_are_in_the_topic, conclude, drained, findings, stop_patients, wind_down,
-    Ending,
+    acknowledged_orders_are_in_the_topic, conclude, drained, findings, keep_log, stop_patients,
+    wind_down, Ending,
 };
 pub use hostile::{hostile_flood, oversized_records};
 pub use kill::{kill_makers, saturated_churn, sigterm_storm};

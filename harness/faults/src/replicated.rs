@@ -18,7 +18,7 @@ use testkit::Proc;
 
 use crate::cluster::{Cluster, Down};
 use crate::copier::{self, Copiers};
-use crate::{drained, stop_patients, Crew, Findings, Harness, Topics};
+use crate::{drained, keep_log, stop_patients, Crew, Findings, Harness, Topics};
 
 mod bound;
 mod judging;
@@ -209,14 +209,14 @@ pub(crate) async fn wind_up(
     Ok((acknowledged, watch.finish()?))
 }
 
-/// Writes every maker's log to target/fault-logs/ (what the makers saw is the first thing to read on a failure).
+/// Keeps every maker's log ([`keep_log`]): what the makers saw is the first thing to read on a failure.
 fn keep_logs(repo_root: &Path, crew: &Crew) -> anyhow::Result<()> {
-    let dir = repo_root.join("target/fault-logs");
-    std::fs::create_dir_all(&dir)?;
     for maker in crew.running_and_gone() {
-        let path = dir.join(format!("maker-{}.log", maker.pid()));
-        std::fs::write(&path, maker.stderr_text())?;
-        eprintln!("maker log: {}", path.display());
+        keep_log(
+            repo_root,
+            &format!("maker-{}", maker.pid()),
+            &maker.stderr_text(),
+        )?;
     }
     Ok(())
 }
